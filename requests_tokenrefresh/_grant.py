@@ -1,0 +1,151 @@
+"""The OAuth 2.0 refresh grant (RFC 6749 §6): one request on a private Session, one answer.
+
+The request never goes through the adapter that asked for it (google-auth's lesson: that way lies
+infinite recursion) and never follows a redirect (that would hand the refresh token to another
+URL). Errors are mapped to :class:`RefreshError` in the OAuth form, ``invalid_grant: ...``; they
+do not carry the token endpoint's response, whose request holds the refresh token and secret.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from ._redact import fingerprint
+from .exceptions import RefreshError, SessionExpiredError
+from .tokens import Token
+
+__all__ = ["CLIENT_AUTH_METHODS", "OAuthRefreshGrant", "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+
+#: ``client_auth`` values: HTTP Basic (RFC 6749 §2.3.1, the default) or in the form body.
+CLIENT_AUTH_METHODS = ("basic", "post")
+#: Seconds to wait for a TCP connection to the token endpoint (the read may use all time left).
+CONNECT_TIMEOUT = 10.0
+# Errors of RFC 6749 §5.2 / §4.1.2.1 that mean "try again later".
+_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+
+
+class OAuthRefreshGrant:
+    """Sends ``grant_type=refresh_token`` to ``token_url`` and turns the answer into a Token."""
+
+    def __init__(
+        self,
+        token_url: str,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        client_auth: str = "basic",
+        scope: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.client_auth = client_auth
+        self.scope = scope
+        self.clock = clock
+        self.session = requests.Session()
+
+    def __call__(self, token: Token, timeout: float) -> Token:
+        """Make one refresh request with ``token``'s refresh token; see :func:`refresh_with_retries`."""
+        if not token.refresh_token:
+            raise SessionExpiredError("no refresh token is stored: log in again", error="no_refresh_token")
+        data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+        if self.scope:
+            data["scope"] = self.scope
+        auth: Any = None
+        if self.client_id is not None:
+            if self.client_auth == "basic" and self.client_secret is not None:
+                # RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
+                auth = requests.auth.HTTPBasicAuth(quote(self.client_id, safe=""), quote(self.client_secret, safe=""))
+            else:
+                data["client_id"] = self.client_id
+                if self.client_secret is not None:
+                    data["client_secret"] = self.client_secret
+        sent_at = self.clock()
+        log.debug("refresh grant to %s with refresh token %s", self.token_url, fingerprint(token.refresh_token))
+        response = self.session.post(
+            self.token_url,
+            data=data,
+            auth=auth,
+            headers={"Accept": "application/json"},
+            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+            allow_redirects=False,
+        )
+        with response:
+            return _parse(response, token, sent_at)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _parse(response: requests.Response, previous: Token, sent_at: float) -> Token:
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:  # includes requests' JSONDecodeError
+        body = None
+    kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            raise RefreshError(
+                f"invalid_token_response: the token endpoint answered HTTP {status} with {kind}, not a JSON object",
+                error="invalid_token_response",
+            )
+        try:
+            return Token.from_response(body, previous, now=sent_at)
+        except ValueError as exc:
+            raise RefreshError(f"invalid_token_response: {exc}", error="invalid_token_response") from exc
+    if 300 <= status < 400:
+        raise RefreshError(
+            f"unexpected_redirect: the token endpoint answered HTTP {status}; "
+            "set token_url to the URL that issues tokens (redirects are not followed)",
+            error="unexpected_redirect",
+        )
+    error = body.get("error") if isinstance(body, dict) else None
+    description = body.get("error_description") if isinstance(body, dict) else None
+    error = error if isinstance(error, str) and error else f"http_{status}"
+    description = _clean(description, previous) if isinstance(description, str) else None
+    message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the token endpoint)"
+    if error == "invalid_grant":
+        raise SessionExpiredError(message, error_description=description)
+    retryable = status == 429 or status >= 500 or error in _TRANSIENT_ERRORS
+    raise RefreshError(
+        message,
+        error=error,
+        error_description=description,
+        retryable=retryable,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")) if retryable else None,
+    )
+
+
+def _clean(description: str, previous: Token) -> str:
+    """Trim a server's error_description, and never let it echo a secret back."""
+    for secret in (previous.refresh_token, previous.access_token):
+        if secret and secret in description:
+            description = description.replace(secret, f"<{fingerprint(secret)}>")
+    return description[:300]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,0 +1,370 @@
+"""The transport adapter that keeps an access token valid for every request sent through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.exceptions import UnrewindableBodyError
+from requests.utils import rewind_body
+
+from ._coordinator import Coordinator
+from ._grant import CLIENT_AUTH_METHODS, OAuthRefreshGrant
+from ._redact import fingerprint
+from ._retry import refresh_with_retries
+from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
+from .storage import TokenStorage
+from .tokens import Token
+
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "DEFAULT_REFRESH_STATUS_CODES",
+    "DEFAULT_REFRESH_TIMEOUT",
+    "Refresher",
+    "TokenRefreshAdapter",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds before expiry at which a proactive refresh starts (at most half the token lifetime).
+DEFAULT_LEEWAY = 60.0
+#: Response status codes that lead to one refresh and one replay.
+DEFAULT_REFRESH_STATUS_CODES = (401,)
+#: Seconds one refresh may take, retries included.
+DEFAULT_REFRESH_TIMEOUT = 30.0
+# Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
+_WAIT_MARGIN = 10.0
+
+#: A custom refresh function: takes the current token, returns a Token or a token-response mapping.
+Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    storage: TokenStorage
+    token_url: str | None
+    refresher: Refresher | None
+    client_id: str | None
+    client_secret: str | None
+    client_auth: str
+    scope: str | None
+    leeway: float
+    refresh_status_codes: frozenset[int]
+    refresh_timeout: float
+    on_refresh: Callable[[Token], object] | None
+    on_session_expired: Callable[[SessionExpiredError], object] | None
+    base_url: str | None
+    allow_insecure_http: bool
+    clock: Callable[[], float]
+
+
+class TokenRefreshAdapter(HTTPAdapter):
+    """An :class:`~requests.adapters.HTTPAdapter` that adds a valid access token to every request.
+
+    Mount it on the URL prefix of the API; requests outside the mount (and outside ``base_url``,
+    if given) never see the token::
+
+        >>> import requests
+        >>> from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
+        >>> storage = MemoryStorage(Token("access", refresh_token="refresh", expires_at=None))
+        >>> adapter = TokenRefreshAdapter(storage, token_url="https://auth.example.com/oauth/token",
+        ...                               client_id="my-app", client_secret="s3cret", pool_maxsize=32)
+        >>> session = requests.Session()
+        >>> session.mount("https://api.example.com/", adapter)
+
+    The token is refreshed before it expires (``leeway`` seconds before, at most half its lifetime)
+    and when a response has a status in ``refresh_status_codes``; then the request is sent once
+    more. However many threads need a new token, one refresh is made.
+
+    Args:
+        storage: where the token is loaded from and saved to.
+        token_url: the OAuth 2.0 token endpoint for the refresh_token grant (RFC 6749 §6).
+        refresher: instead of ``token_url``, a callable that takes the current :class:`Token` and
+            returns a new :class:`Token` or a token-response mapping; it raises
+            :class:`SessionExpiredError` when the refresh token is rejected.
+        client_id, client_secret: client credentials for the token endpoint, both optional.
+        client_auth: ``"basic"`` (HTTP Basic, the default) or ``"post"`` (in the form body).
+        scope: a scope to ask for on refresh; by default the granted scope is kept.
+        leeway: seconds before expiry at which to refresh; never more than half the lifetime.
+        refresh_status_codes: statuses that lead to a refresh and one replay.
+        refresh_timeout: seconds one refresh may take, retries of transient failures included.
+        on_refresh: called with the new :class:`Token` after every successful refresh.
+        on_session_expired: called with the :class:`SessionExpiredError`, once per expiry.
+        base_url: if given, only requests under this URL get the token.
+        allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
+            not loopback.
+        clock: returns epoch seconds; for tests.
+        **kwargs: passed to :class:`~requests.adapters.HTTPAdapter` (``pool_maxsize``,
+            ``max_retries`` ...).
+
+    Raises:
+        ValueError: an argument is missing, unknown or out of range.
+
+    .. versionadded:: 0.1
+    """
+
+    __attrs__ = [*HTTPAdapter.__attrs__, "_settings"]
+
+    def __init__(
+        self,
+        storage: TokenStorage,
+        *,
+        token_url: str | None = None,
+        refresher: Refresher | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        client_auth: str = "basic",
+        scope: str | None = None,
+        leeway: float = DEFAULT_LEEWAY,
+        refresh_status_codes: Iterable[int] = DEFAULT_REFRESH_STATUS_CODES,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        on_refresh: Callable[[Token], object] | None = None,
+        on_session_expired: Callable[[SessionExpiredError], object] | None = None,
+        base_url: str | None = None,
+        allow_insecure_http: bool = False,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(storage, TokenStorage):
+            raise ValueError(f"storage must be a TokenStorage, not {type(storage).__name__}")
+        if (token_url is None) == (refresher is None):
+            raise ValueError("give exactly one of token_url= (OAuth 2.0) and refresher= (a callable)")
+        if refresher is not None and not callable(refresher):
+            raise ValueError("refresher must be callable")
+        if token_url is not None:
+            _check_url("token_url", token_url, allow_insecure_http)
+        if base_url is not None:
+            _check_url("base_url", base_url, True)
+        if client_auth not in CLIENT_AUTH_METHODS:
+            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
+        for name, value in (("leeway", leeway), ("refresh_timeout", refresh_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0")
+        codes = frozenset(refresh_status_codes)
+        if not all(isinstance(c, int) and 400 <= c <= 599 for c in codes):
+            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
+        for name, fn in (("on_refresh", on_refresh), ("on_session_expired", on_session_expired)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be callable")
+        self._settings = _Settings(
+            storage=storage,
+            token_url=token_url,
+            refresher=refresher,
+            client_id=client_id,
+            client_secret=client_secret,
+            client_auth=client_auth,
+            scope=scope,
+            leeway=float(leeway),
+            refresh_status_codes=codes,
+            refresh_timeout=float(refresh_timeout),
+            on_refresh=on_refresh,
+            on_session_expired=on_session_expired,
+            base_url=base_url,
+            allow_insecure_http=allow_insecure_http,
+            clock=clock,
+        )
+        super().__init__(**kwargs)
+        self._start()
+
+    def _start(self) -> None:
+        s = self._settings
+        self._grant: OAuthRefreshGrant | None = None
+        if s.token_url is not None:
+            self._grant = OAuthRefreshGrant(
+                s.token_url,
+                client_id=s.client_id,
+                client_secret=s.client_secret,
+                client_auth=s.client_auth,
+                scope=s.scope,
+                clock=s.clock,
+            )
+        self._coordinator = Coordinator(
+            load=s.storage.load,
+            save=s.storage.save,
+            delete=s.storage.delete,
+            refresh=self._refresh,
+            leeway=s.leeway,
+            wait_timeout=s.refresh_timeout + _WAIT_MARGIN,
+            clock=s.clock,
+            on_refresh=s.on_refresh,
+            on_session_expired=s.on_session_expired,
+        )
+
+    @property
+    def storage(self) -> TokenStorage:
+        """The token storage this adapter loads from and saves to."""
+        return self._settings.storage
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        """Send ``request`` with a valid token; refresh and replay once on a refresh status.
+
+        Raises:
+            SessionExpiredError: no token is stored, or the refresh token was rejected.
+            RefreshError: the token could not be refreshed (see ``retryable``).
+            TokenStorageError: the storage failed while no usable token was in memory.
+            InsecureTransportError: the request would send the token over plain http.
+            requests.exceptions.UnrewindableBodyError: the request needed a replay, but its
+                body cannot be sent again; the token has been refreshed, so sending anew works.
+        """
+        options: dict[str, Any] = {
+            "stream": stream,
+            "timeout": timeout,
+            "verify": verify,
+            "cert": cert,
+            "proxies": proxies,
+        }
+        url = request.url or ""
+        if not self._in_scope(url):
+            return super().send(request, **options)
+        self._check_transport(url)
+        token = self._coordinator.token_for_request()
+        request.headers["Authorization"] = token.authorization
+        log.debug("sending %s %s with token %s", request.method, _origin(url), fingerprint(token.access_token))
+        response = super().send(request, **options)
+        if response.status_code not in self._settings.refresh_status_codes:
+            return response
+        return self._replay(request, response, token, options)
+
+    def _replay(
+        self, request: requests.PreparedRequest, rejected: requests.Response, used: Token, options: dict[str, Any]
+    ) -> requests.Response:
+        log.debug(
+            "HTTP %s with token %s: refreshing and replaying", rejected.status_code, fingerprint(used.access_token)
+        )
+        rejected.content  # noqa: B018 - read the body so the connection goes back to the pool
+        rejected.close()
+        token = self._coordinator.token_after_rejection(used)
+        replay = request.copy()
+        if replay.body is not None and not isinstance(replay.body, (bytes, str)):
+            try:
+                rewind_body(replay)
+            except UnrewindableBodyError:
+                raise UnrewindableBodyError(
+                    f"HTTP {rejected.status_code}: the token was refreshed, but the request body cannot "
+                    "be sent again (a generator or a spent stream); send the request anew",
+                    response=rejected,
+                    request=request,
+                ) from None
+        replay.headers["Authorization"] = token.authorization
+        response = super().send(replay, **options)
+        response.history.append(rejected)
+        return response
+
+    def _refresh(self, token: Token) -> Token:
+        """The coordinator's refresh: the OAuth grant or the refresher, retried inside refresh_timeout."""
+        return refresh_with_retries(self._attempt, token, timeout=self._settings.refresh_timeout)
+
+    def _attempt(self, token: Token, seconds_left: float) -> Token:
+        if self._grant is not None:
+            return self._grant(token, seconds_left)
+        refresher = self._settings.refresher
+        assert refresher is not None
+        sent_at = self._settings.clock()
+        try:
+            result = refresher(token)
+        except (RefreshError, requests.RequestException):
+            raise
+        except Exception as exc:
+            raise RefreshError(
+                f"refresher_failed: the refresher raised {type(exc).__name__}", error="refresher_failed"
+            ) from exc
+        record = result.to_record() if isinstance(result, Token) else result
+        try:
+            return Token.from_response(record, token, now=sent_at)
+        except ValueError as exc:
+            raise RefreshError(f"invalid_token_response: {exc}", error="invalid_token_response") from exc
+
+    def _in_scope(self, url: str) -> bool:
+        base = self._settings.base_url
+        if base is None:
+            return True
+        return _under(url, base)
+
+    def _check_transport(self, url: str) -> None:
+        if not self._settings.allow_insecure_http and not _secure(url):
+            raise InsecureTransportError(
+                f"refusing to send a token over plain http to {_origin(url)}; use https, or pass "
+                "allow_insecure_http=True"
+            )
+
+    def close(self) -> None:
+        """Close the connection pools and the private session used for refreshes."""
+        super().close()
+        if self._grant is not None:
+            self._grant.close()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._start()  # a new coordinator: tokens are not pickled; the copy loads from storage
+
+    def __repr__(self) -> str:
+        s = self._settings
+        where = f"token_url={s.token_url!r}" if s.token_url else f"refresher={s.refresher!r}"
+        secret = ", client_secret=<set>" if s.client_secret else ""
+        return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secure(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "https" or _is_loopback(parts.hostname or "")
+
+
+def _check_url(name: str, url: str, allow_http: bool) -> None:
+    if not isinstance(url, str):
+        raise ValueError(f"{name} must be a URL string")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an absolute http(s) URL, not {url!r}")
+    if not allow_http and not _secure(url):
+        raise ValueError(f"{name} must use https (plain http is allowed for loopback hosts only)")
+
+
+def _port(parts: Any) -> int | None:
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
+def _under(url: str, base: str) -> bool:
+    """Whether ``url`` is ``base`` or below it: same scheme, host and port; path on a segment boundary."""
+    u, b = urlsplit(url), urlsplit(base)
+    try:
+        if (u.scheme.lower(), u.hostname, _port(u)) != (b.scheme.lower(), b.hostname, _port(b)):
+            return False
+    except ValueError:  # an invalid port
+        return False
+    prefix = b.path.rstrip("/")
+    return u.path == prefix or u.path.startswith(prefix + "/") or not prefix
+
+
+def _origin(url: str) -> str:
+    """The scheme, host and port of ``url``, for messages (no user info, path or query)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"

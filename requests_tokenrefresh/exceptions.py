@@ -1,0 +1,106 @@
+"""The exceptions of requests-tokenrefresh.
+
+Every exception this package raises derives from :class:`TokenRefreshError`, which is a
+:class:`requests.RequestException`, so code that already catches requests' errors keeps working::
+
+    requests.RequestException
+     └── TokenRefreshError
+          ├── RefreshError                 the token endpoint (or refresher) failed
+          │    └── SessionExpiredError     the refresh token is gone or rejected: log in again
+          ├── TokenStorageError            the token store (keyring) failed or holds a bad record
+          └── InsecureTransportError       a token would go over plain http (also a ValueError)
+
+Messages never contain a token, a refresh token or a client secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+__all__ = [
+    "InsecureTransportError",
+    "RefreshError",
+    "SessionExpiredError",
+    "TokenRefreshError",
+    "TokenStorageError",
+]
+
+
+class TokenRefreshError(requests.RequestException):
+    """Root of every error raised by requests-tokenrefresh.
+
+    .. versionadded:: 0.1
+    """
+
+
+class RefreshError(TokenRefreshError):
+    """A refresh failed.
+
+    Args:
+        message: human-readable text; never contains a secret.
+        error: the OAuth ``error`` code (RFC 6749 §5.2) or one of ours, such as
+            ``"temporarily_unavailable"`` or ``"invalid_token_response"``.
+        error_description: the server's ``error_description``, if any.
+        retryable: whether sending again later may succeed (network trouble, 5xx, 429).
+        retry_after: seconds the server asked us to wait (``Retry-After``), if any.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str = "refresh_failed",
+        error_description: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.error = error
+        self.error_description = error_description
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the keyword-only attributes when the error crosses a process boundary.
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+class SessionExpiredError(RefreshError):
+    """The session is over: no refresh token, or the server rejected it (``invalid_grant``).
+
+    The stored tokens have been deleted; the user must log in again.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, error: str = "invalid_grant", **kwargs: Any) -> None:
+        kwargs["retryable"] = False
+        super().__init__(message, error=error, **kwargs)
+
+
+class TokenStorageError(TokenRefreshError):
+    """The token store could not be read or written, or holds a record that is not a token.
+
+    .. versionadded:: 0.1
+    """
+
+
+class InsecureTransportError(TokenRefreshError, ValueError):
+    """A token would be sent over plain ``http://`` to a host that is not loopback.
+
+    Pass ``allow_insecure_http=True`` to the adapter to allow it anyway.
+
+    .. versionadded:: 0.1
+    """
+
+
+def _rebuild(cls: type[RefreshError], args: tuple[Any, ...], state: dict[str, Any]) -> RefreshError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc

@@ -1,0 +1,170 @@
+"""Where tokens live between requests and between runs.
+
+:class:`TokenStorage` is the interface; :class:`KeyringStorage` keeps one JSON record in the OS
+keyring (so ``keyring get SERVICE USERNAME`` shows it) and :class:`MemoryStorage` keeps the token
+in the process, for tests and short scripts. Every backend failure becomes a
+:class:`~requests_tokenrefresh.TokenStorageError` with the original error chained.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import threading
+from typing import Any
+
+import keyring
+import keyring.errors
+
+from .exceptions import TokenStorageError
+from .tokens import Token
+
+__all__ = ["KeyringStorage", "MemoryStorage", "TokenStorage"]
+
+log = logging.getLogger(__name__)
+
+NO_KEYRING_HELP = (
+    "no usable keyring backend: start and unlock a Secret Service (GNOME Keyring, KWallet) or "
+    "macOS/Windows keychain; or install an alternative backend such as keyrings.alt or "
+    "keyrings.cryptfile and select it with PYTHON_KEYRING_BACKEND; or use MemoryStorage()"
+)
+
+
+class TokenStorage(abc.ABC):
+    """Loads, saves and deletes the one token of a user of an API.
+
+    Implementations must be safe to call from several threads, and raise
+    :class:`~requests_tokenrefresh.TokenStorageError` for any failure.
+
+    .. versionadded:: 0.1
+    """
+
+    @abc.abstractmethod
+    def load(self) -> Token | None:
+        """Return the stored token, or None if nothing is stored."""
+
+    @abc.abstractmethod
+    def save(self, token: Token) -> None:
+        """Store ``token``, replacing what was stored."""
+
+    @abc.abstractmethod
+    def delete(self) -> None:
+        """Remove the stored token; no error if there is none."""
+
+
+class MemoryStorage(TokenStorage):
+    """Keeps the token in this process only; it is gone when the process ends.
+
+    Args:
+        token: an initial token, if any.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, token: Token | None = None) -> None:
+        self._lock = threading.Lock()
+        self._token = token
+
+    def load(self) -> Token | None:
+        with self._lock:
+            return self._token
+
+    def save(self, token: Token) -> None:
+        if not isinstance(token, Token):
+            raise TypeError(f"save() takes a Token, not {type(token).__name__}")
+        with self._lock:
+            self._token = token
+
+    def delete(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage(<{'a token' if self._token else 'empty'}>)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a pickled copy starts empty: tokens are never pickled
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class KeyringStorage(TokenStorage):
+    """Keeps the token as one JSON record in the OS keyring, under ``service`` and ``username``.
+
+    The record is :meth:`Token.to_record` as compact JSON, so ``keyring get SERVICE USERNAME``
+    prints it. The keyring backend is the one ``keyring`` selects (``keyring.get_keyring()``) at
+    each call, unless ``backend`` is given.
+
+    Args:
+        service: the keyring service name, for example the API's name.
+        username: the keyring user name, for example the signed-in account.
+        backend: a ``keyring.backend.KeyringBackend`` to use instead of the selected one.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, service: str, username: str, *, backend: Any = None) -> None:
+        for name, value in (("service", service), ("username", username)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"KeyringStorage {name} must be a non-empty string")
+        self.service = service
+        self.username = username
+        self.backend = backend
+
+    def _keyring(self) -> Any:
+        return self.backend if self.backend is not None else keyring.get_keyring()
+
+    def load(self) -> Token | None:
+        raw = self._call("read", lambda kr: kr.get_password(self.service, self.username))
+        if raw is None:
+            return None
+        try:
+            return Token.from_record(json.loads(raw))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            raise TokenStorageError(
+                f"the keyring entry {self.service!r}/{self.username!r} does not hold a token record "
+                f"({_describe(exc)}); remove it with `keyring del {self.service} {self.username}` "
+                "and log in again"
+            ) from exc
+
+    def save(self, token: Token) -> None:
+        if not isinstance(token, Token):
+            raise TypeError(f"save() takes a Token, not {type(token).__name__}")
+        raw = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True)
+        self._call("write", lambda kr: kr.set_password(self.service, self.username, raw))
+
+    def delete(self) -> None:
+        try:
+            self._call("delete", lambda kr: kr.delete_password(self.service, self.username))
+        except TokenStorageError as exc:
+            if not isinstance(exc.__cause__, keyring.errors.PasswordDeleteError):
+                raise
+            # keyring raises PasswordDeleteError when there is nothing to delete.
+            log.debug("nothing to delete in keyring entry %s/%s", self.service, self.username)
+
+    def _call(self, action: str, op: Any) -> Any:
+        try:
+            return op(self._keyring())
+        except keyring.errors.NoKeyringError as exc:
+            raise TokenStorageError(
+                f"cannot {action} keyring entry {self.service!r}/{self.username!r}: {NO_KEYRING_HELP}"
+            ) from exc
+        except Exception as exc:
+            # Backends raise whatever their platform raises (D-Bus, Win32, OSError ...);
+            # translate at this boundary and keep the cause chained.
+            raise TokenStorageError(
+                f"cannot {action} keyring entry {self.service!r}/{self.username!r}: "
+                f"the keyring backend raised {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"KeyringStorage(service={self.service!r}, username={self.username!r})"
+
+
+def _describe(exc: ValueError) -> str:
+    """Say what is wrong with a stored value without quoting it."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON at character {exc.pos}"
+    return str(exc)

@@ -1,0 +1,246 @@
+"""The token value object and its freshness states.
+
+A :class:`Token` is immutable. A refresh makes a new one from the token response and the
+previous token (:meth:`Token.from_response`), so a refresh token or user data the response does
+not repeat survives the refresh. :meth:`Token.to_record` / :meth:`Token.from_record` are the
+one JSON layout every storage backend writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import time
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from ._jwt import read_expiry
+from ._redact import fingerprint
+
+__all__ = ["RECORD_VERSION", "Token", "TokenState"]
+
+log = logging.getLogger(__name__)
+
+#: Version of the stored JSON layout (the ``"version"`` field of :meth:`Token.to_record`).
+RECORD_VERSION = 1
+
+# Fields of a token response / record that Token models; everything else is extra data.
+_KNOWN = frozenset({"access_token", "refresh_token", "token_type", "expires_in", "expires_at", "obtained_at", "scope"})
+
+
+class TokenState(enum.Enum):
+    """How usable a token is at a given moment (google-auth's words).
+
+    .. versionadded:: 0.1
+    """
+
+    #: Valid and outside the refresh window: use it.
+    FRESH = "fresh"
+    #: Still valid but inside the refresh window: refresh soon, meanwhile keep using it.
+    STALE = "stale"
+    #: Expired: it must be refreshed before it is used.
+    INVALID = "invalid"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Token:
+    """An access token with what is needed to refresh it.
+
+    Attributes:
+        access_token: the bearer credential sent in ``Authorization``.
+        refresh_token: the credential for the refresh grant, or None.
+        token_type: the ``Authorization`` scheme, ``"Bearer"`` by default.
+        expires_at: epoch seconds at which the access token expires, or None if unknown.
+        scope: the granted scope string, or None.
+        obtained_at: epoch seconds at which the token was requested, or None; with
+            ``expires_at`` it gives the lifetime that scales the refresh window.
+        extra: every other field of the token response or stored record (user data, an
+            ``id_token`` ...), read-only.
+
+    The repr shows fingerprints, never a secret.
+
+    .. versionadded:: 0.1
+    """
+
+    access_token: str
+    refresh_token: str | None = None
+    token_type: str = "Bearer"
+    expires_at: float | None = None
+    scope: str | None = None
+    obtained_at: float | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.access_token, str) or not self.access_token:
+            raise ValueError("access_token must be a non-empty string")
+        if self.refresh_token is not None and (not isinstance(self.refresh_token, str) or not self.refresh_token):
+            raise ValueError("refresh_token must be a non-empty string or None")
+        if not isinstance(self.token_type, str) or not self.token_type:
+            raise ValueError("token_type must be a non-empty string")
+        for name in ("expires_at", "obtained_at"):
+            value = getattr(self, name)
+            if value is not None and (_number(value) is None):
+                raise ValueError(f"{name} must be epoch seconds (a finite number) or None")
+        if self.scope is not None and not isinstance(self.scope, str):
+            raise ValueError("scope must be a string or None")
+        if not isinstance(self.extra, Mapping):
+            raise ValueError("extra must be a mapping")
+        object.__setattr__(self, "extra", types.MappingProxyType(dict(self.extra)))
+
+    @classmethod
+    def from_response(
+        cls,
+        response: Mapping[str, Any],
+        previous: Token | None = None,
+        *,
+        now: float | None = None,
+    ) -> Token:
+        """Build a token from an OAuth 2.0 token response (RFC 6749 §5.1) or a stored record.
+
+        Args:
+            response: the decoded JSON object. ``access_token`` is required.
+            previous: the token this one replaces. Its refresh token, scope and extra data are
+                kept where ``response`` does not carry new ones.
+            now: epoch seconds at which the request for this response was *sent*;
+                ``expires_in`` counts from there. Defaults to the current time.
+
+        Expiry comes from ``expires_at``, else ``expires_in``, else the JWT ``exp`` claim of
+        the access token, else it is unknown (the adapter then relies on 401 responses).
+
+        Raises:
+            ValueError: ``response`` is not a token response; the message names the field.
+        """
+        if not isinstance(response, Mapping):
+            raise ValueError(f"a token response must be a JSON object, not {type(response).__name__}")
+        access = response.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ValueError("the token response has no access_token")
+        now = time.time() if now is None else now
+        refresh = response.get("refresh_token") or (previous.refresh_token if previous else None)
+        scope = response.get("scope", previous.scope if previous else None)
+        if isinstance(scope, list):  # some servers send a JSON array
+            scope = " ".join(str(s) for s in scope)
+        token_type = response.get("token_type") or "Bearer"
+        if isinstance(token_type, str) and token_type.lower() == "bearer":
+            token_type = "Bearer"  # RFC 6750 spells the scheme "Bearer"; servers vary
+        expires_at, obtained_at = _expiry(response, access, now)
+        extra = dict(previous.extra) if previous else {}
+        extra.update((k, v) for k, v in response.items() if k not in _KNOWN and k != "version")
+        if isinstance(response.get("extra"), Mapping):  # a stored record nests its extra data
+            del extra["extra"]
+            extra.update(response["extra"])
+        return cls(
+            access_token=access,
+            refresh_token=refresh,
+            token_type=token_type,
+            expires_at=expires_at,
+            scope=scope,
+            obtained_at=obtained_at,
+            extra=extra,
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Token:
+        """Rebuild a token from :meth:`to_record` output.
+
+        Raises:
+            ValueError: the record is not one this version can read.
+        """
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a token record must be a JSON object, not {type(record).__name__}")
+        version = record.get("version")
+        if version != RECORD_VERSION:
+            raise ValueError(f"unsupported token record version {version!r} (expected {RECORD_VERSION})")
+        extra = record.get("extra", {})
+        if not isinstance(extra, Mapping):
+            raise ValueError("the token record's extra field must be an object")
+        return cls(
+            access_token=record.get("access_token"),  # type: ignore[arg-type]  # checked in __post_init__
+            refresh_token=record.get("refresh_token"),
+            token_type=record.get("token_type") or "Bearer",
+            expires_at=record.get("expires_at"),
+            scope=record.get("scope"),
+            obtained_at=record.get("obtained_at"),
+            extra=extra,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the JSON-ready record that storage backends save (secrets included)."""
+        return {
+            "version": RECORD_VERSION,
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": self.token_type,
+            "expires_at": self.expires_at,
+            "obtained_at": self.obtained_at,
+            "scope": self.scope,
+            "extra": dict(self.extra),
+        }
+
+    def refresh_window(self, leeway: float) -> float:
+        """Seconds before expiry at which a refresh starts: ``leeway``, at most half the lifetime."""
+        if self.expires_at is not None and self.obtained_at is not None:
+            return max(0.0, min(leeway, (self.expires_at - self.obtained_at) / 2))
+        return leeway
+
+    def state(self, now: float, leeway: float) -> TokenState:
+        """Return how usable this token is at ``now`` given a refresh window of ``leeway``."""
+        if self.expires_at is None:
+            return TokenState.FRESH
+        remaining = self.expires_at - now
+        if remaining <= 0:
+            return TokenState.INVALID
+        if remaining <= self.refresh_window(leeway):
+            return TokenState.STALE
+        return TokenState.FRESH
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value."""
+        return f"{self.token_type} {self.access_token}"
+
+    def __repr__(self) -> str:
+        return (
+            f"Token(token_type={self.token_type!r}, access_token=<{fingerprint(self.access_token)}>, "
+            f"refresh_token=<{fingerprint(self.refresh_token)}>, expires_at={self.expires_at!r}, "
+            f"scope={self.scope!r}, extra_keys={sorted(self.extra)!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("Token objects are not pickled: they hold secrets; store them with a TokenStorage")
+
+
+def _number(value: Any) -> float | None:
+    """Return ``value`` as a finite float, accepting numeric strings; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _expiry(response: Mapping[str, Any], access: str, now: float) -> tuple[float | None, float | None]:
+    """Return ``(expires_at, obtained_at)`` for a token response."""
+    if response.get("expires_at") is not None:
+        expires_at = _number(response["expires_at"])
+        if expires_at is None:
+            raise ValueError("expires_at in the token response is not a number of epoch seconds")
+        obtained = response.get("obtained_at")
+        return expires_at, (_number(obtained) if obtained is not None else None)
+    if response.get("expires_in") is not None:
+        expires_in = _number(response["expires_in"])
+        if expires_in is None:
+            raise ValueError("expires_in in the token response is not a number of seconds")
+        if expires_in > 0:
+            return now + expires_in, now
+        log.warning("ignoring expires_in=%s from the token response: not a positive lifetime", expires_in)
+    exp = read_expiry(access)
+    return exp, (now if exp is not None else None)

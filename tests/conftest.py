@@ -1,0 +1,124 @@
+"""Fixtures shared by the tests: an in-memory keyring per test, a loopback auth server, helpers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keyring
+import keyring.backend
+import pytest
+import requests
+
+from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
+from requests_tokenrefresh._authserver import AuthServer
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend that keeps passwords in a dict; never the machine's keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+        self.writes = 0
+        self.reads = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.reads += 1
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.writes += 1
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        try:
+            del self.entries[(service, username)]
+        except KeyError:
+            raise keyring.errors.PasswordDeleteError("not found") from None
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    """Install an in-memory keyring for each test and restore the previous backend after it."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def server() -> Iterator[AuthServer]:
+    """A loopback token endpoint + API that rotates refresh tokens and revokes the family on reuse."""
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        yield srv
+
+
+def _expired(response: dict[str, Any]) -> Token:
+    """The token of ``response`` as if it had expired a second ago."""
+    token = Token.from_response(response)
+    now = time.time()
+    return Token(token.access_token, token.refresh_token, expires_at=now - 1, obtained_at=now - 3601)
+
+
+def _run_threads(count: int, target: Callable[[int], None], timeout: float = 30.0) -> None:
+    """Start ``count`` threads released together by a barrier; fail if any is still alive after ``timeout``."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            target(i)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = [t for t in threads if t.is_alive()]
+    assert not alive, f"{len(alive)} threads still running after {timeout}s"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def expired() -> Callable[[dict[str, Any]], Token]:
+    """Turn a token response into a Token that expired a second ago."""
+    return _expired
+
+
+@pytest.fixture
+def run_threads() -> Callable[..., None]:
+    """``run_threads(count, target, timeout=30)``: barrier-released threads, joined with a timeout."""
+    return _run_threads
+
+
+@pytest.fixture
+def session_for() -> Iterator[Callable[..., tuple[requests.Session, TokenRefreshAdapter]]]:
+    """``session_for(server, token, **options)``: a Session with the adapter mounted on the server."""
+    sessions: list[requests.Session] = []
+
+    def make(srv: AuthServer, token: Token | None, **options: Any) -> tuple[requests.Session, TokenRefreshAdapter]:
+        options.setdefault("token_url", srv.token_url)
+        options.setdefault("pool_maxsize", 64)
+        storage = options.pop("storage", None) or MemoryStorage(token)
+        adapter = TokenRefreshAdapter(storage, **options)
+        session = requests.Session()
+        session.mount(srv.url + "/", adapter)
+        sessions.append(session)
+        return session, adapter
+
+    yield make
+    for session in sessions:
+        session.close()
