@@ -83,8 +83,7 @@ class AuthServer:
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)
         self._refresh: dict[str, int] = {}  # every refresh token ever issued -> family id
         self._families: dict[int, _Family] = {}
-        self._server = ThreadingHTTPServer((host, 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="authserver", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -184,6 +183,9 @@ class AuthServer:
             entry: dict[str, Any] = {"t": time.time(), "refresh_token": form.get("refresh_token"), "status": None}
             self.token_log.append(entry)
             canned = self.canned.pop(0) if self.canned else None
+        if not self.gate.wait(timeout=60):  # held by hold_refresh(); counted already
+            entry["status"] = 503
+            return 503, Canned(503)
         if canned is not None:
             entry["status"] = canned.status
             return canned.status, canned
@@ -240,6 +242,11 @@ class AuthServer:
         return (e for e in list(self.api_log) if e["token"] == token)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the default listen backlog of 5 makes a burst of clients wait seconds
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -276,8 +283,6 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization")
             if urlsplit(self.path).path == "/token" and self.command == "POST":
                 form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-                if not server.gate.wait(timeout=60):
-                    return self._send(503, b"", {})
                 status, result = server.token_endpoint(form, auth)
                 if isinstance(result, Canned):
                     time.sleep(result.delay)

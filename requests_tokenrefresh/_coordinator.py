@@ -15,7 +15,9 @@ Rule 2: no network or keyring I/O, and no user callback, while the condition is 
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
         retryable :class:`RefreshError` and retires the flight, so a hung leader cannot block the
         adapter forever; the late outcome of a retired flight is dropped.
-Rule 4: at most one flight at a time, so at most one refresh per expiry.
+Rule 4: at most one flight at a time, so at most one refresh per expiry; and no proactive refresh
+        within MIN_REFRESH_INTERVAL of the last one, so a token whose lifetime is shorter than the
+        refresh took (or a skewed clock) is sent as it is and left to the server to reject.
 Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) one thread
         refreshes and the others keep sending; if that refresh fails for a reason other than a
         rejected refresh token, the old token is used until it really expires.
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a failed advisory (STALE) refresh is tried again.
 ADVISORY_RETRY_DELAY = 5.0
+#: Seconds after a refresh during which the new token is not refreshed proactively (Rule 4).
+MIN_REFRESH_INTERVAL = 1.0
 #: Seconds before saving a token that could not be saved is tried again.
 SAVE_RETRY_DELAY = 5.0
 
@@ -99,6 +103,7 @@ class Coordinator:
         self._advisory_after = 0.0  # no advisory refresh before this epoch time
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
+        self._refreshed_at = float("-inf")  # epoch time of the last successful refresh
 
     # -- what the adapter asks -------------------------------------------------------------
 
@@ -115,6 +120,8 @@ class Coordinator:
                     mine = self._begin("load")
                 else:
                     state = token.state(now, self._leeway)
+                    if now - self._refreshed_at < MIN_REFRESH_INTERVAL:
+                        state = TokenState.FRESH  # Rule 4: just refreshed; no refresh loop
                     if state is TokenState.INVALID:
                         if flight is not None:
                             result = self._wait(flight)
@@ -264,7 +271,10 @@ class Coordinator:
             fingerprint(new.refresh_token),
             "unknown" if new.expires_at is None else f"{new.expires_at - self._clock():.0f}s",
         )
-        self._publish(flight, new, None, _token=new, _unsaved=unsaved, _save_after=self._clock() + SAVE_RETRY_DELAY)
+        now = self._clock()
+        self._publish(
+            flight, new, None, _token=new, _unsaved=unsaved, _save_after=now + SAVE_RETRY_DELAY, _refreshed_at=now
+        )
         self._callback(self._on_refresh, new)
         return new
 

@@ -53,6 +53,9 @@ class OAuthRefreshGrant:
         self.scope = scope
         self.clock = clock
         self.session = requests.Session()
+        # Keep proxy settings from the environment, but never let requests add ~/.netrc
+        # credentials to the token request (it does so whenever a request has no auth).
+        self.session.auth = _no_auth
 
     def __call__(self, token: Token, timeout: float) -> Token:
         """Make one refresh request with ``token``'s refresh token; see :func:`refresh_with_retries`."""
@@ -81,13 +84,17 @@ class OAuthRefreshGrant:
             allow_redirects=False,
         )
         with response:
-            return _parse(response, token, sent_at)
+            return _parse(response, token, sent_at, self.client_secret)
 
     def close(self) -> None:
         self.session.close()
 
 
-def _parse(response: requests.Response, previous: Token, sent_at: float) -> Token:
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+def _parse(response: requests.Response, previous: Token, sent_at: float, client_secret: str | None) -> Token:
     status = response.status_code
     try:
         body: Any = response.json()
@@ -113,7 +120,8 @@ def _parse(response: requests.Response, previous: Token, sent_at: float) -> Toke
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
     error = error if isinstance(error, str) and error else f"http_{status}"
-    description = _clean(description, previous) if isinstance(description, str) else None
+    secrets = (previous.refresh_token, previous.access_token, client_secret)
+    description = _clean(description, secrets) if isinstance(description, str) else None
     message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the token endpoint)"
     if error == "invalid_grant":
         raise SessionExpiredError(message, error_description=description)
@@ -127,9 +135,9 @@ def _parse(response: requests.Response, previous: Token, sent_at: float) -> Toke
     )
 
 
-def _clean(description: str, previous: Token) -> str:
+def _clean(description: str, secrets: tuple[str | None, ...]) -> str:
     """Trim a server's error_description, and never let it echo a secret back."""
-    for secret in (previous.refresh_token, previous.access_token):
+    for secret in secrets:
         if secret and secret in description:
             description = description.replace(secret, f"<{fingerprint(secret)}>")
     return description[:300]

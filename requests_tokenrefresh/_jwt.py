@@ -6,6 +6,7 @@ The adapter only needs to know *when* to refresh; the resource server verifies t
 from __future__ import annotations
 
 import logging
+import math
 
 import jwt
 
@@ -27,4 +28,8 @@ def read_expiry(token: str) -> float | None:
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
-    return float(exp)
+    try:
+        seconds = float(exp)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None

@@ -18,7 +18,7 @@ import requests
 from .exceptions import RefreshError
 from .tokens import Token
 
-__all__ = ["MAX_ATTEMPTS", "refresh_with_retries"]
+__all__ = ["MAX_ATTEMPTS", "TRANSIENT_ERRORS", "refresh_with_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ BACKOFF_BASE = 0.2
 BACKOFF_CAP = 4.0
 
 Attempt = Callable[[Token, float], Token]
+
+# Errors of the refresh request that may go away by themselves. Any other error (a bad URL, a
+# storage failure, a bug in a custom refresher) is permanent and raised at once.
+TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 def refresh_with_retries(
@@ -44,6 +48,7 @@ def refresh_with_retries(
     Raises:
         SessionExpiredError: at once, never retried.
         RefreshError: a permanent failure, or the last transient one (``retryable=True``).
+        Exception: anything else ``attempt`` raises, at once.
     """
     deadline = monotonic() + timeout
     for number in range(1, MAX_ATTEMPTS + 1):
@@ -53,7 +58,7 @@ def refresh_with_retries(
             if not exc.retryable:
                 raise
             last = exc
-        except requests.RequestException as exc:
+        except TRANSIENT_ERRORS as exc:
             # Raised by the refresh request itself (or a custom refresher): the network failed.
             last = RefreshError(
                 f"token endpoint unreachable: {type(exc).__name__}",

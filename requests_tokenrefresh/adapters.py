@@ -18,7 +18,7 @@ from requests.utils import rewind_body
 from ._coordinator import Coordinator
 from ._grant import CLIENT_AUTH_METHODS, OAuthRefreshGrant
 from ._redact import fingerprint
-from ._retry import refresh_with_retries
+from ._retry import TRANSIENT_ERRORS, refresh_with_retries
 from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
 from .storage import TokenStorage
 from .tokens import Token
@@ -277,7 +277,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         sent_at = self._settings.clock()
         try:
             result = refresher(token)
-        except (RefreshError, requests.RequestException):
+        except (RefreshError, *TRANSIENT_ERRORS):
             raise
         except Exception as exc:
             raise RefreshError(

@@ -82,8 +82,11 @@ class Token:
             raise ValueError("token_type must be a non-empty string")
         for name in ("expires_at", "obtained_at"):
             value = getattr(self, name)
-            if value is not None and (_number(value) is None):
-                raise ValueError(f"{name} must be epoch seconds (a finite number) or None")
+            if value is not None:
+                number = _number(value)
+                if number is None:
+                    raise ValueError(f"{name} must be epoch seconds (a finite number) or None")
+                object.__setattr__(self, name, number)
         if self.scope is not None and not isinstance(self.scope, str):
             raise ValueError("scope must be a string or None")
         if not isinstance(self.extra, Mapping):
@@ -222,8 +225,12 @@ def _number(value: Any) -> float | None:
             value = float(value.strip())
         except ValueError:
             return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            return None
+        return number if math.isfinite(number) else None
     return None
 
 

@@ -1,0 +1,526 @@
+"""The adapter against a real loopback token endpoint and API (requests' full stack, real sockets)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from requests.exceptions import UnrewindableBodyError
+
+from requests_tokenrefresh import (
+    InsecureTransportError,
+    KeyringStorage,
+    MemoryStorage,
+    RefreshError,
+    SessionExpiredError,
+    Token,
+    TokenRefreshAdapter,
+    TokenStorageError,
+)
+from requests_tokenrefresh._authserver import AuthServer, Canned
+
+Session = tuple[requests.Session, TokenRefreshAdapter]
+
+
+class Clock:
+    """Real time plus an offset the test moves forward to make tokens expire."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.mark.parametrize("rotation", ["none", "rotate", "reuse-detection"])
+def test_64_threads_on_an_expired_token_make_one_refresh(
+    rotation: str, expired: Any, run_threads: Any, session_for: Any
+) -> None:
+    with AuthServer(rotation=rotation) as srv:
+        storage = MemoryStorage(expired(srv.issue()))
+        session, _ = session_for(srv, None, storage=storage)
+        statuses: list[int] = []
+        run_threads(64, lambda i: statuses.append(session.get(f"{srv.url}/api/items/{i}").status_code))
+        assert statuses == [200] * 64
+        assert srv.refresh_calls == 1
+        assert not srv.revoked
+        stored = storage.load()
+        assert stored is not None
+        assert stored.state(time.time(), 60).value == "fresh"
+
+
+def test_several_expiries_one_refresh_each_and_rotation_kept(run_threads: Any, session_for: Any) -> None:
+    clock = Clock()
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        first = Token.from_response(srv.issue())
+        storage = MemoryStorage(first)
+        session, _ = session_for(srv, None, storage=storage, clock=clock)
+        statuses: list[int] = []
+        refresh_tokens = {first.refresh_token}
+        for expiry in range(1, 4):
+            clock.offset += 3600  # the adapter now sees the token as expired
+            run_threads(64, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
+            assert srv.refresh_calls == expiry
+            stored = storage.load()
+            assert stored is not None
+            refresh_tokens.add(stored.refresh_token)
+        assert statuses == [200] * 192
+        assert len(refresh_tokens) == 4  # rotated every time, never reused
+        assert not srv.revoked
+
+
+def test_stale_401_after_early_revocation_makes_one_refresh(
+    server: AuthServer, run_threads: Any, session_for: Any
+) -> None:
+    session, _ = session_for(server, Token.from_response(server.issue()))
+    assert session.get(f"{server.url}/api").status_code == 200
+    server.revoke_access_tokens()  # every thread's token is now rejected although not expired
+    responses: list[requests.Response] = []
+    run_threads(64, lambda i: responses.append(session.get(f"{server.url}/api")))
+    assert [r.status_code for r in responses] == [200] * 64
+    assert server.refresh_calls == 1
+    replayed = [r for r in responses if r.history]
+    assert replayed, "some requests must have gone out with the revoked token"
+    assert all([h.status_code for h in r.history] == [401] for r in replayed)
+
+
+def test_401_for_an_already_replaced_token_replays_without_refreshing(server: AuthServer, session_for: Any) -> None:
+    session, adapter = session_for(server, Token.from_response(server.issue()))
+    session.get(f"{server.url}/api")
+    old = adapter._coordinator.token_for_request()
+    server.revoke_access_tokens()
+    first = session.get(f"{server.url}/api")  # 401 -> refresh -> replay
+    assert first.status_code == 200
+    assert server.refresh_calls == 1
+    # A request that carried the old token is answered late with 401: no second refresh.
+    replacement = adapter._coordinator.token_after_rejection(old)
+    assert replacement.access_token != old.access_token
+    assert server.refresh_calls == 1
+
+
+def test_a_401_on_the_replay_is_returned_not_looped(server: AuthServer) -> None:
+    calls = []
+
+    def refresher(token: Token) -> dict[str, Any]:
+        calls.append(token)
+        return {"access_token": f"unknown-{len(calls)}"}
+
+    adapter = TokenRefreshAdapter(MemoryStorage(Token("unknown-0", "r")), refresher=refresher)
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    response = session.get(f"{server.url}/api")
+    assert response.status_code == 401
+    assert [r.status_code for r in response.history] == [401]
+    assert len(calls) == 1
+    assert response.request.headers["Authorization"] == "Bearer unknown-1"
+
+
+def test_file_body_is_replayed_byte_for_byte(server: AuthServer, session_for: Any, tmp_path: Path) -> None:
+    payload = os.urandom(1024 * 1024 + 7)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(payload)
+    session, _ = session_for(server, Token.from_response(server.issue()))
+    server.revoke_access_tokens()
+    with path.open("rb") as body:
+        response = session.post(f"{server.url}/api/upload", data=body)
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert response.json() == {"ok": True, "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+def test_file_body_read_from_the_middle_is_rewound_to_where_it_started(server: AuthServer, session_for: Any) -> None:
+    stream = io.BytesIO(b"HEADER" + b"body-bytes")
+    stream.read(6)
+    session, _ = session_for(server, Token.from_response(server.issue()))
+    server.revoke_access_tokens()
+    response = session.post(f"{server.url}/api", data=stream)
+    assert response.json()["sha256"] == hashlib.sha256(b"body-bytes").hexdigest()
+
+
+def test_generator_body_is_never_replayed_empty(server: AuthServer, session_for: Any) -> None:
+    session, _ = session_for(server, Token.from_response(server.issue()))
+    server.revoke_access_tokens()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"one"
+        yield b"two"
+
+    with pytest.raises(UnrewindableBodyError) as caught:
+        session.post(f"{server.url}/api", data=chunks())
+    assert caught.value.response is not None
+    assert caught.value.response.status_code == 401
+    assert server.refresh_calls == 1  # refreshed first, so that sending again works
+    again = session.post(f"{server.url}/api", data=chunks())
+    assert again.status_code == 200
+    assert again.json()["length"] == 6
+    assert server.refresh_calls == 1
+
+
+def test_invalid_grant_ends_the_session_once(expired: Any, run_threads: Any, session_for: Any) -> None:
+    expirations: list[SessionExpiredError] = []
+    with AuthServer() as srv:
+        storage = MemoryStorage(expired(srv.issue()))
+        session, _ = session_for(srv, None, storage=storage, on_session_expired=expirations.append)
+        srv.revoke_families()
+        errors: list[BaseException] = []
+
+        def call(i: int) -> None:
+            try:
+                session.get(f"{srv.url}/api")
+            except SessionExpiredError as exc:
+                errors.append(exc)
+
+        run_threads(16, call)
+        assert len(errors) == 16
+        assert all(e.error == "invalid_grant" and not e.retryable for e in errors)
+        assert len(expirations) == 1
+        assert srv.refresh_calls == 1
+        assert storage.load() is None  # tokens deleted: the user must log in again
+        with pytest.raises(SessionExpiredError, match="no token is stored"):
+            session.get(f"{srv.url}/api")
+        assert len(expirations) == 1
+        # The app logs in again and saves the new token: the next request picks it up.
+        storage.save(Token.from_response(srv.issue()))
+        assert session.get(f"{srv.url}/api").status_code == 200
+
+
+def test_no_stored_token_is_a_clear_session_expired_error(server: AuthServer, session_for: Any) -> None:
+    session, _ = session_for(server, None)
+    with pytest.raises(SessionExpiredError, match="log in and save a token"):
+        session.get(f"{server.url}/api")
+    assert server.api_calls == 0
+
+
+def test_5xx_is_retried_and_tokens_are_kept(expired: Any, session_for: Any) -> None:
+    with AuthServer() as srv:
+        storage = MemoryStorage(expired(srv.issue()))
+        srv.canned = [Canned(503, "<html>down</html>", {"Content-Type": "text/html"}), Canned(502, "<html/>")]
+        session, _ = session_for(srv, None, storage=storage)
+        assert session.get(f"{srv.url}/api").status_code == 200
+        assert srv.refresh_calls == 3
+
+
+def test_persistent_5xx_fails_retryable_and_keeps_the_tokens(expired: Any, session_for: Any) -> None:
+    expirations: list[SessionExpiredError] = []
+    with AuthServer() as srv:
+        old = expired(srv.issue())
+        storage = MemoryStorage(old)
+        srv.canned = [Canned(503, "<html>down</html>")] * 20
+        session, _ = session_for(srv, None, storage=storage, refresh_timeout=1.0, on_session_expired=expirations.append)
+        with pytest.raises(RefreshError) as caught:
+            session.get(f"{srv.url}/api")
+        assert caught.value.retryable
+        assert not isinstance(caught.value, SessionExpiredError)
+        assert storage.load() == old
+        assert expirations == []
+        srv.canned = []
+        assert session.get(f"{srv.url}/api").status_code == 200  # the network came back
+
+
+def test_hung_token_endpoint_does_not_block_threads_forever(expired: Any, run_threads: Any, session_for: Any) -> None:
+    with AuthServer() as srv:
+        old = expired(srv.issue())
+        storage = MemoryStorage(old)
+        session, _ = session_for(srv, None, storage=storage, refresh_timeout=0.5)
+        srv.hold_refresh()
+        errors: list[BaseException] = []
+
+        def call(i: int) -> None:
+            try:
+                session.get(f"{srv.url}/api")
+            except RefreshError as exc:
+                errors.append(exc)
+
+        started = time.monotonic()
+        run_threads(8, call, timeout=20)
+        srv.release_refresh()
+        assert len(errors) == 8
+        assert all(e.retryable for e in errors)
+        assert time.monotonic() - started < 15
+        assert storage.load() == old
+
+
+def test_advisory_window_refresh_does_not_block_other_threads(server: AuthServer, session_for: Any) -> None:
+    clock = Clock()
+    session, _ = session_for(server, Token.from_response(server.issue()), clock=clock, leeway=60)
+    clock.offset = 3600 - 30  # 30 s left: inside the 60 s window, still valid
+    server.hold_refresh()
+    leader_status: list[int] = []
+    leader = threading.Thread(target=lambda: leader_status.append(session.get(f"{server.url}/api").status_code))
+    leader.start()
+    deadline = time.monotonic() + 10
+    while server.refresh_calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.refresh_calls == 1  # the leader is inside the refresh, held by the server
+    others = [session.get(f"{server.url}/api").status_code for _ in range(5)]
+    assert others == [200] * 5  # sent with the still-valid token while the refresh is held
+    server.release_refresh()
+    leader.join(10)
+    assert not leader.is_alive()
+    assert leader_status == [200]
+    assert server.refresh_calls == 1
+
+
+def test_failed_advisory_refresh_keeps_the_valid_token(
+    server: AuthServer, session_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    token = Token.from_response(server.issue())
+    storage = MemoryStorage(token)
+    session, _ = session_for(server, None, storage=storage, clock=clock, refresh_timeout=0.5)
+    clock.offset = 3600 - 30
+    server.canned = [Canned(500, "oops")] * 20
+    with caplog.at_level(logging.WARNING, logger="requests_tokenrefresh"):
+        assert session.get(f"{server.url}/api").status_code == 200
+    assert "using the current token until it expires" in caplog.text
+    calls = server.refresh_calls
+    assert session.get(f"{server.url}/api").status_code == 200
+    assert server.refresh_calls == calls  # no new attempt on every request
+    assert storage.load() == token
+
+
+def test_rotated_token_is_kept_in_memory_when_saving_fails_and_saved_later(
+    server: AuthServer, session_for: Any
+) -> None:
+    class FlakyStorage(MemoryStorage):
+        failures = 1
+
+        def save(self, token: Token) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise TokenStorageError("keyring locked")
+            super().save(token)
+
+    clock = Clock()
+    old = Token.from_response(server.issue())
+    storage = FlakyStorage(old)
+    session, _ = session_for(server, None, storage=storage, clock=clock)
+    server.revoke_access_tokens()
+    assert session.get(f"{server.url}/api").status_code == 200  # the rotated token is in use
+    assert storage.load() == old  # ... but not saved yet
+    clock.offset += 10  # past the save retry delay
+    assert session.get(f"{server.url}/api").status_code == 200
+    saved = storage.load()
+    assert saved is not None
+    assert saved.refresh_token != old.refresh_token
+    assert server.refresh_calls == 1
+    assert not server.revoked
+
+
+def test_keyring_storage_holds_the_rotated_record(server: AuthServer, session_for: Any) -> None:
+    import json
+
+    import keyring
+
+    storage = KeyringStorage("example-api", "alice")
+    first = Token.from_response({**server.issue(), "first_name": "Alice"})
+    storage.save(first)
+    session, _ = session_for(server, None, storage=storage)
+    server.revoke_access_tokens()
+    assert session.get(f"{server.url}/api").status_code == 200
+    record = json.loads(keyring.get_password("example-api", "alice"))
+    assert record["refresh_token"] != first.refresh_token
+    assert record["extra"] == {"first_name": "Alice"}  # user data survives the refresh
+    assert record["version"] == 1
+    assert record["expires_at"] > time.time()
+
+
+def test_no_secret_in_debug_logs_over_refresh_and_replay(
+    expired: Any, session_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AuthServer(client_id="my-app", client_secret="s3cret-value-xyz") as srv:
+        first = expired(srv.issue())
+        storage = MemoryStorage(first)
+        session, adapter = session_for(srv, None, storage=storage, client_id="my-app", client_secret="s3cret-value-xyz")
+        with caplog.at_level(logging.DEBUG):
+            assert session.get(f"{srv.url}/api").status_code == 200  # proactive refresh
+            srv.revoke_access_tokens()
+            assert session.get(f"{srv.url}/api").status_code == 200  # 401, refresh, replay
+        second = storage.load()
+        assert second is not None
+        assert "refreshed token" in caplog.text
+        text = caplog.text + repr(adapter) + repr(storage) + repr(second)
+        for secret in (
+            first.access_token,
+            first.refresh_token,
+            second.access_token,
+            second.refresh_token,
+            "s3cret-value-xyz",
+        ):
+            assert secret not in text
+
+
+def test_session_with_the_adapter_pickles_without_tokens(server: AuthServer, session_for: Any) -> None:
+    storage = KeyringStorage("example-api", "bob")
+    token = Token.from_response(server.issue())
+    storage.save(token)
+    session, _ = session_for(server, None, storage=storage)
+    assert session.get(f"{server.url}/api").status_code == 200
+    data = pickle.dumps(session)
+    assert token.access_token.encode() not in data
+    assert token.refresh_token.encode() not in data
+    copy = pickle.loads(data)  # noqa: S301 - our own bytes
+    try:
+        assert copy.get(f"{server.url}/api").status_code == 200  # loads the token from the keyring
+    finally:
+        copy.close()
+
+
+def test_close_closes_the_private_refresh_session(server: AuthServer) -> None:
+    closed: list[bool] = []
+    adapter = TokenRefreshAdapter(MemoryStorage(), token_url=server.token_url)
+    assert adapter._grant is not None
+    original = adapter._grant.session.close
+    adapter._grant.session.close = lambda: (closed.append(True), original())[1]  # type: ignore[method-assign]
+    adapter.close()
+    assert closed == [True]
+
+
+def test_only_requests_under_base_url_get_the_token(server: AuthServer, session_for: Any) -> None:
+    session, _ = session_for(server, Token.from_response(server.issue()), base_url=f"{server.url}/api")
+    inside = session.get(f"{server.url}/api/items")
+    assert inside.status_code == 200
+    assert "Authorization" in inside.request.headers
+    for path in ("/api2", "/apix/items", "/other"):
+        outside = session.get(f"{server.url}{path}")
+        assert outside.status_code == 401
+        assert "Authorization" not in outside.request.headers
+    assert session.get(f"{server.url}/api").status_code == 200
+
+
+def test_plain_http_to_a_remote_host_is_refused() -> None:
+    adapter = TokenRefreshAdapter(MemoryStorage(Token("a", "r")), refresher=lambda t: t)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    with pytest.raises(InsecureTransportError, match="plain http"):
+        session.get("http://api.example.com/me")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "exactly one of token_url"),
+        ({"token_url": "https://a/t", "refresher": lambda t: t}, "exactly one of token_url"),
+        ({"token_url": "http://auth.example.com/token"}, "must use https"),
+        ({"token_url": "auth.example.com/token"}, "absolute http"),
+        ({"token_url": "https://a/t", "client_auth": "jwt"}, "client_auth"),
+        ({"token_url": "https://a/t", "leeway": -1}, "leeway"),
+        ({"token_url": "https://a/t", "refresh_status_codes": (200,)}, "refresh_status_codes"),
+        ({"token_url": "https://a/t", "on_refresh": "no"}, "on_refresh"),
+    ],
+)
+def test_bad_configuration_is_a_clear_value_error(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TokenRefreshAdapter(MemoryStorage(), **options)
+
+
+def test_storage_must_be_a_token_storage() -> None:
+    with pytest.raises(ValueError, match="TokenStorage"):
+        TokenRefreshAdapter("keyring", token_url="https://a/t")  # type: ignore[arg-type]
+
+
+def test_other_arguments_go_to_httpadapter() -> None:
+    adapter = TokenRefreshAdapter(MemoryStorage(), token_url="https://a/t", pool_maxsize=7, max_retries=3)
+    assert adapter._pool_maxsize == 7
+    assert adapter.max_retries.total == 3
+
+
+def test_on_refresh_is_called_with_the_new_token(server: AuthServer, expired: Any, session_for: Any) -> None:
+    seen: list[Token] = []
+    storage = MemoryStorage(expired(server.issue()))
+    session, _ = session_for(server, None, storage=storage, on_refresh=seen.append)
+    session.get(f"{server.url}/api")
+    assert seen == [storage.load()]
+
+
+def test_callback_errors_do_not_break_the_request(server: AuthServer, expired: Any, session_for: Any) -> None:
+    def broken(token: Token) -> None:
+        raise RuntimeError("callback bug")
+
+    session, _ = session_for(server, expired(server.issue()), on_refresh=broken)
+    assert session.get(f"{server.url}/api").status_code == 200
+
+
+def _flutterflow_style(srv: AuthServer) -> Callable[[Token], dict[str, Any]]:
+    """A non-OAuth backend: POST {"refresh": ...}, answers {"access": ..., "refresh": ...}."""
+
+    def refresher(token: Token) -> dict[str, Any]:
+        # Our loopback server speaks OAuth; translate to and from the custom shape as a user would.
+        answer = requests.post(
+            srv.token_url, data={"grant_type": "refresh_token", "refresh_token": token.refresh_token}, timeout=5
+        )
+        if answer.status_code == 400:
+            raise SessionExpiredError("refresh token rejected")
+        answer.raise_for_status()
+        custom = {"access": answer.json()["access_token"], "refresh": answer.json()["refresh_token"]}
+        return {"access_token": custom["access"], "refresh_token": custom["refresh"]}
+
+    return refresher
+
+
+def test_refresher_with_a_custom_json_shape_keeps_user_fields(server: AuthServer, expired: Any) -> None:
+    start = expired(server.issue())
+    start = Token(
+        start.access_token,
+        start.refresh_token,
+        expires_at=start.expires_at,
+        extra={"first_name": "Ada", "roles": ["admin"]},
+    )
+    storage = MemoryStorage(start)
+    adapter = TokenRefreshAdapter(storage, refresher=_flutterflow_style(server))
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    assert session.get(f"{server.url}/api").status_code == 200
+    stored = storage.load()
+    assert stored is not None
+    assert dict(stored.extra) == {"first_name": "Ada", "roles": ["admin"]}
+    assert stored.refresh_token != start.refresh_token
+
+
+def test_serverpod_style_refresher_returns_a_token_and_signals_expiry(server: AuthServer, expired: Any) -> None:
+    expirations: list[SessionExpiredError] = []
+
+    def refresher(token: Token) -> Token:
+        answer = requests.post(
+            server.token_url, data={"grant_type": "refresh_token", "refresh_token": token.refresh_token}, timeout=5
+        )
+        if answer.status_code in (400, 401):
+            raise SessionExpiredError("Session expired. Please log in again.")
+        body = answer.json()
+        return Token(body["access_token"], refresh_token=body.get("refresh_token"), expires_at=time.time() + 3600)
+
+    storage = MemoryStorage(expired(server.issue()))
+    adapter = TokenRefreshAdapter(storage, refresher=refresher, on_session_expired=expirations.append)
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    assert session.get(f"{server.url}/api").status_code == 200
+    server.revoke_families()
+    server.revoke_access_tokens()
+    with pytest.raises(SessionExpiredError, match="log in again"):
+        session.get(f"{server.url}/api")
+    assert len(expirations) == 1
+    assert storage.load() is None
+
+
+def test_a_refresher_bug_is_a_refresh_error_not_a_sign_out(server: AuthServer, expired: Any) -> None:
+    def refresher(token: Token) -> dict[str, Any]:
+        raise KeyError("access")
+
+    storage = MemoryStorage(expired(server.issue()))
+    adapter = TokenRefreshAdapter(storage, refresher=refresher)
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    with pytest.raises(RefreshError, match="refresher raised KeyError") as caught:
+        session.get(f"{server.url}/api")
+    assert not isinstance(caught.value, SessionExpiredError)
+    assert storage.load() is not None

@@ -1,0 +1,188 @@
+"""The public surface: exported names, the exception tree, and what the installed distribution declares."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.resources
+import inspect
+import pickle
+import pkgutil
+import re
+from types import ModuleType
+
+import pytest
+import requests
+
+import requests_tokenrefresh
+from requests_tokenrefresh import (
+    InsecureTransportError,
+    RefreshError,
+    SessionExpiredError,
+    TokenRefreshError,
+    TokenStorageError,
+)
+
+PUBLIC_NAMES = {
+    "InsecureTransportError",
+    "KeyringStorage",
+    "MemoryStorage",
+    "RefreshError",
+    "SessionExpiredError",
+    "Token",
+    "TokenRefreshAdapter",
+    "TokenRefreshError",
+    "TokenState",
+    "TokenStorage",
+    "TokenStorageError",
+    "__version__",
+}
+
+
+def package_modules() -> list[ModuleType]:
+    names = [info.name for info in pkgutil.iter_modules(requests_tokenrefresh.__path__, "requests_tokenrefresh.")]
+    return [requests_tokenrefresh, *(importlib.import_module(name) for name in sorted(names))]
+
+
+def public_classes_and_functions(module: ModuleType, defined_in: str) -> set[str]:
+    """Public names in ``module`` of classes and functions defined in ``defined_in`` or its submodules."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__.startswith(defined_in)
+    }
+
+
+# --- exported names --------------------------------------------------------------------------
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    assert sorted(requests_tokenrefresh.__all__) == sorted(PUBLIC_NAMES)
+
+
+def test_star_import_gives_every_listed_name() -> None:
+    namespace: dict[str, object] = {}
+    exec("from requests_tokenrefresh import *", namespace)  # noqa: S102  # a constant string
+
+    assert set(namespace) - {"__builtins__"} == set(requests_tokenrefresh.__all__)
+
+
+def test_every_public_class_and_function_of_the_package_is_listed() -> None:
+    defined = public_classes_and_functions(requests_tokenrefresh, "requests_tokenrefresh")
+
+    assert defined <= set(requests_tokenrefresh.__all__)
+
+
+@pytest.mark.parametrize("module", ["adapters", "exceptions", "storage", "tokens"])
+def test_public_classes_of_public_modules_are_re_exported(module: str) -> None:
+    mod = importlib.import_module(f"requests_tokenrefresh.{module}")
+    exported = {name for name in mod.__all__ if inspect.isclass(getattr(mod, name))}
+
+    assert exported
+    assert exported <= set(requests_tokenrefresh.__all__)
+    for name in exported:
+        assert getattr(requests_tokenrefresh, name) is getattr(mod, name)
+
+
+@pytest.mark.parametrize("module", package_modules(), ids=lambda m: m.__name__)
+def test_every_module_has_a_complete_all(module: ModuleType) -> None:
+    assert isinstance(module.__all__, list)
+    assert len(module.__all__) == len(set(module.__all__))
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name!r}"
+    assert public_classes_and_functions(module, module.__name__) <= set(module.__all__)
+
+
+def test_version() -> None:
+    assert requests_tokenrefresh.__version__ == importlib.metadata.version("requests-tokenrefresh")
+
+
+# --- the exception tree ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "base"),
+    [
+        (TokenRefreshError, requests.RequestException),
+        (RefreshError, TokenRefreshError),
+        (SessionExpiredError, RefreshError),
+        (TokenStorageError, TokenRefreshError),
+        (InsecureTransportError, TokenRefreshError),
+        (InsecureTransportError, ValueError),
+    ],
+)
+def test_exception_tree(cls: type[Exception], base: type[Exception]) -> None:
+    assert issubclass(cls, base)
+
+
+def test_insecure_transport_error_is_caught_as_value_error() -> None:
+    with pytest.raises(ValueError, match="plain http"):
+        raise InsecureTransportError("a token would go over plain http")
+
+
+def test_refresh_error_attributes() -> None:
+    exc = RefreshError(
+        "the token endpoint is down",
+        error="temporarily_unavailable",
+        error_description="maintenance",
+        retryable=True,
+        retry_after=30.0,
+    )
+
+    assert str(exc) == "the token endpoint is down"
+    assert (exc.error, exc.error_description, exc.retryable, exc.retry_after) == (
+        "temporarily_unavailable",
+        "maintenance",
+        True,
+        30.0,
+    )
+
+
+def test_refresh_error_defaults() -> None:
+    exc = RefreshError("failed")
+
+    assert (exc.error, exc.error_description, exc.retryable, exc.retry_after) == ("refresh_failed", None, False, None)
+
+
+def test_session_expired_error_is_never_retryable() -> None:
+    exc = SessionExpiredError("log in again", retryable=True)
+
+    assert exc.error == "invalid_grant"
+    assert exc.retryable is False
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RefreshError("busy", error="slow_down", error_description="wait", retryable=True, retry_after=5.0),
+        SessionExpiredError("log in again", error_description="refresh token revoked"),
+    ],
+    ids=["RefreshError", "SessionExpiredError"],
+)
+def test_refresh_errors_survive_pickling_with_their_attributes(exc: RefreshError) -> None:
+    copy = pickle.loads(pickle.dumps(exc))  # noqa: S301  # our own bytes
+
+    assert type(copy) is type(exc)
+    assert copy.args == exc.args
+    assert (copy.error, copy.error_description, copy.retryable, copy.retry_after) == (
+        exc.error,
+        exc.error_description,
+        exc.retryable,
+        exc.retry_after,
+    )
+
+
+# --- the installed distribution --------------------------------------------------------------
+
+
+def test_distribution_declares_its_dependencies() -> None:
+    requires = importlib.metadata.requires("requests-tokenrefresh") or []
+    names = {re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower() for requirement in requires}
+
+    assert {"requests", "urllib3", "pyjwt", "keyring"} <= names
+
+
+def test_py_typed_is_shipped() -> None:
+    assert importlib.resources.files("requests_tokenrefresh").joinpath("py.typed").is_file()

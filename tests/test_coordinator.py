@@ -1,0 +1,224 @@
+"""The coordinator's rules, with fake storage and refresh functions and exact counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from requests_tokenrefresh import RefreshError, SessionExpiredError, Token, TokenStorageError
+from requests_tokenrefresh._coordinator import Coordinator
+
+NOW = 1_000_000.0
+
+
+def token(name: str, expires_in: float = 3600, refresh: str | None = None) -> Token:
+    return Token(f"at-{name}", refresh or f"rt-{name}", expires_at=NOW + expires_in, obtained_at=NOW)
+
+
+class Fakes:
+    """Storage and refresh doubles that count calls; ``gate`` holds refreshes while cleared."""
+
+    def __init__(self, stored: Token | None, refresh: Callable[[Token], Token]) -> None:
+        self.stored = stored
+        self.refresh_fn = refresh
+        self.loads = self.saves = self.deletes = self.refreshes = 0
+        self.expired: list[SessionExpiredError] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.now = NOW
+
+    def load(self) -> Token | None:
+        self.loads += 1
+        return self.stored
+
+    def save(self, t: Token) -> None:
+        self.saves += 1
+        self.stored = t
+
+    def delete(self) -> None:
+        self.deletes += 1
+        self.stored = None
+
+    def refresh(self, t: Token) -> Token:
+        self.refreshes += 1
+        assert self.gate.wait(10)
+        return self.refresh_fn(t)
+
+    def coordinator(self, **options: Any) -> Coordinator:
+        options.setdefault("leeway", 60)
+        options.setdefault("wait_timeout", 10)
+        return Coordinator(
+            load=self.load,
+            save=self.save,
+            delete=self.delete,
+            refresh=self.refresh,
+            clock=lambda: self.now,
+            on_session_expired=self.expired.append,
+            **options,
+        )
+
+
+def gather(count: int, fn: Callable[[], Token], run_threads: Any) -> list[Any]:
+    results: list[Any] = []
+
+    def call(i: int) -> None:
+        try:
+            results.append(fn())
+        except Exception as exc:
+            results.append(exc)
+
+    run_threads(count, call)
+    return results
+
+
+def test_waiters_use_the_refreshed_token_even_if_it_is_already_expired(run_threads: Any) -> None:
+    fresh_but_short = token("new", expires_in=-5)  # the refresh took longer than the new lifetime
+    fakes = Fakes(token("old", expires_in=-1), lambda t: fresh_but_short)
+    coordinator = fakes.coordinator()
+    results = gather(32, coordinator.token_for_request, run_threads)
+    assert results == [fresh_but_short] * 32
+    assert fakes.refreshes == 1  # one refresh, never a refresh loop
+
+
+def test_a_failed_refresh_is_handed_to_every_waiter(run_threads: Any) -> None:
+    error = RefreshError("server_error: down", error="server_error", retryable=True)
+
+    def fail(t: Token) -> Token:
+        raise error
+
+    fakes = Fakes(token("old", expires_in=-1), fail)
+    coordinator = fakes.coordinator()
+    fakes.gate.clear()
+    threading.Timer(0.2, fakes.gate.set).start()
+    results = gather(16, coordinator.token_for_request, run_threads)
+    assert results == [error] * 16
+    assert fakes.refreshes == 1
+    assert fakes.stored is not None
+    assert fakes.deletes == 0
+
+
+def test_a_rejected_refresh_token_ends_the_session_once(run_threads: Any) -> None:
+    def reject(t: Token) -> Token:
+        raise SessionExpiredError("invalid_grant: revoked")
+
+    fakes = Fakes(token("old", expires_in=-1), reject)
+    coordinator = fakes.coordinator()
+    results = gather(16, coordinator.token_for_request, run_threads)
+    assert all(isinstance(r, SessionExpiredError) for r in results)
+    assert len(fakes.expired) == 1
+    assert fakes.deletes == 1
+    assert fakes.refreshes == 1
+    assert fakes.stored is None
+
+
+def test_a_newer_token_in_the_store_is_adopted_instead_of_signing_out() -> None:
+    newer = token("sibling")
+    fakes = Fakes(token("old", expires_in=-1), lambda t: t)
+
+    def reject(t: Token) -> Token:
+        fakes.stored = newer  # another process (or a new login) replaced the token meanwhile
+        raise SessionExpiredError("invalid_grant: already used")
+
+    fakes.refresh_fn = reject
+    coordinator = fakes.coordinator()
+    assert coordinator.token_for_request() == newer
+    assert fakes.expired == []
+    assert fakes.deletes == 0
+
+
+def test_sign_out_still_happens_when_delete_fails(caplog: pytest.LogCaptureFixture) -> None:
+    def reject(t: Token) -> Token:
+        raise SessionExpiredError("invalid_grant: revoked")
+
+    fakes = Fakes(token("old", expires_in=-1), reject)
+
+    def broken_delete() -> None:
+        raise TokenStorageError("keyring locked")
+
+    coordinator = fakes.coordinator()
+    coordinator._delete = broken_delete
+    with pytest.raises(SessionExpiredError):
+        coordinator.token_for_request()
+    assert len(fakes.expired) == 1
+    assert "could not delete the stored token" in caplog.text
+
+
+def test_a_hung_flight_is_retired_after_the_wait_timeout(run_threads: Any) -> None:
+    fakes = Fakes(token("old", expires_in=-1), lambda t: token("new"))
+    coordinator = fakes.coordinator(wait_timeout=0.3)
+    fakes.gate.clear()  # the first refresh hangs
+    leader = threading.Thread(target=lambda: gather(1, coordinator.token_for_request, run_threads), daemon=True)
+    leader.start()
+    while fakes.refreshes == 0:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(RefreshError, match="refresh_timeout") as caught:
+        coordinator.token_for_request()
+    assert caught.value.retryable
+    assert time.monotonic() - started < 5
+    # The next caller does not wait for the retired flight: it starts a new refresh.
+    fakes.gate.set()
+    assert coordinator.token_for_request().access_token == "at-new"
+    leader.join(10)
+    assert fakes.refreshes == 2
+
+
+def test_storage_error_on_first_load_is_raised_and_the_next_call_loads_again() -> None:
+    fakes = Fakes(token("old"), lambda t: t)
+    calls = 0
+
+    def flaky_load() -> Token | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise TokenStorageError("keyring locked")
+        return fakes.stored
+
+    coordinator = fakes.coordinator()
+    coordinator._load = flaky_load
+    with pytest.raises(TokenStorageError):
+        coordinator.token_for_request()
+    assert coordinator.token_for_request().access_token == "at-old"
+
+
+def test_steady_state_reads_the_store_once() -> None:
+    fakes = Fakes(token("old"), lambda t: t)
+    coordinator = fakes.coordinator()
+    for _ in range(100):
+        coordinator.token_for_request()
+    assert fakes.loads == 1
+    assert fakes.refreshes == 0
+    assert fakes.saves == 0
+
+
+def test_requests_wait_for_a_forced_refresh_instead_of_sending_a_rejected_token() -> None:
+    old = token("old")
+    fakes = Fakes(old, lambda t: token("new"))
+    coordinator = fakes.coordinator()
+    assert coordinator.token_for_request() == old
+    fakes.gate.clear()
+    rejected = threading.Thread(target=coordinator.token_after_rejection, args=(old,), daemon=True)
+    rejected.start()
+    while fakes.refreshes == 0:
+        time.sleep(0.01)
+    threading.Timer(0.2, fakes.gate.set).start()
+    assert coordinator.token_for_request().access_token == "at-new"  # waited, did not get the old one
+    rejected.join(10)
+    assert fakes.refreshes == 1
+
+
+def test_stale_window_is_at_most_half_the_lifetime() -> None:
+    # A 60 s token with leeway 600: the window is 30 s, not "always refresh".
+    short = Token("at-short", "rt", expires_at=NOW + 60, obtained_at=NOW)
+    fakes = Fakes(short, lambda t: token("new"))
+    coordinator = fakes.coordinator(leeway=600)
+    fakes.now = NOW + 29
+    assert coordinator.token_for_request() == short
+    assert fakes.refreshes == 0
+    fakes.now = NOW + 31
+    assert coordinator.token_for_request().access_token == "at-new"
+    assert fakes.refreshes == 1
