@@ -42,7 +42,7 @@ DEFAULT_REFRESH_TIMEOUT = 30.0
 # Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
 _WAIT_MARGIN = 10.0
 
-#: A custom refresh function: takes the current token, returns a Token or a token-response mapping.
+#: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
 Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
 
 
@@ -69,7 +69,7 @@ class TokenRefreshAdapter(HTTPAdapter):
     """An :class:`~requests.adapters.HTTPAdapter` that adds a valid access token to every request.
 
     Mount it on the URL prefix of the API; requests outside the mount (and outside ``base_url``,
-    if given) never see the token::
+    if given) never see the token:
 
         >>> import requests
         >>> from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter

@@ -37,11 +37,11 @@ class TokenState(enum.Enum):
     .. versionadded:: 0.1
     """
 
-    #: Valid and outside the refresh window: use it.
+    #: Valid and outside the refresh window; use it.
     FRESH = "fresh"
-    #: Still valid but inside the refresh window: refresh soon, meanwhile keep using it.
+    #: Still valid but inside the refresh window; refresh soon, meanwhile keep using it.
     STALE = "stale"
-    #: Expired: it must be refreshed before it is used.
+    #: Expired; it must be refreshed before it is used.
     INVALID = "invalid"
 
 
@@ -103,15 +103,15 @@ class Token:
     ) -> Token:
         """Build a token from an OAuth 2.0 token response (RFC 6749 §5.1) or a stored record.
 
+        Expiry comes from ``expires_at``, else ``expires_in``, else the JWT ``exp`` claim of
+        the access token, else it is unknown (the adapter then relies on 401 responses).
+
         Args:
             response: the decoded JSON object. ``access_token`` is required.
             previous: the token this one replaces. Its refresh token, scope and extra data are
                 kept where ``response`` does not carry new ones.
             now: epoch seconds at which the request for this response was *sent*;
                 ``expires_in`` counts from there. Defaults to the current time.
-
-        Expiry comes from ``expires_at``, else ``expires_in``, else the JWT ``exp`` claim of
-        the access token, else it is unknown (the adapter then relies on 401 responses).
 
         Raises:
             ValueError: ``response`` is not a token response; the message names the field.
