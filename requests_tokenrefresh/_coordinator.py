@@ -28,10 +28,16 @@ Rule 7: a rotated token is saved before it is published; if saving fails it is p
 Rule 8: a rejected refresh token ends the session once: the store is read again (another process
         or a new login may have replaced the token, which is then adopted); otherwise the store
         is cleared, ``on_session_expired`` is called once, and every waiter gets the same error.
+Rule 9: across processes, a refresh runs under the storage's inter-process lock. Inside it the
+        store is read first: a token another process already refreshed is adopted without a
+        network call; otherwise the refresh starts from the stored refresh token (the newest),
+        and the rotated token is saved before the lock is released. The store is read only at
+        first use and inside that lock (which a 401 also leads to), never per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -59,6 +65,7 @@ class _Flight:
     kind: str  # "load", "refresh" or "save"
     started: float  # time.monotonic()
     forced: bool = False  # a refresh because the server rejected the current token
+    unsaved: bool = False  # the token in memory is newer than the stored one (Rule 7)
     done: bool = False
     token: Token | None = None
     error: BaseException | None = None
@@ -71,6 +78,8 @@ class Coordinator:
         load, save, delete: the storage operations.
         refresh: makes a new token from the current one (retries included); raises
             :class:`RefreshError` or :class:`SessionExpiredError`.
+        lock: returns the inter-process refresh lock, a context manager (Rule 9); it raises
+            :class:`TokenStorageError` if it cannot be had in time.
         leeway: the refresh window in seconds (at most half the token's lifetime).
         wait_timeout: the longest a thread waits for another thread's flight.
         clock: epoch seconds now.
@@ -84,6 +93,7 @@ class Coordinator:
         save: Callable[[Token], None],
         delete: Callable[[], None],
         refresh: Callable[[Token], Token],
+        lock: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
         leeway: float,
         wait_timeout: float,
         clock: Callable[[], float] = time.time,
@@ -91,6 +101,7 @@ class Coordinator:
         on_session_expired: Callable[[SessionExpiredError], object] | None = None,
     ) -> None:
         self._load, self._save, self._delete, self._refresh = load, save, delete, refresh
+        self._lock = lock
         self._leeway = leeway
         self._wait_timeout = wait_timeout
         self._clock = clock
@@ -166,7 +177,7 @@ class Coordinator:
     # -- under the lock ----------------------------------------------------------------------
 
     def _begin(self, kind: str, forced: bool = False) -> _Flight:
-        self._flight = _Flight(kind, time.monotonic(), forced)
+        self._flight = _Flight(kind, time.monotonic(), forced, self._unsaved)
         return self._flight
 
     def _wait(self, flight: _Flight) -> Token | None:
@@ -245,38 +256,58 @@ class Coordinator:
             self._publish(flight, None, None, _unsaved=False)
 
     def _run_refresh(self, flight: _Flight, old: Token) -> Token:
+        base = old  # the token whose refresh token is presented
         try:
-            new = self._refresh(old)
+            with self._lock():
+                stored = None if flight.unsaved else self._load()  # an unsaved token is the newest
+                if stored is not None:
+                    usable = stored.state(self._clock(), self._leeway) is not TokenState.INVALID
+                    if stored.access_token != old.access_token and usable:
+                        log.info("adopting token %s refreshed elsewhere", fingerprint(stored.access_token))
+                        return self._done(flight, stored, unsaved=False)
+                    base = stored  # its refresh token is the newest
+                elif not flight.unsaved:
+                    raise SessionExpiredError(
+                        "the stored token was deleted (signed out elsewhere?): log in again", error="no_token"
+                    )
+                new = self._refresh(base)
+                unsaved = not self._try_save(new)
         except SessionExpiredError as exc:
-            return self._end_session(flight, old, exc)
-        except RefreshError as exc:
+            return self._end_session(flight, base, exc)
+        except (RefreshError, TokenStorageError) as exc:
             if not flight.forced and old.state(self._clock(), self._leeway) is not TokenState.INVALID:
                 # Rule 5: an advisory refresh failed; the old token is still good.
-                log.warning("refresh failed (%s); using the current token until it expires", exc.error)
+                log.warning("refresh failed (%s); using the current token until it expires", _reason(exc))
                 self._publish(flight, None, exc, _advisory_after=self._clock() + ADVISORY_RETRY_DELAY)
                 return old
             self._publish(flight, None, exc)
             raise
-        unsaved = False
-        try:
-            self._save(new)
-        except TokenStorageError as exc:
-            unsaved = True  # Rule 7
-            log.warning("refreshed token %s not saved (%s); keeping it in memory", fingerprint(new.access_token), exc)
         log.info(
             "refreshed token %s -> %s (refresh token %s -> %s), expires in %s",
-            fingerprint(old.access_token),
+            fingerprint(base.access_token),
             fingerprint(new.access_token),
-            fingerprint(old.refresh_token),
+            fingerprint(base.refresh_token),
             fingerprint(new.refresh_token),
             "unknown" if new.expires_at is None else f"{new.expires_at - self._clock():.0f}s",
         )
-        now = self._clock()
-        self._publish(
-            flight, new, None, _token=new, _unsaved=unsaved, _save_after=now + SAVE_RETRY_DELAY, _refreshed_at=now
-        )
+        self._done(flight, new, unsaved)
         self._callback(self._on_refresh, new)
         return new
+
+    def _try_save(self, token: Token) -> bool:
+        try:
+            self._save(token)
+        except TokenStorageError as exc:  # Rule 7: keep it in memory, save again later
+            log.warning("refreshed token %s not saved (%s); keeping it in memory", fingerprint(token.access_token), exc)
+            return False
+        return True
+
+    def _done(self, flight: _Flight, token: Token, unsaved: bool) -> Token:
+        now = self._clock()
+        self._publish(
+            flight, token, None, _token=token, _unsaved=unsaved, _save_after=now + SAVE_RETRY_DELAY, _refreshed_at=now
+        )
+        return token
 
     def _end_session(self, flight: _Flight, old: Token, exc: SessionExpiredError) -> Token:
         try:
@@ -289,8 +320,7 @@ class Coordinator:
                 "refresh token rejected, but the store holds a newer token %s: adopting it",
                 fingerprint(stored.access_token),
             )
-            self._publish(flight, stored, None, _token=stored, _unsaved=False)
-            return stored
+            return self._done(flight, stored, unsaved=False)
         log.warning("session expired (%s); deleting the stored token", exc.error)
         try:
             self._delete()
@@ -308,3 +338,7 @@ class Coordinator:
             callback(argument)
         except Exception:
             log.exception("the %s callback raised; ignoring it", getattr(callback, "__name__", "user"))
+
+
+def _reason(exc: Exception) -> str:
+    return exc.error if isinstance(exc, RefreshError) else str(exc)

@@ -190,8 +190,10 @@ class TokenRefreshAdapter(HTTPAdapter):
             save=s.storage.save,
             delete=s.storage.delete,
             refresh=self._refresh,
+            # Another process may hold the lock for a whole refresh; then ours takes as long.
+            lock=lambda: s.storage.refresh_lock(s.refresh_timeout + _WAIT_MARGIN),
             leeway=s.leeway,
-            wait_timeout=s.refresh_timeout + _WAIT_MARGIN,
+            wait_timeout=2 * (s.refresh_timeout + _WAIT_MARGIN),
             clock=s.clock,
             on_refresh=s.on_refresh,
             on_session_expired=s.on_session_expired,

@@ -9,13 +9,18 @@ in the process, for tests and short scripts. Every backend failure becomes a
 from __future__ import annotations
 
 import abc
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import threading
 from typing import Any
 
+import filelock
 import keyring
 import keyring.errors
+import platformdirs
 
 from .exceptions import TokenStorageError
 from .tokens import Token
@@ -23,6 +28,9 @@ from .tokens import Token
 __all__ = ["KeyringStorage", "MemoryStorage", "TokenStorage"]
 
 log = logging.getLogger(__name__)
+
+#: Bytes one Windows Credential Manager entry holds (CRED_MAX_CREDENTIAL_BLOB_SIZE).
+WINDOWS_CREDENTIAL_BYTES = 2560
 
 NO_KEYRING_HELP = (
     "no usable keyring backend: start and unlock a Secret Service (GNOME Keyring, KWallet) or "
@@ -51,6 +59,17 @@ class TokenStorage(abc.ABC):
     @abc.abstractmethod
     def delete(self) -> None:
         """Remove the stored token; no error if there is none."""
+
+    def refresh_lock(self, timeout: float) -> contextlib.AbstractContextManager[object]:
+        """Return a lock that every process sharing this storage holds while it refreshes.
+
+        The default is no lock: storage private to one process needs none (threads are already
+        coordinated by the adapter). Storage shared between processes must override it.
+
+        Raises:
+            TokenStorageError: (on entering) the lock was not had within ``timeout`` seconds.
+        """
+        return contextlib.nullcontext()
 
 
 class MemoryStorage(TokenStorage):
@@ -105,13 +124,30 @@ class KeyringStorage(TokenStorage):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, service: str, username: str, *, backend: Any = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        username: str,
+        *,
+        backend: Any = None,
+        lock_dir: str | os.PathLike[str] | None = None,
+        max_record_bytes: int | None = None,
+    ) -> None:
         for name, value in (("service", service), ("username", username)):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"KeyringStorage {name} must be a non-empty string")
         self.service = service
         self.username = username
         self.backend = backend
+        self.max_record_bytes = max_record_bytes
+        directory = os.fspath(lock_dir) if lock_dir is not None else _default_lock_dir()
+        entry = hashlib.sha256(f"{service}\0{username}".encode()).hexdigest()[:24]
+        #: The inter-process refresh lock file (it holds no secret; the OS frees it if its holder dies).
+        self.lock_path = os.path.join(directory, f"{entry}.lock")
+
+    def refresh_lock(self, timeout: float) -> contextlib.AbstractContextManager[object]:
+        """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""
+        return _FileLock(self.lock_path, timeout)
 
     def _keyring(self) -> Any:
         return self.backend if self.backend is not None else keyring.get_keyring()
@@ -133,7 +169,22 @@ class KeyringStorage(TokenStorage):
         if not isinstance(token, Token):
             raise TypeError(f"save() takes a Token, not {type(token).__name__}")
         raw = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True)
+        self._check_size(raw)
         self._call("write", lambda kr: kr.set_password(self.service, self.username, raw))
+
+    def _check_size(self, raw: str) -> None:
+        limit = self.max_record_bytes
+        encoding = "utf-8"
+        if limit is None and type(self._keyring()).__name__ == "WinVaultKeyring":
+            limit, encoding = WINDOWS_CREDENTIAL_BYTES, "utf-16-le"  # it stores UTF-16
+        size = len(raw.encode(encoding))
+        if limit is not None and size > limit:
+            raise TokenStorageError(
+                f"cannot write keyring entry {self.service!r}/{self.username!r}: the token record is "
+                f"{size} bytes and this keyring backend holds at most {limit} bytes per entry (the "
+                "Windows Credential Manager limit); use a backend without that limit (keyrings.cryptfile, "
+                "a Secret Service) or a custom TokenStorage"
+            )
 
     def delete(self) -> None:
         try:
@@ -161,6 +212,38 @@ class KeyringStorage(TokenStorage):
 
     def __repr__(self) -> str:
         return f"KeyringStorage(service={self.service!r}, username={self.username!r})"
+
+
+def _default_lock_dir() -> str:
+    return os.path.join(platformdirs.user_cache_dir("requests-tokenrefresh"), "locks")
+
+
+class _FileLock:
+    """A fresh ``filelock.FileLock`` per refresh, with its timeout translated to TokenStorageError."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._lock: filelock.BaseFileLock | None = None
+
+    def __enter__(self) -> object:
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            lock = filelock.FileLock(self.path, timeout=self.timeout)
+            lock.acquire()
+        except filelock.Timeout as exc:
+            raise TokenStorageError(
+                f"timed out after {self.timeout:.0f}s waiting for the refresh lock {self.path}, held by "
+                "another process that is refreshing the same token"
+            ) from exc
+        except OSError as exc:
+            raise TokenStorageError(f"cannot use the refresh lock {self.path}: {exc.strerror or exc}") from exc
+        self._lock = lock
+        return lock
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _describe(exc: ValueError) -> str:
