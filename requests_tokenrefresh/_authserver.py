@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +81,7 @@ class AuthServer:
         self.canned: list[Canned] = []  # served in order by /token before any real answer
         self.gate = threading.Event()  # /token waits on it while hold_refresh is set
         self.gate.set()
+        self._drop_upto = 0  # token requests numbered up to this are dropped after the gate
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)
         self._refresh: dict[str, int] = {}  # every refresh token ever issued -> family id
         self._families: dict[int, _Family] = {}
@@ -145,7 +147,14 @@ class AuthServer:
         """Make the token endpoint wait until :meth:`release_refresh`."""
         self.gate.clear()
 
-    def release_refresh(self) -> None:
+    def release_refresh(self, drop: bool = False) -> None:
+        """Let held token requests go on; with ``drop``, answer those held so far 503, unprocessed.
+
+        Dropping stands for a request whose client died before the server acted on it.
+        """
+        if drop:
+            with self.lock:
+                self._drop_upto = self.refresh_calls
         self.gate.set()
 
     # -- the endpoints ----------------------------------------------------------------------
@@ -180,10 +189,11 @@ class AuthServer:
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
         with self.lock:
             self.refresh_calls += 1
+            number = self.refresh_calls
             entry: dict[str, Any] = {"t": time.time(), "refresh_token": form.get("refresh_token"), "status": None}
             self.token_log.append(entry)
             canned = self.canned.pop(0) if self.canned else None
-        if not self.gate.wait(timeout=60):  # held by hold_refresh(); counted already
+        if not self.gate.wait(timeout=60) or number <= self._drop_upto:  # held by hold_refresh()
             entry["status"] = 503
             return 503, Canned(503)
         if canned is not None:
@@ -245,6 +255,10 @@ class AuthServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the default listen backlog of 5 makes a burst of clients wait seconds
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away is no error
+            super().handle_error(request, client_address)
 
 
 def _b64(data: bytes) -> str:

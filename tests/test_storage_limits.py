@@ -1,0 +1,85 @@
+"""Keyring entry size limits (the Windows Credential Manager holds 2,560 bytes) and store reads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import keyring
+import keyring.backend
+import pytest
+import requests
+
+from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter, TokenStorageError
+from requests_tokenrefresh._authserver import AuthServer
+
+
+class WinVaultKeyring(keyring.backend.KeyringBackend):
+    """Simulates Windows' backend: UTF-16 storage, at most 2,560 bytes a credential."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        if len(password.encode("utf-16-le")) > 2560:
+            raise OSError(1783, "CredWrite", "The stub received bad data.")
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.entries.pop((service, username), None)
+
+
+def big_jwt(size: int) -> str:
+    claims = {"exp": int(time.time()) + 3600, "blob": "x" * size}
+    return jwt.encode(claims, "k" * 32, algorithm="HS256")
+
+
+def test_an_8kb_jwt_on_the_windows_backend_fails_clearly_before_writing() -> None:
+    backend = WinVaultKeyring()
+    storage = KeyringStorage("api", "dave", backend=backend)
+    token = Token(big_jwt(8 * 1024), "refresh")
+    with pytest.raises(TokenStorageError, match=r"at most 2560 bytes") as caught:
+        storage.save(token)
+    assert "Windows Credential Manager" in str(caught.value)
+    assert token.access_token not in str(caught.value)
+    assert backend.entries == {}  # nothing half-written
+
+
+def test_a_small_token_fits_the_windows_backend() -> None:
+    backend = WinVaultKeyring()
+    storage = KeyringStorage("api", "dave", backend=backend)
+    token = Token(big_jwt(100), "refresh")
+    storage.save(token)
+    assert storage.load() == token
+
+
+def test_max_record_bytes_sets_the_limit_for_any_backend() -> None:
+    storage = KeyringStorage("api", "erin", max_record_bytes=1000)
+    with pytest.raises(TokenStorageError, match="at most 1000 bytes"):
+        storage.save(Token(big_jwt(2000), "refresh"))
+    assert keyring.get_password("api", "erin") is None
+
+
+def test_steady_state_reads_the_keyring_once_and_a_401_once_more(memory_keyring: Any) -> None:
+    with AuthServer(ttl=3600) as srv:
+        storage = KeyringStorage("api", "frank")
+        storage.save(Token.from_response(srv.issue()))
+        session = requests.Session()
+        session.mount(srv.url + "/", TokenRefreshAdapter(storage, token_url=srv.token_url))
+        for _ in range(50):
+            assert session.get(f"{srv.url}/api").status_code == 200
+        assert memory_keyring.reads == 1  # first use only: no keyring read per request
+        srv.revoke_access_tokens()
+        assert session.get(f"{srv.url}/api").status_code == 200
+        assert memory_keyring.reads == 2  # the 401 led to one read inside the refresh lock
+        for _ in range(50):
+            session.get(f"{srv.url}/api")
+        assert memory_keyring.reads == 2
+        session.close()
