@@ -156,12 +156,17 @@ class Coordinator:
             if result is not None:
                 return result
 
-    def token_after_rejection(self, used: Token) -> Token:
-        """Return a token to replay a request with, after the server rejected ``used``."""
+    def token_after_rejection(self, used: Token | None) -> Token:
+        """Return a token to replay a request with, after the server rejected ``used``.
+
+        With ``used=None``, refresh whatever token is current (loading it first if needed).
+        """
         while True:
             with self._cond:
                 token, flight = self._token, self._flight
-                if token is not None and token.access_token != used.access_token:
+                if token is not None and used is None and flight is None:
+                    used = token
+                if token is not None and used is not None and token.access_token != used.access_token:
                     log.debug("401 for replaced token %s: replaying without a refresh", fingerprint(used.access_token))
                     return token  # Rule 6
                 if flight is not None:

@@ -242,6 +242,20 @@ class TokenRefreshAdapter(HTTPAdapter):
             return response
         return self._replay(request, response, token, options)
 
+    def refresh(self) -> Token:
+        """Refresh the token now, whatever its expiry, and return the new one.
+
+        Threads sending meanwhile share this refresh, as they would share one started by a 401.
+
+        Raises:
+            SessionExpiredError: no token is stored, or the refresh token was rejected.
+            RefreshError: the token could not be refreshed (see ``retryable``).
+            TokenStorageError: the storage failed.
+
+        .. versionadded:: 0.1
+        """
+        return self._coordinator.token_after_rejection(None)
+
     def _replay(
         self, request: requests.PreparedRequest, rejected: requests.Response, used: Token, options: dict[str, Any]
     ) -> requests.Response:

@@ -524,3 +524,23 @@ def test_a_refresher_bug_is_a_refresh_error_not_a_sign_out(server: AuthServer, e
         session.get(f"{server.url}/api")
     assert not isinstance(caught.value, SessionExpiredError)
     assert storage.load() is not None
+
+
+def test_refresh_forces_one_refresh_now(server: AuthServer, session_for: Any) -> None:
+    storage = MemoryStorage(Token.from_response(server.issue()))
+    _, adapter = session_for(server, None, storage=storage)
+    first = storage.load()
+    new = adapter.refresh()
+    assert server.refresh_calls == 1
+    assert first is not None
+    assert new.refresh_token != first.refresh_token
+    assert storage.load() == new
+    assert adapter.refresh().access_token != new.access_token
+    assert server.refresh_calls == 2
+
+
+def test_refresh_with_nothing_stored_is_a_session_expired_error(server: AuthServer, session_for: Any) -> None:
+    _, adapter = session_for(server, None)
+    with pytest.raises(SessionExpiredError, match="no token is stored"):
+        adapter.refresh()
+    assert server.refresh_calls == 0
