@@ -179,6 +179,11 @@ class Coordinator:
             if result is not None:
                 return result
 
+    def current(self) -> Token | None:
+        """The token in memory, if any, without loading or refreshing."""
+        with self._cond:
+            return self._token
+
     # -- under the lock ----------------------------------------------------------------------
 
     def _begin(self, kind: str, forced: bool = False) -> _Flight:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import requests
 
@@ -138,8 +138,10 @@ def _parse(response: requests.Response, previous: Token, sent_at: float, client_
 def _clean(description: str, secrets: tuple[str | None, ...]) -> str:
     """Trim a server's error_description, and never let it echo a secret back."""
     for secret in secrets:
-        if secret and secret in description:
-            description = description.replace(secret, f"<{fingerprint(secret)}>")
+        if not secret:
+            continue
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:  # echoed raw or form-encoded
+            description = description.replace(form, f"<{fingerprint(secret)}>")
     return description[:300]
 
 

@@ -232,6 +232,11 @@ class TokenRefreshAdapter(HTTPAdapter):
         }
         url = request.url or ""
         if not self._in_scope(url):
+            current = self._coordinator.current()
+            if current is not None and request.headers.get("Authorization") == current.authorization:
+                # A redirect from inside base_url kept our header (requests strips it only when
+                # the host, port or scheme changes): it must not go outside.
+                del request.headers["Authorization"]
             return super().send(request, **options)
         self._check_transport(url)
         token = self._coordinator.token_for_request()

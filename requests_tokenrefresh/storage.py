@@ -22,6 +22,7 @@ import keyring
 import keyring.errors
 import platformdirs
 
+from ._redact import fingerprint
 from .exceptions import TokenStorageError
 from .tokens import Token
 
@@ -170,7 +171,7 @@ class KeyringStorage(TokenStorage):
             raise TypeError(f"save() takes a Token, not {type(token).__name__}")
         raw = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True)
         self._check_size(raw)
-        self._call("write", lambda kr: kr.set_password(self.service, self.username, raw))
+        self._call("write", lambda kr: kr.set_password(self.service, self.username, raw), token)
 
     def _check_size(self, raw: str) -> None:
         limit = self.max_record_bytes
@@ -195,7 +196,7 @@ class KeyringStorage(TokenStorage):
             # keyring raises PasswordDeleteError when there is nothing to delete.
             log.debug("nothing to delete in keyring entry %s/%s", self.service, self.username)
 
-    def _call(self, action: str, op: Any) -> Any:
+    def _call(self, action: str, op: Any, token: Token | None = None) -> Any:
         try:
             return op(self._keyring())
         except keyring.errors.NoKeyringError as exc:
@@ -205,9 +206,13 @@ class KeyringStorage(TokenStorage):
         except Exception as exc:
             # Backends raise whatever their platform raises (D-Bus, Win32, OSError ...);
             # translate at this boundary and keep the cause chained.
+            detail = str(exc)
+            for secret in (token.access_token, token.refresh_token) if token else ():
+                if secret:  # a backend that echoes what it was given must not leak it
+                    detail = detail.replace(secret, f"<{fingerprint(secret)}>")
             raise TokenStorageError(
                 f"cannot {action} keyring entry {self.service!r}/{self.username!r}: "
-                f"the keyring backend raised {type(exc).__name__}: {str(exc)[:200]}"
+                f"the keyring backend raised {type(exc).__name__}: {detail[:200]}"
             ) from exc
 
     def __repr__(self) -> str:

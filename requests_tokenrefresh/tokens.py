@@ -215,6 +215,12 @@ class Token:
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("Token objects are not pickled: they hold secrets; store them with a TokenStorage")
 
+    def __copy__(self) -> Token:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Token:
+        return self
+
 
 def _number(value: Any) -> float | None:
     """Return ``value`` as a finite float, accepting numeric strings; None otherwise."""

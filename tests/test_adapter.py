@@ -544,3 +544,42 @@ def test_refresh_with_nothing_stored_is_a_session_expired_error(server: AuthServ
     with pytest.raises(SessionExpiredError, match="no token is stored"):
         adapter.refresh()
     assert server.refresh_calls == 0
+
+
+def test_a_redirect_out_of_base_url_on_the_same_host_does_not_carry_the_token(server: AuthServer) -> None:
+    import http.server
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/api/"):
+                self.send_response(302)
+                self.send_header("Location", "/outside/landing")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = (self.headers.get("Authorization") or "none").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(Token("secret-access", "r")), refresher=lambda t: t, base_url=base + "/api"
+        )
+        session = requests.Session()
+        session.mount(base + "/", adapter)
+        response = session.get(base + "/api/start")
+        assert response.history[0].request.headers["Authorization"] == "Bearer secret-access"
+        assert response.text == "none"  # the landing page outside base_url saw no token
+        session.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
