@@ -179,6 +179,26 @@ class Coordinator:
             if result is not None:
                 return result
 
+    def replacement(self, used: Token) -> Token | None:
+        """A token that has replaced ``used``, waiting for a refresh under way; never starts one.
+
+        Returns None if ``used`` is still the current token and no refresh is under way, or if
+        the refresh under way fails.
+        """
+        with self._cond:
+            while True:
+                token, flight = self._token, self._flight
+                if token is not None and token.access_token != used.access_token:
+                    return token
+                if flight is None or flight.kind != "refresh":
+                    return None
+                try:
+                    result = self._wait(flight)
+                except Exception:
+                    return None
+                if result is not None:
+                    return result
+
     def current(self) -> Token | None:
         """The token in memory, if any, without loading or refreshing."""
         with self._cond:

@@ -41,6 +41,8 @@ DEFAULT_REFRESH_STATUS_CODES = (401,)
 DEFAULT_REFRESH_TIMEOUT = 30.0
 # Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
 _WAIT_MARGIN = 10.0
+# Replays of one request at most: one after the refresh, one more only for a token replaced meanwhile.
+_MAX_REPLAYS = 2
 
 #: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
 Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
@@ -267,23 +269,26 @@ class TokenRefreshAdapter(HTTPAdapter):
         log.debug(
             "HTTP %s with token %s: refreshing and replaying", rejected.status_code, fingerprint(used.access_token)
         )
-        rejected.content  # noqa: B018 - read the body so the connection goes back to the pool
-        rejected.close()
-        token = self._coordinator.token_after_rejection(used)
-        replay = request.copy()
-        if replay.body is not None and not isinstance(replay.body, (bytes, str)):
-            try:
-                rewind_body(replay)
-            except UnrewindableBodyError:
-                raise UnrewindableBodyError(
-                    f"HTTP {rejected.status_code}: the token was refreshed, but the request body cannot "
-                    "be sent again (a generator or a spent stream); send the request anew",
-                    response=rejected,
-                    request=request,
-                ) from None
-        replay.headers["Authorization"] = token.authorization
-        response = super().send(replay, **options)
-        response.history.append(rejected)
+        history = [rejected]
+        token: Token | None = self._coordinator.token_after_rejection(used)
+        while True:
+            rejected.content  # noqa: B018 - read the body so the connection goes back to the pool
+            rejected.close()
+            replay = _rewound_copy(request, rejected)
+            assert token is not None
+            replay.headers["Authorization"] = token.authorization
+            response = super().send(replay, **options)
+            if response.status_code not in self._settings.refresh_status_codes or len(history) >= _MAX_REPLAYS:
+                break
+            # A 401 on the replay is returned, never answered with another refresh. But if the
+            # replay's token was itself replaced while it was in flight (a server that revokes the
+            # old access token on each rotation, under load), replay once more with the newer one.
+            token = self._coordinator.replacement(token)
+            if token is None:
+                break
+            rejected = response
+            history.append(rejected)
+        response.history.extend(history)
         return response
 
     def _refresh(self, token: Token) -> Token:
@@ -338,6 +343,22 @@ class TokenRefreshAdapter(HTTPAdapter):
         where = f"token_url={s.token_url!r}" if s.token_url else f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
+
+
+def _rewound_copy(request: requests.PreparedRequest, rejected: requests.Response) -> requests.PreparedRequest:
+    """A copy of ``request`` to send again, its file body rewound; never one with a spent body."""
+    replay = request.copy()
+    if replay.body is not None and not isinstance(replay.body, (bytes, str)):
+        try:
+            rewind_body(replay)
+        except UnrewindableBodyError:
+            raise UnrewindableBodyError(
+                f"HTTP {rejected.status_code}: the token was refreshed, but the request body cannot "
+                "be sent again (a generator or a spent stream); send the request anew",
+                response=rejected,
+                request=request,
+            ) from None
+    return replay
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})

@@ -222,3 +222,33 @@ def test_stale_window_is_at_most_half_the_lifetime() -> None:
     fakes.now = NOW + 31
     assert coordinator.token_for_request().access_token == "at-new"
     assert fakes.refreshes == 1
+
+
+def test_replacement_never_starts_a_refresh() -> None:
+    old = token("old")
+    fakes = Fakes(old, lambda t: token("new"))
+    coordinator = fakes.coordinator()
+    assert coordinator.token_for_request() == old
+    assert coordinator.replacement(old) is None  # still current, nothing under way
+    assert fakes.refreshes == 0
+    newer = coordinator.token_after_rejection(old)
+    assert coordinator.replacement(old) == newer  # replaced meanwhile: use the newer one
+    assert fakes.refreshes == 1
+
+
+def test_replacement_waits_for_a_refresh_under_way() -> None:
+    old = token("old")
+    fakes = Fakes(old, lambda t: token("new"))
+    coordinator = fakes.coordinator()
+    coordinator.token_for_request()
+    fakes.gate.clear()
+    refreshing = threading.Thread(target=coordinator.token_after_rejection, args=(old,), daemon=True)
+    refreshing.start()
+    while fakes.refreshes == 0:
+        time.sleep(0.01)
+    threading.Timer(0.2, fakes.gate.set).start()
+    replaced = coordinator.replacement(old)
+    assert replaced is not None
+    assert replaced.access_token == "at-new"
+    refreshing.join(10)
+    assert fakes.refreshes == 1
