@@ -1,0 +1,336 @@
+"""The ``demo`` command: many threads, short-lived tokens and a strict token endpoint, all on loopback.
+
+An :class:`~requests_tokenrefresh._authserver.AuthServer` on 127.0.0.1 issues access tokens that
+live a few seconds, rotates refresh tokens and revokes the whole token family when a refresh token
+is presented twice. The demo stores an expired token through :class:`KeyringStorage`, mounts the
+real :class:`TokenRefreshAdapter` and lets many threads send requests through several expiries,
+then compares what the clients saw with what the server counted.
+
+Where keyring has no usable backend, the demo says so and stores the token in
+:class:`DemoFileKeyring`, a plaintext file in a new temporary directory, never a default backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import keyring
+import keyring.backend
+import keyring.errors
+import requests
+from keyring.backends import chainer, fail
+
+from ._authserver import AuthServer
+from ._redact import fingerprint
+from .adapters import TokenRefreshAdapter
+from .exceptions import SessionExpiredError, TokenStorageError
+from .storage import KeyringStorage
+from .tokens import Token
+
+__all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem", "run_demo"]
+
+#: The environment variable that names :class:`DemoFileKeyring`'s file.
+DEMO_KEYRING_ENV = "REQUESTS_TOKENREFRESH_DEMO_KEYRING"
+_BACKEND_PATH = "requests_tokenrefresh._demo.DemoFileKeyring"
+
+
+class _ClassProperty:
+    """keyring reads ``priority`` on the class; a plain property would not work there."""
+
+    def __init__(self, fget: Callable[[Any], float]) -> None:
+        self.fget = fget
+
+    def __get__(self, obj: object, owner: type[Any]) -> float:
+        return self.fget(owner)
+
+
+class DemoFileKeyring(keyring.backend.KeyringBackend):
+    """A keyring backend that keeps passwords in a plaintext JSON file, for the demo only.
+
+    keyring never picks it on its own: it is viable only while ``REQUESTS_TOKENREFRESH_DEMO_KEYRING``
+    names its file, and it registers no entry point. Select it explicitly::
+
+        PYTHON_KEYRING_BACKEND=requests_tokenrefresh._demo.DemoFileKeyring \\
+        REQUESTS_TOKENREFRESH_DEMO_KEYRING=/tmp/demo/keyring.json keyring get SERVICE USERNAME
+
+    Args:
+        path: the file; by default the one the environment variable names.
+    """
+
+    _lock = threading.Lock()  # one process; other processes only read it in the demo
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # reads KEYRING_PROPERTY_* like every backend
+        self.path = path or os.environ.get(DEMO_KEYRING_ENV, "")
+
+    @_ClassProperty
+    def priority(cls) -> float:
+        if not os.environ.get(DEMO_KEYRING_ENV):
+            raise RuntimeError(f"set {DEMO_KEYRING_ENV} to the keyring file to use this demo backend")
+        return 0.1
+
+    def _read(self) -> dict[str, dict[str, str]]:
+        if not self.path:
+            raise keyring.errors.KeyringError(f"set {DEMO_KEYRING_ENV} to the demo keyring file")
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, dict[str, str]]) -> None:
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(temporary, self.path)  # readers never see half a file
+
+    def get_password(self, service: str, username: str) -> str | None:
+        with self._lock:
+            return self._read().get(service, {}).get(username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        with self._lock:
+            data = self._read()
+            data.setdefault(service, {})[username] = password
+            self._write(data)
+
+    def delete_password(self, service: str, username: str) -> None:
+        with self._lock:
+            data = self._read()
+            if username not in data.get(service, {}):
+                raise keyring.errors.PasswordDeleteError("no such entry")
+            del data[service][username]
+            self._write(data)
+
+    def __str__(self) -> str:
+        return f"{_BACKEND_PATH} ({self.path})"
+
+
+def keyring_problem() -> str | None:
+    """Return why keyring's selected backend cannot store tokens, or None if it looks usable."""
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # a bad PYTHON_KEYRING_BACKEND or keyringrc.cfg raises anything
+        return f"keyring could not load its backend ({type(exc).__name__}: {exc})"
+    if isinstance(backend, fail.Keyring):
+        return "keyring found no backend"
+    if isinstance(backend, chainer.ChainerBackend) and not backend.backends:
+        return "keyring found no backend to chain"
+    return None
+
+
+def _backend_name(backend: object) -> str:
+    return (
+        str(backend) if isinstance(backend, DemoFileKeyring) else f"{type(backend).__module__}.{type(backend).__name__}"
+    )
+
+
+def _open_storage(service: str, username: str, seed: Token, out: TextIO) -> tuple[KeyringStorage, bool]:
+    """Store ``seed`` in the selected keyring, else in a new temporary file keyring; return (storage, is_system)."""
+    problem = keyring_problem()
+    if problem is None:
+        storage = KeyringStorage(service, username)
+        try:
+            storage.save(seed)
+        except TokenStorageError as exc:
+            problem = str(exc)
+        else:
+            print(f"keyring:  {_backend_name(keyring.get_keyring())}, entry {service}/{username}", file=out)
+            print(f"          inspect it with: keyring get {shlex.quote(service)} {shlex.quote(username)}", file=out)
+            return storage, True
+    path = os.path.join(tempfile.mkdtemp(prefix="requests-tokenrefresh-demo-"), "keyring.json")
+    storage = KeyringStorage(service, username, backend=DemoFileKeyring(path))
+    storage.save(seed)
+    print(f"keyring:  no usable keyring backend ({problem})", file=out)
+    print(f"          using a temporary plaintext file keyring for this demo: {path}", file=out)
+    print("          inspect the stored record with:", file=out)
+    print(
+        f"  PYTHON_KEYRING_BACKEND={_BACKEND_PATH} {DEMO_KEYRING_ENV}={shlex.quote(path)} "
+        f"keyring get {shlex.quote(service)} {shlex.quote(username)}",
+        file=out,
+    )
+    return storage, False
+
+
+class _Run:
+    """What the client threads saw; each thread appends to its own lists (no lock on the hot path)."""
+
+    def __init__(self, threads: int, seed: Token) -> None:
+        # (started, finished, Authorization sent, replayed after a 401) per successful request
+        self.done: list[list[tuple[float, float, str | bytes, bool]]] = [[] for _ in range(threads)]
+        self.failed: list[list[str]] = [[] for _ in range(threads)]
+        self.lock = threading.Lock()
+        self.published: dict[str | bytes, float] = {seed.authorization: -math.inf}  # Authorization -> monotonic time
+        self.current = seed
+        self.go = threading.Event()  # releases every thread at once: the expired seed is the hard case
+        self.stop = threading.Event()
+        self.started = self.deadline = 0.0
+
+    def on_refresh(self, token: Token) -> None:
+        with self.lock:
+            self.published[token.authorization] = time.monotonic()
+            self.current = token
+
+    def counts(self) -> tuple[int, int]:
+        return sum(map(len, self.done)), sum(map(len, self.failed))
+
+
+def _worker(run: _Run, session: requests.Session, url: str, index: int) -> None:
+    done, failed = run.done[index], run.failed[index]
+    run.go.wait(30)
+    while not run.stop.is_set() and time.monotonic() < run.deadline:
+        started = time.monotonic()
+        try:
+            response = session.get(url, timeout=10)
+        except SessionExpiredError as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+            return  # the session is over: nothing more this thread can do
+        except requests.RequestException as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+            continue
+        finished = time.monotonic()
+        if response.status_code != 200:
+            failed.append(f"HTTP {response.status_code}")
+            continue
+        done.append((started, finished, response.request.headers.get("Authorization", ""), bool(response.history)))
+
+
+def _progress(run: _Run, server: AuthServer, err: TextIO) -> None:
+    tty = err.isatty()
+    while not run.stop.wait(0.2 if tty else 1.0):
+        ok, failed = run.counts()
+        token = run.current
+        left = "unknown" if token.expires_at is None else f"{token.expires_at - time.time():4.1f}s"
+        line = (
+            f"{time.monotonic() - run.started:5.1f}s  requests {ok} ok, {failed} failed  refresh calls "
+            f"{server.refresh_calls}  token {fingerprint(token.access_token)} expires in {left}"
+        )
+        print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=err, flush=True)
+    if tty:
+        print(file=err)
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] if ordered else 0.0
+
+
+def _ms(values: list[float]) -> str:
+    return f"p50 {_percentile(values, 50) * 1000:.1f} ms, p99 {_percentile(values, 99) * 1000:.1f} ms"
+
+
+def run_demo(
+    *,
+    threads: int,
+    duration: float,
+    ttl: float,
+    leeway: float,
+    service: str,
+    username: str,
+    keep: bool = False,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Run the demo; return 0 if every request succeeded with one refresh call per expiry, else 1."""
+    with AuthServer(ttl=ttl, rotation="reuse-detection", host="127.0.0.1") as server:
+        window = min(leeway, ttl / 2)
+        print(
+            f"server:   {server.url} (loopback): access tokens live {ttl:g} s, refresh tokens rotate, "
+            "presenting one twice revokes the family",
+            file=out,
+        )
+        server_login = server.issue()
+        server.revoke_access_tokens()  # the seed's access token is over on the server too
+        seed = Token.from_response(server_login, now=time.time() - ttl - 1)  # a login from one lifetime ago
+        storage, system = _open_storage(service, username, seed, out)
+        print(
+            f"clients:  {threads} threads for {duration:g} s; the stored token has expired, so all of them "
+            f"need the first refresh at once; later refreshes start {window:g} s before expiry (leeway "
+            f"{leeway:g} s, at most half the lifetime)",
+            file=out,
+            flush=True,
+        )
+        run = _Run(threads, seed)
+        adapter = TokenRefreshAdapter(
+            storage, token_url=server.token_url, leeway=leeway, on_refresh=run.on_refresh, pool_maxsize=threads
+        )
+        session = requests.Session()
+        session.mount(server.url + "/", adapter)
+        url = server.url + "/api/items"
+        workers = [
+            threading.Thread(target=_worker, args=(run, session, url, i), name=f"demo-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        progress = threading.Thread(target=_progress, args=(run, server, err), daemon=True)
+        try:
+            for worker in workers:
+                worker.start()
+            run.started = time.monotonic()
+            run.deadline = run.started + duration
+            run.go.set()
+            progress.start()
+            for worker in workers:
+                worker.join(max(0.0, run.deadline + 30 - time.monotonic()))
+        finally:
+            run.stop.set()
+            run.go.set()
+            progress.join(5)
+            session.close()
+            if system and not keep:
+                storage.delete()
+        stuck = sum(worker.is_alive() for worker in workers)
+        elapsed = time.monotonic() - run.started
+        return _summary(run, server, stuck, elapsed, threads, system and not keep, out)
+
+
+def _summary(
+    run: _Run, server: AuthServer, stuck: int, elapsed: float, threads: int, deleted: bool, out: TextIO
+) -> int:
+    done = [entry for entries in run.done for entry in entries]
+    failures = [message for messages in run.failed for message in messages]
+    with server.lock:
+        log = list(server.token_log)
+    presented = [entry["refresh_token"] for entry in log]
+    issued = sum(1 for entry in log if entry["status"] == 200)
+    reused = len(presented) - len(set(presented))
+    waits = [
+        run.published[auth] - started
+        for started, _, auth, _ in done
+        if run.published.get(auth, -math.inf) > started  # sent with a token that did not exist when it started
+    ]
+    replays = sum(1 for *_, replayed in done if replayed)
+    revoked = server.revoked
+    print(f"summary after {elapsed:.1f} s with {threads} threads:", file=out)
+    print(f"  requests            {len(done)} ok, {len(failures) + stuck} failed", file=out)
+    print(
+        f"  refresh calls       {server.refresh_calls} for {issued} expiries (new access tokens issued after the "
+        f"seed); refresh tokens presented twice: {reused}; token family revoked: {'yes' if revoked else 'no'}",
+        file=out,
+    )
+    print(
+        f"  waited for refresh  {len(waits)} requests (started before the token they were sent with existed): "
+        f"{_ms(waits)}",
+        file=out,
+    )
+    print(f"  request latency     {_ms([finished - started for started, finished, *_ in done])}", file=out)
+    print(f"  stale-401 replays   {replays} (first answer 401, replayed once with the current token)", file=out)
+    for message in sorted(set(failures))[:5]:
+        print(f"  failure: {failures.count(message)} x {message}", file=out)
+    if stuck:
+        print(f"  failure: {stuck} threads still running 30 s after the end", file=out)
+    if deleted:
+        print("the demo's keyring entry has been deleted (--keep keeps it)", file=out)
+    ok = not failures and not stuck and not revoked and server.refresh_calls == issued and bool(done)
+    print("result: OK, one refresh call per expiry and every request succeeded" if ok else "result: FAILED", file=out)
+    return 0 if ok else 1
