@@ -1,0 +1,33 @@
+"""Create the database, a user and a confidential password-grant client; print the client as JSON.
+
+Run as ``python -m dotserver.bootstrap`` with DJANGO_SETTINGS_MODULE=dotserver.settings.
+"""
+
+import json
+import sys
+
+import django
+
+
+def main() -> None:
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from oauth2_provider.models import Application
+
+    call_command("migrate", verbosity=0, interactive=False)
+    user = get_user_model().objects.create_user("alice", password="alice-pw")
+    secret = "interop-client-secret"
+    app = Application.objects.create(
+        name="interop",
+        client_id="interop-client",
+        client_secret=secret,  # hashed on save; the plain value is what the client sends
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_PASSWORD,
+        user=user,
+    )
+    json.dump({"client_id": app.client_id, "client_secret": secret, "username": "alice", "password": "alice-pw"}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""A minimal Django project around django-oauth-toolkit (DOT), for the interop tests only.
+
+The database path comes from DOT_INTEROP_DB; the access-token lifetime from DOT_INTEROP_TTL.
+"""
+
+import os
+
+SECRET_KEY = "interop-tests-only-not-a-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+ROOT_URLCONF = "dotserver.urls"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "oauth2_provider",
+]
+MIDDLEWARE = ["dotserver.views.CountingMiddleware"]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ["DOT_INTEROP_DB"],
+        # WAL: readers (token checks) do not wait for the writer (a rotation), and vice versa.
+        "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; test users only
+OAUTH2_PROVIDER = {
+    "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("DOT_INTEROP_TTL", "2")),
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "SCOPES": {"read": "Reading scope"},
+    "DEFAULT_SCOPES": ["read"],
+}
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
