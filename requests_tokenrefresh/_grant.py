@@ -98,7 +98,7 @@ def _parse(response: requests.Response, previous: Token, sent_at: float, client_
     status = response.status_code
     try:
         body: Any = response.json()
-    except ValueError:  # includes requests' JSONDecodeError
+    except (ValueError, RecursionError):  # requests' JSONDecodeError; absurdly nested JSON
         body = None
     kind = response.headers.get("Content-Type", "no content type").split(";")[0]
     if 200 <= status < 300:
@@ -119,8 +119,8 @@ def _parse(response: requests.Response, previous: Token, sent_at: float, client_
         )
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
-    error = error if isinstance(error, str) and error else f"http_{status}"
     secrets = (previous.refresh_token, previous.access_token, client_secret)
+    error = _clean(error, secrets)[:100] if isinstance(error, str) and error else f"http_{status}"
     description = _clean(description, secrets) if isinstance(description, str) else None
     message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the token endpoint)"
     if error == "invalid_grant":

@@ -24,6 +24,9 @@ __all__ = ["RECORD_VERSION", "Token", "TokenState"]
 
 log = logging.getLogger(__name__)
 
+# Expiry times past this (year 9999) are nonsense; they are treated as unknown.
+_LATEST = 253402300799.0
+
 #: Version of the stored JSON layout (the ``"version"`` field of :meth:`Token.to_record`).
 RECORD_VERSION = 1
 
@@ -242,18 +245,18 @@ def _number(value: Any) -> float | None:
 
 def _expiry(response: Mapping[str, Any], access: str, now: float) -> tuple[float | None, float | None]:
     """Return ``(expires_at, obtained_at)`` for a token response."""
+    # A bad expiry field never rejects the response: that would throw away a rotated refresh
+    # token. It is ignored, and the JWT's exp (or a 401) tells when to refresh.
     if response.get("expires_at") is not None:
         expires_at = _number(response["expires_at"])
-        if expires_at is None:
-            raise ValueError("expires_at in the token response is not a number of epoch seconds")
-        obtained = response.get("obtained_at")
-        return expires_at, (_number(obtained) if obtained is not None else None)
-    if response.get("expires_in") is not None:
+        if expires_at is not None:
+            obtained = response.get("obtained_at")
+            return expires_at, (_number(obtained) if obtained is not None else None)
+        log.warning("ignoring expires_at from the token response: not a number of epoch seconds")
+    elif response.get("expires_in") is not None:
         expires_in = _number(response["expires_in"])
-        if expires_in is None:
-            raise ValueError("expires_in in the token response is not a number of seconds")
-        if expires_in > 0:
+        if expires_in is not None and expires_in > 0 and now + expires_in < _LATEST:
             return now + expires_in, now
-        log.warning("ignoring expires_in=%s from the token response: not a positive lifetime", expires_in)
+        log.warning("ignoring expires_in from the token response: not a positive number of seconds")
     exp = read_expiry(access)
     return exp, (now if exp is not None else None)
