@@ -23,7 +23,7 @@ from ._redact import fingerprint
 from .adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT, TokenRefreshAdapter
 from .exceptions import SessionExpiredError, TokenRefreshError, TokenStorageError
 from .storage import KeyringStorage
-from .tokens import Token
+from .tokens import Token, _number
 
 __all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "build_parser", "describe", "main"]
 
@@ -154,6 +154,12 @@ def _import(args: argparse.Namespace) -> int:
         response = json.loads(text)
     except json.JSONDecodeError as exc:  # its message quotes no input, so no secret
         raise _CommandError(f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    if isinstance(response, dict):
+        # The library ignores a bad expiry field (to keep a rotated refresh token); typed input is
+        # better refused.
+        for field in ("expires_in", "expires_at"):
+            if response.get(field) is not None and _number(response[field]) is None:
+                raise _CommandError(f"{source}: {field} is not a number of seconds")
     try:
         token = Token.from_response(response)  # expires_in counts from now; else the JWT exp claim
     except ValueError as exc:
