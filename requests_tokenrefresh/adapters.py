@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,6 +17,7 @@ from ._coordinator import Coordinator
 from ._grant import CLIENT_AUTH_METHODS, OAuthRefreshGrant
 from ._redact import fingerprint
 from ._retry import TRANSIENT_ERRORS, refresh_with_retries
+from ._urls import check_url, is_secure, is_under, origin
 from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
 from .storage import TokenStorage
 from .tokens import Token
@@ -141,9 +140,9 @@ class TokenRefreshAdapter(HTTPAdapter):
         if refresher is not None and not callable(refresher):
             raise ValueError("refresher must be callable")
         if token_url is not None:
-            _check_url("token_url", token_url, allow_insecure_http)
+            check_url("token_url", token_url, allow_insecure_http)
         if base_url is not None:
-            _check_url("base_url", base_url, True)
+            check_url("base_url", base_url, True)
         if client_auth not in CLIENT_AUTH_METHODS:
             raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
         for name, value in (("leeway", leeway), ("refresh_timeout", refresh_timeout)):
@@ -243,7 +242,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._check_transport(url)
         token = self._coordinator.token_for_request()
         request.headers["Authorization"] = token.authorization
-        log.debug("sending %s %s with token %s", request.method, _origin(url), fingerprint(token.access_token))
+        log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
         response = super().send(request, **options)
         if response.status_code not in self._settings.refresh_status_codes:
             return response
@@ -319,12 +318,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         base = self._settings.base_url
         if base is None:
             return True
-        return _under(url, base)
+        return is_under(url, base)
 
     def _check_transport(self, url: str) -> None:
-        if not self._settings.allow_insecure_http and not _secure(url):
+        if not self._settings.allow_insecure_http and not is_secure(url):
             raise InsecureTransportError(
-                f"refusing to send a token over plain http to {_origin(url)}; use https, or pass "
+                f"refusing to send a token over plain http to {origin(url)}; use https, or pass "
                 "allow_insecure_http=True"
             )
 
@@ -359,54 +358,3 @@ def _rewound_copy(request: requests.PreparedRequest, rejected: requests.Response
                 request=request,
             ) from None
     return replay
-
-
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.lower()
-    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _secure(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme.lower() == "https" or _is_loopback(parts.hostname or "")
-
-
-def _check_url(name: str, url: str, allow_http: bool) -> None:
-    if not isinstance(url, str):
-        raise ValueError(f"{name} must be a URL string")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an absolute http(s) URL, not {url!r}")
-    if not allow_http and not _secure(url):
-        raise ValueError(f"{name} must use https (plain http is allowed for loopback hosts only)")
-
-
-def _port(parts: Any) -> int | None:
-    return parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-
-
-def _under(url: str, base: str) -> bool:
-    """Whether ``url`` is ``base`` or below it: same scheme, host and port; path on a segment boundary."""
-    u, b = urlsplit(url), urlsplit(base)
-    try:
-        if (u.scheme.lower(), u.hostname, _port(u)) != (b.scheme.lower(), b.hostname, _port(b)):
-            return False
-    except ValueError:  # an invalid port
-        return False
-    prefix = b.path.rstrip("/")
-    return u.path == prefix or u.path.startswith(prefix + "/") or not prefix
-
-
-def _origin(url: str) -> str:
-    """The scheme, host and port of ``url``, for messages (no user info, path or query)."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
