@@ -121,6 +121,10 @@ class KeyringStorage(TokenStorage):
         service: the keyring service name, for example the API's name.
         username: the keyring user name, for example the signed-in account.
         backend: a ``keyring.backend.KeyringBackend`` to use instead of the selected one.
+        lock_dir: where the inter-process refresh lock file goes; by default the user cache
+            directory (``~/.cache/requests-tokenrefresh/locks`` on Linux).
+        max_record_bytes: refuse to save a record larger than this (UTF-8 bytes). The Windows
+            Credential Manager's limit (2,560 bytes of UTF-16) applies by itself.
 
     .. versionadded:: 0.1
     """
@@ -159,7 +163,7 @@ class KeyringStorage(TokenStorage):
             return None
         try:
             return Token.from_record(json.loads(raw))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError too
             raise TokenStorageError(
                 f"the keyring entry {self.service!r}/{self.username!r} does not hold a token record "
                 f"({_describe(exc)}); remove it with `keyring del {self.service} {self.username}` "
@@ -169,22 +173,27 @@ class KeyringStorage(TokenStorage):
     def save(self, token: Token) -> None:
         if not isinstance(token, Token):
             raise TypeError(f"save() takes a Token, not {type(token).__name__}")
-        raw = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True)
+        try:
+            raw = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise TokenStorageError(
+                f"cannot write keyring entry {self.service!r}/{self.username!r}: the token's extra data "
+                f"is not JSON ({type(exc).__name__})"
+            ) from exc
         self._check_size(raw)
         self._call("write", lambda kr: kr.set_password(self.service, self.username, raw), token)
 
     def _check_size(self, raw: str) -> None:
-        limit = self.max_record_bytes
-        encoding = "utf-8"
+        limit, encoding, which = self.max_record_bytes, "utf-8", "max_record_bytes"
         if limit is None and type(self._keyring()).__name__ == "WinVaultKeyring":
             limit, encoding = WINDOWS_CREDENTIAL_BYTES, "utf-16-le"  # it stores UTF-16
+            which = "the Windows Credential Manager limit"
         size = len(raw.encode(encoding))
         if limit is not None and size > limit:
             raise TokenStorageError(
                 f"cannot write keyring entry {self.service!r}/{self.username!r}: the token record is "
-                f"{size} bytes and this keyring backend holds at most {limit} bytes per entry (the "
-                "Windows Credential Manager limit); use a backend without that limit (keyrings.cryptfile, "
-                "a Secret Service) or a custom TokenStorage"
+                f"{size} bytes and this keyring backend holds at most {limit} bytes per entry ({which}); "
+                "use a backend without that limit (keyrings.cryptfile, a Secret Service) or a custom TokenStorage"
             )
 
     def delete(self) -> None:
@@ -251,8 +260,10 @@ class _FileLock:
             self._lock.release()
 
 
-def _describe(exc: ValueError) -> str:
+def _describe(exc: Exception) -> str:
     """Say what is wrong with a stored value without quoting it."""
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON at character {exc.pos}"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
     return str(exc)

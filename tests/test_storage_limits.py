@@ -83,3 +83,16 @@ def test_steady_state_reads_the_keyring_once_and_a_401_once_more(memory_keyring:
             session.get(f"{srv.url}/api")
         assert memory_keyring.reads == 2
         session.close()
+
+
+def test_a_deeply_nested_stored_value_is_a_storage_error() -> None:
+    keyring.set_password("api", "gina", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TokenStorageError, match="nested too deeply"):
+        KeyringStorage("api", "gina").load()
+
+
+def test_extra_data_that_is_not_json_is_a_storage_error_not_a_type_error() -> None:
+    storage = KeyringStorage("api", "hana")
+    with pytest.raises(TokenStorageError, match="not JSON"):
+        storage.save(Token("a", "r", extra={"when": object()}))
+    assert keyring.get_password("api", "hana") is None
