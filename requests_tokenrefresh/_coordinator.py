@@ -9,7 +9,10 @@ saving) is a *flight*: one thread, the leader, runs it; threads that cannot go o
 result wait for it and share its outcome, token or exception alike.
 
 Rule 1: only this module reads or writes the current token, the flight and the retry times; they
-        are guarded by the one ``threading.Condition``.
+        are guarded by the one ``threading.Condition``. The one read without it is the fast path:
+        ``_fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
+        so a reader sees the old pair or the new one, never a mix. It is set only while nothing
+        needs deciding (a token outside its refresh window, no forced refresh, nothing unsaved).
 Rule 2: no network or keyring I/O, and no user callback, while the condition is held. Decide under
         the lock, do the I/O outside it, publish the outcome and ``notify_all()`` under it.
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
@@ -115,11 +118,15 @@ class Coordinator:
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
         self._refreshed_at = float("-inf")  # epoch time of the last successful refresh
+        self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
 
     # -- what the adapter asks -------------------------------------------------------------
 
     def token_for_request(self) -> Token:
         """Return a token to send a request with, loading or refreshing it first if needed."""
+        fresh = self._fresh
+        if fresh is not None and self._clock() < fresh[1]:
+            return fresh[0]  # steady state: no lock taken
         while True:
             with self._cond:
                 token, flight = self._token, self._flight
@@ -208,7 +215,18 @@ class Coordinator:
 
     def _begin(self, kind: str, forced: bool = False) -> _Flight:
         self._flight = _Flight(kind, time.monotonic(), forced, self._unsaved)
+        self._snapshot()
         return self._flight
+
+    def _snapshot(self) -> None:
+        """Publish the fast path's (token, fresh-until) pair, or None when there is something to decide."""
+        token, flight = self._token, self._flight
+        if token is None or self._unsaved or (flight is not None and flight.forced):
+            self._fresh = None
+        elif token.expires_at is None:
+            self._fresh = (token, float("inf"))
+        else:
+            self._fresh = (token, token.expires_at - token.refresh_window(self._leeway))
 
     def _wait(self, flight: _Flight) -> Token | None:
         """Wait for ``flight``; return its token if it was a refresh, raise its error if it failed."""
@@ -218,6 +236,7 @@ class Coordinator:
             if left <= 0:
                 if self._flight is flight:
                     self._flight = None  # Rule 3: retire it, the next caller starts afresh
+                    self._snapshot()
                     self._cond.notify_all()
                 raise RefreshError(
                     f"refresh_timeout: no token after waiting {self._wait_timeout:.0f}s for the {flight.kind} "
@@ -238,6 +257,7 @@ class Coordinator:
                 self._flight = None
                 for name, value in state.items():
                     setattr(self, name, value)
+                self._snapshot()
             self._cond.notify_all()
             return current
 

@@ -242,7 +242,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._check_transport(url)
         token = self._coordinator.token_for_request()
         request.headers["Authorization"] = token.authorization
-        log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
+        if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
+            log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
         response = super().send(request, **options)
         if response.status_code not in self._settings.refresh_status_codes:
             return response
@@ -321,7 +322,9 @@ class TokenRefreshAdapter(HTTPAdapter):
         return is_under(url, base)
 
     def _check_transport(self, url: str) -> None:
-        if not self._settings.allow_insecure_http and not is_secure(url):
+        if url.startswith("https://") or self._settings.allow_insecure_http:
+            return  # requests lower-cases the scheme when it prepares the URL
+        if not is_secure(url):
             raise InsecureTransportError(
                 f"refusing to send a token over plain http to {origin(url)}; use https, or pass "
                 "allow_insecure_http=True"

@@ -60,6 +60,26 @@ def memory_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         keyring.set_keyring(previous)
 
 
+@pytest.fixture(autouse=True)
+def close_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every requests.Session a test opened (and so its adapters' pools) when it ends.
+
+    Warnings are errors here, and an unclosed socket collected during a later test would fail
+    that test instead of the one that leaked it.
+    """
+    opened: list[requests.Session] = []
+    original = requests.Session.__init__
+
+    def init(self: requests.Session) -> None:
+        original(self)
+        opened.append(self)
+
+    monkeypatch.setattr(requests.Session, "__init__", init)
+    yield
+    for session in opened:
+        session.close()
+
+
 @pytest.fixture
 def server() -> Iterator[AuthServer]:
     """A loopback token endpoint + API that rotates refresh tokens and revokes the family on reuse."""
