@@ -4,7 +4,9 @@ An :class:`~requests_tokenrefresh._authserver.AuthServer` on 127.0.0.1 issues ac
 live a few seconds, rotates refresh tokens and revokes the whole token family when a refresh token
 is presented twice. The demo stores an expired token through :class:`KeyringStorage`, mounts the
 real :class:`TokenRefreshAdapter` and lets many threads send requests through several expiries,
-then compares what the clients saw with what the server counted.
+then compares what the clients saw with what the server counted. With ``--timeline FILE`` it also
+writes every request and token endpoint call as a JSON list of events (:func:`timeline_events`), the
+input of the storm picture in the docs (``docs/timeline.py``).
 
 Where keyring has no usable backend, the demo says so and stores the token in
 :class:`DemoFileKeyring`, a plaintext file in a new temporary directory, never a default backend.
@@ -28,14 +30,14 @@ import keyring.errors
 import requests
 from keyring.backends import chainer, fail
 
-from ._authserver import AuthServer
+from ._authserver import AuthServer, Canned
 from ._redact import fingerprint
 from .adapters import TokenRefreshAdapter
 from .exceptions import SessionExpiredError, TokenStorageError
 from .storage import KeyringStorage
 from .tokens import Token
 
-__all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem", "run_demo"]
+__all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem", "run_demo", "timeline_events"]
 
 #: The environment variable that names :class:`DemoFileKeyring`'s file.
 DEMO_KEYRING_ENV = "REQUESTS_TOKENREFRESH_DEMO_KEYRING"
@@ -162,19 +164,34 @@ def _open_storage(service: str, username: str, seed: Token, out: TextIO) -> tupl
     return storage, False
 
 
+class _TimedAuthServer(AuthServer):
+    """The demo's server; it also notes when each token endpoint call ended (``token_log`` has its start)."""
+
+    def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
+        result = super().token_endpoint(form, authorization)
+        ended = time.time()
+        with self.lock:
+            for entry in reversed(self.token_log):  # this call's entry: the latest open one for its refresh token
+                if "ended" not in entry and entry["refresh_token"] == form.get("refresh_token"):
+                    entry["ended"] = ended
+                    break
+        return result
+
+
 class _Run:
     """What the client threads saw; each thread appends to its own lists (no lock on the hot path)."""
 
     def __init__(self, threads: int, seed: Token) -> None:
-        # (started, finished, Authorization sent, replayed after a 401) per successful request
-        self.done: list[list[tuple[float, float, str | bytes, bool]]] = [[] for _ in range(threads)]
-        self.failed: list[list[str]] = [[] for _ in range(threads)]
+        # (started, finished, Authorization sent, Authorization rejected by a 401 or None) per successful request
+        self.done: list[list[tuple[float, float, str | bytes, str | bytes | None]]] = [[] for _ in range(threads)]
+        self.failed: list[list[tuple[float, float, str]]] = [[] for _ in range(threads)]  # (started, finished, why)
         self.lock = threading.Lock()
         self.published: dict[str | bytes, float] = {seed.authorization: -math.inf}  # Authorization -> monotonic time
         self.current = seed
         self.go = threading.Event()  # releases every thread at once: the expired seed is the hard case
         self.stop = threading.Event()
         self.started = self.deadline = 0.0
+        self.wall_offset = 0.0  # time.time() - time.monotonic(), to put the server's times on our clock
 
     def on_refresh(self, token: Token) -> None:
         with self.lock:
@@ -193,17 +210,18 @@ def _worker(run: _Run, session: requests.Session, url: str, index: int) -> None:
         try:
             response = session.get(url, timeout=10)
         except SessionExpiredError as exc:
-            failed.append(f"{type(exc).__name__}: {exc}")
+            failed.append((started, time.monotonic(), f"{type(exc).__name__}: {exc}"))
             return  # the session is over: nothing more this thread can do
         except requests.RequestException as exc:
-            failed.append(f"{type(exc).__name__}: {exc}")
+            failed.append((started, time.monotonic(), f"{type(exc).__name__}: {exc}"))
             time.sleep(0.05)
             continue
         finished = time.monotonic()
         if response.status_code != 200:
-            failed.append(f"HTTP {response.status_code}")
+            failed.append((started, finished, f"HTTP {response.status_code}"))
             continue
-        done.append((started, finished, response.request.headers.get("Authorization", ""), bool(response.history)))
+        rejected = response.history[0].request.headers.get("Authorization") if response.history else None
+        done.append((started, finished, response.request.headers.get("Authorization", ""), rejected))
 
 
 def _progress(run: _Run, server: AuthServer, err: TextIO) -> None:
@@ -239,11 +257,17 @@ def run_demo(
     service: str,
     username: str,
     keep: bool = False,
+    timeline: str | None = None,
     out: TextIO,
     err: TextIO,
 ) -> int:
-    """Run the demo; return 0 if every request succeeded with one refresh call per expiry, else 1."""
-    with AuthServer(ttl=ttl, rotation="reuse-detection", host="127.0.0.1") as server:
+    """Run the demo; return 0 if every request succeeded with one refresh call per expiry, else 1.
+
+    With ``timeline``, also write :func:`timeline_events` to that file as JSON.
+    """
+    if timeline is not None:
+        open(timeline, "w", encoding="utf-8").close()  # an unwritable path fails now, not after the run
+    with _TimedAuthServer(ttl=ttl, rotation="reuse-detection", host="127.0.0.1") as server:
         window = min(leeway, ttl / 2)
         print(
             f"server:   {server.url} (loopback): access tokens live {ttl:g} s, refresh tokens rotate, "
@@ -277,6 +301,7 @@ def run_demo(
             for worker in workers:
                 worker.start()
             run.started = time.monotonic()
+            run.wall_offset = time.time() - run.started
             run.deadline = run.started + duration
             run.go.set()
             progress.start()
@@ -291,14 +316,73 @@ def run_demo(
                 storage.delete()
         stuck = sum(worker.is_alive() for worker in workers)
         elapsed = time.monotonic() - run.started
-        return _summary(run, server, stuck, elapsed, threads, system and not keep, out)
+        status = _summary(run, server, stuck, elapsed, threads, system and not keep, out)
+        if timeline is not None:
+            settings = {"threads": threads, "duration": duration, "ttl": ttl, "leeway": leeway, "window": window}
+            events = timeline_events(run, server, settings)
+            with open(timeline, "w", encoding="utf-8") as f:
+                json.dump(events, f, indent=1)
+                f.write("\n")
+            print(f"timeline: {len(events)} events written to {timeline}", file=out)
+        return status
+
+
+def timeline_events(run: _Run, server: AuthServer, settings: dict[str, float]) -> list[dict[str, Any]]:
+    """The run as a list of events, times in seconds since the threads were released; no secrets.
+
+    ``{"type": "run", ...}`` (the settings) comes first; then one ``token`` event per access token
+    (``generation`` 0 is the expired seed; ``published``, when the adapter handed it out); one
+    ``refresh`` event per token endpoint call (``start``, ``end``, ``status``, the fingerprint of the
+    refresh token presented); one ``request`` event per request (``thread``, ``start``, ``end``, the
+    fingerprint and ``generation`` of the token it was sent with, ``waited``: it started before that
+    token existed, ``replayed``: its first answer was a 401, ``ok``, and ``error`` if it failed).
+    """
+
+    def at(monotonic: float) -> float:
+        return round(monotonic - run.started, 6)
+
+    def tag(authorization: str | bytes) -> str:
+        text = authorization.decode("latin-1") if isinstance(authorization, bytes) else authorization
+        return fingerprint(text.partition(" ")[2])
+
+    with run.lock:
+        published = sorted(run.published.items(), key=lambda item: item[1])
+    generations = {authorization: number for number, (authorization, _) in enumerate(published)}
+    events: list[dict[str, Any]] = [{"type": "run", **settings}]
+    events += [
+        {"type": "token", "generation": n, "token": tag(auth), "published": at(t) if math.isfinite(t) else None}
+        for n, (auth, t) in enumerate(published)
+    ]
+    with server.lock:
+        log = [dict(entry) for entry in server.token_log]
+    events += [
+        {
+            "type": "refresh",
+            "start": at(entry["t"] - run.wall_offset),
+            "end": at(entry["ended"] - run.wall_offset) if "ended" in entry else None,
+            "status": entry["status"],
+            "refresh_token": fingerprint(entry["refresh_token"]),
+        }
+        for entry in log
+    ]
+    for index, (done, failed) in enumerate(zip(run.done, run.failed, strict=True)):
+        thread = f"demo-{index}"
+        for started, finished, auth, rejected in done:
+            waited = run.published.get(auth, -math.inf) > started
+            sent = {"token": tag(auth), "generation": generations.get(auth), "waited": waited}
+            span = {"type": "request", "thread": thread, "start": at(started), "end": at(finished)}
+            events.append({**span, **sent, "replayed": rejected is not None, "ok": True})
+        for started, finished, message in failed:
+            span = {"type": "request", "thread": thread, "start": at(started), "end": at(finished)}
+            events.append({**span, "ok": False, "error": message})
+    return events
 
 
 def _summary(
     run: _Run, server: AuthServer, stuck: int, elapsed: float, threads: int, deleted: bool, out: TextIO
 ) -> int:
     done = [entry for entries in run.done for entry in entries]
-    failures = [message for messages in run.failed for message in messages]
+    failures = [message for entries in run.failed for *_, message in entries]
     with server.lock:
         log = list(server.token_log)
     presented = [entry["refresh_token"] for entry in log]
@@ -309,7 +393,7 @@ def _summary(
         for started, _, auth, _ in done
         if run.published.get(auth, -math.inf) > started  # sent with a token that did not exist when it started
     ]
-    replays = sum(1 for *_, replayed in done if replayed)
+    replays = sum(1 for *_, rejected in done if rejected is not None)
     revoked = server.revoked
     print(f"summary after {elapsed:.1f} s with {threads} threads:", file=out)
     print(f"  requests            {len(done)} ok, {len(failures) + stuck} failed", file=out)

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
-from ._redact import fingerprint
+from ._redact import fingerprint, without_request
 from .exceptions import RefreshError, SessionExpiredError
 from .tokens import Token
 
@@ -75,14 +75,19 @@ class OAuthRefreshGrant:
                     data["client_secret"] = self.client_secret
         sent_at = self.clock()
         log.debug("refresh grant to %s with refresh token %s", self.token_url, fingerprint(token.refresh_token))
-        response = self.session.post(
-            self.token_url,
-            data=data,
-            auth=auth,
-            headers={"Accept": "application/json"},
-            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-            allow_redirects=False,
-        )
+        try:
+            response = self.session.post(
+                self.token_url,
+                data=data,
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            # requests' error carries the token request (refresh token in the body, client
+            # secret in the header): re-raise the same kind of error without it.
+            raise without_request(exc) from None
         with response:
             return _parse(response, token, sent_at, self.client_secret)
 

@@ -1,10 +1,12 @@
-"""Fingerprints: how logs, reprs and errors refer to a secret without showing it."""
+"""Fingerprints and scrubbed errors: how logs, reprs and errors refer to a secret without showing it."""
 
 from __future__ import annotations
 
 import hashlib
 
-__all__ = ["fingerprint"]
+import requests
+
+__all__ = ["fingerprint", "without_request"]
 
 
 def fingerprint(secret: str | None) -> str:
@@ -15,3 +17,17 @@ def fingerprint(secret: str | None) -> str:
     if not secret:
         return "-"
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
+
+
+def without_request(exc: requests.RequestException) -> requests.RequestException:
+    """The same kind of error as ``exc`` without its ``request`` and ``response``.
+
+    A requests error keeps the request it failed on; for a refresh that request holds the refresh
+    token (body) and the client secret (header).
+    """
+    try:
+        clean = type(exc)(*exc.args)
+    except Exception:  # a subclass with another constructor
+        clean = requests.ConnectionError(str(exc))
+    clean.request = clean.response = None
+    return clean

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import requests
 
+from ._redact import without_request
 from .exceptions import RefreshError
 from .tokens import Token
 
@@ -65,7 +66,7 @@ def refresh_with_retries(
                 error="timeout" if isinstance(exc, requests.Timeout) else "connection_error",
                 retryable=True,
             )
-            last.__cause__ = exc
+            last.__cause__ = without_request(exc)
         delay = last.retry_after
         if delay is None:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (number - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,8 +52,25 @@ def is_under(url: str, base: str) -> bool:
             return False
     except ValueError:  # an invalid port
         return False
-    prefix = b.path.rstrip("/")
-    return u.path == prefix or u.path.startswith(prefix + "/") or not prefix
+    if "@" in u.netloc:
+        return False  # user info: not the same server, whatever the host part says
+    path, prefix = _resolved(u.path), _resolved(b.path).rstrip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def _resolved(path: str) -> str:
+    """The path a server sees once dot segments are removed (RFC 3986 §5.2.4), "%2e" included."""
+    segments: list[str] = []
+    parts = re.sub("%2e", ".", path, flags=re.IGNORECASE).split("/")
+    for segment in parts[1:] if path.startswith("/") else parts:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    if parts[-1] in (".", ".."):
+        segments.append("")  # "/a/b/.." resolves to "/a/", a directory
+    return "/" + "/".join(segments)
 
 
 def origin(url: str) -> str:

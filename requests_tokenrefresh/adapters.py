@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -53,7 +54,7 @@ class _Settings:
     token_url: str | None
     refresher: Refresher | None
     client_id: str | None
-    client_secret: str | None
+    client_secret: str | None = dataclasses.field(repr=False)
     client_auth: str
     scope: str | None
     leeway: float
@@ -233,11 +234,6 @@ class TokenRefreshAdapter(HTTPAdapter):
         }
         url = request.url or ""
         if not self._in_scope(url):
-            current = self._coordinator.current()
-            if current is not None and request.headers.get("Authorization") == current.authorization:
-                # A redirect from inside base_url kept our header (requests strips it only when
-                # the host, port or scheme changes): it must not go outside.
-                del request.headers["Authorization"]
             return super().send(request, **options)
         self._check_transport(url)
         token = self._coordinator.token_for_request()
@@ -245,9 +241,16 @@ class TokenRefreshAdapter(HTTPAdapter):
         if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
             log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
         response = super().send(request, **options)
-        if response.status_code not in self._settings.refresh_status_codes:
-            return response
-        return self._replay(request, response, token, options)
+        if response.status_code in self._settings.refresh_status_codes:
+            response = self._replay(request, response, token, options)
+        if response.is_redirect:
+            # requests builds the next hop from a copy of `request` and keeps Authorization when
+            # the origin stays the same, whichever adapter then sends it. Leave no token on it:
+            # if the next hop is ours again, it gets the current token here.
+            if response.request is request:
+                response.request = request.copy()
+            del request.headers["Authorization"]
+        return response
 
     def refresh(self) -> Token:
         """Refresh the token now, whatever its expiry, and return the new one.
@@ -318,7 +321,9 @@ class TokenRefreshAdapter(HTTPAdapter):
     def _in_scope(self, url: str) -> bool:
         base = self._settings.base_url
         if base is None:
-            return True
+            # requests picks an adapter by str.startswith on the mount prefix, so a mount without
+            # a trailing slash also matches "http://localhost@other/": user info means another host.
+            return "@" not in urlsplit(url).netloc
         return is_under(url, base)
 
     def _check_transport(self, url: str) -> None:

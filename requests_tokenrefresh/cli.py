@@ -225,6 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
         service=args.service,
         username=args.username,
         keep=args.keep,
+        timeline=args.timeline,
         out=sys.stdout,
         err=sys.stderr,
     )
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     entry(demo, DEMO_SERVICE, DEMO_USERNAME)
     demo.add_argument("--keep", action="store_true", help="keep the demo's token in the keyring at the end")
+    demo.add_argument(
+        "--timeline",
+        metavar="FILE",
+        help="also write every request and token endpoint call to FILE as JSON (input of docs/timeline.py)",
+    )
     demo.set_defaults(func=_demo)
 
     status = command("status", "show the stored token: type, scope, expiry, fingerprints", epilog=STATUS_EPILOG)

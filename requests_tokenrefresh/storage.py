@@ -219,10 +219,15 @@ class KeyringStorage(TokenStorage):
             for secret in (token.access_token, token.refresh_token) if token else ():
                 if secret:  # a backend that echoes what it was given must not leak it
                     detail = detail.replace(secret, f"<{fingerprint(secret)}>")
-            raise TokenStorageError(
+            error = TokenStorageError(
                 f"cannot {action} keyring entry {self.service!r}/{self.username!r}: "
                 f"the keyring backend raised {type(exc).__name__}: {detail[:200]}"
-            ) from exc
+            )
+            if detail == str(exc):
+                raise error from exc
+        # The backend's own error quotes a token: raised here, outside the except clause, the
+        # translation neither chains it nor keeps it as __context__.
+        raise error
 
     def __repr__(self) -> str:
         return f"KeyringStorage(service={self.service!r}, username={self.username!r})"

@@ -239,7 +239,10 @@ def test_network_errors_become_retryable_refresh_errors(make: object, code: str)
     assert type(exc) is RefreshError
     assert exc.error == code
     assert exc.retryable is True
-    assert exc.__cause__ is originals[-1]
+    # The cause is the last error, scrubbed of the request it failed on (it holds the refresh token).
+    assert type(exc.__cause__) is type(originals[-1])
+    assert exc.__cause__.args == originals[-1].args
+    assert exc.__cause__.request is None
     assert len(attempt.calls) == MAX_ATTEMPTS
     assert len(clock.sleeps) == MAX_ATTEMPTS - 1
 
@@ -299,3 +302,16 @@ def test_attempt_gets_a_positive_budget_even_with_no_time() -> None:
     assert run(attempt, clock, timeout=0.0) is NEW
 
     assert attempt.calls[0][1] > 0
+
+
+def test_the_chained_network_error_does_not_carry_the_token_request() -> None:
+    clock = FakeTime()
+    request = requests.Request("POST", "https://auth.example/token", data={"refresh_token": "rt-secret"}).prepare()
+    error = requests.ConnectionError("refused", request=request)
+    attempt = Attempt(clock, *([error] * MAX_ATTEMPTS))
+    with pytest.raises(RefreshError) as info:
+        run(attempt, clock, timeout=1000.0)
+    cause = info.value.__cause__
+    assert isinstance(cause, requests.ConnectionError)
+    assert cause.request is None
+    assert "rt-secret" not in repr(vars(cause))
