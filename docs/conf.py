@@ -53,8 +53,9 @@ napoleon_use_rtype = False
 
 # -- doctest ------------------------------------------------------------------------------------
 
-# The examples run offline: MemoryStorage, an in-memory keyring (the hidden testsetup of
-# quickstart.rst) and example.com URLs that are never contacted. Nothing to set up globally.
+# The examples run offline. Each page includes _examples.inc, a hidden testsetup that installs
+# an in-memory keyring, starts loopback AuthServers and routes the example.com hosts to them
+# below HTTPAdapter.send (as the responses library does); any other host gets a ConnectionError.
 
 # -- HTML ---------------------------------------------------------------------------------------
 
