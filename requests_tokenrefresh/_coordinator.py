@@ -21,9 +21,10 @@ Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`
 Rule 4: at most one flight at a time, so at most one refresh per expiry; and no proactive refresh
         within MIN_REFRESH_INTERVAL of the last one, so a token whose lifetime is shorter than the
         refresh took (or a skewed clock) is sent as it is and left to the server to reject.
-Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) one thread
-        refreshes and the others keep sending; if that refresh fails for a reason other than a
-        rejected refresh token, the old token is used until it really expires.
+Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) the refresh
+        runs in a background thread and every request keeps sending with the valid token; if that
+        refresh fails for a reason other than a rejected refresh token, the old token is used
+        until it really expires.
 Rule 6: a rejection (401) for a token that has already been replaced is answered with the current
         token, not with another refresh.
 Rule 7: a rotated token is saved before it is published; if saving fails it is published anyway,
@@ -154,7 +155,12 @@ class Coordinator:
                             return result
                         continue
                     elif state is TokenState.STALE and flight is None and now >= self._advisory_after:
-                        mine = self._begin("refresh")
+                        # Rule 5: refresh in the background; this request goes on with the valid token.
+                        advisory = self._begin("refresh")
+                        threading.Thread(
+                            target=self._run_in_background, args=(advisory, token), name="token-refresh", daemon=True
+                        ).start()
+                        return token
                     elif self._unsaved and flight is None and now >= self._save_after:
                         mine = self._begin("save")
                     else:
@@ -279,6 +285,10 @@ class Coordinator:
             if not flight.done:  # an unexpected error: never leave waiters hanging
                 self._publish(flight, None, exc)
             raise
+
+    def _run_in_background(self, flight: _Flight, token: Token) -> None:
+        with contextlib.suppress(Exception):  # already published to the flight's waiters, and logged
+            self._run(flight, token)
 
     def _run_load(self, flight: _Flight) -> None:
         try:

@@ -97,7 +97,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         leeway: seconds before expiry at which to refresh; never more than half the lifetime.
         refresh_status_codes: statuses that lead to a refresh and one replay.
         refresh_timeout: seconds one refresh may take, retries of transient failures included.
-        on_refresh: called with the new :class:`Token` after every successful refresh.
+        on_refresh: called with the new :class:`Token` after every successful refresh made by this
+            adapter, in the thread that made it (a background thread for a refresh in the window).
         on_session_expired: called with the :class:`SessionExpiredError`, once per expiry.
         base_url: if given, only requests under this URL get the token.
         allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
@@ -177,6 +178,7 @@ class TokenRefreshAdapter(HTTPAdapter):
 
     def _start(self) -> None:
         s = self._settings
+        self._secure_origins: dict[str, bool] = {}  # "http://host:port" -> loopback?
         self._grant: OAuthRefreshGrant | None = None
         if s.token_url is not None:
             self._grant = OAuthRefreshGrant(
@@ -323,13 +325,20 @@ class TokenRefreshAdapter(HTTPAdapter):
         if base is None:
             # requests picks an adapter by str.startswith on the mount prefix, so a mount without
             # a trailing slash also matches "http://localhost@other/": user info means another host.
-            return "@" not in urlsplit(url).netloc
+            return "@" not in url or "@" not in urlsplit(url).netloc
         return is_under(url, base)
 
     def _check_transport(self, url: str) -> None:
         if url.startswith("https://") or self._settings.allow_insecure_http:
             return  # requests lower-cases the scheme when it prepares the URL
-        if not is_secure(url):
+        cut = url.find("/", len("http://"))
+        origin_ = url[:cut] if cut > 0 else url  # "http://host:port", the decision's only input
+        secure = self._secure_origins.get(origin_)
+        if secure is None:
+            secure = is_secure(url)
+            if len(self._secure_origins) < 64:  # a few API hosts; never unbounded
+                self._secure_origins[origin_] = secure
+        if not secure:
             raise InsecureTransportError(
                 f"refusing to send a token over plain http to {origin(url)}; use https, or pass "
                 "allow_insecure_http=True"

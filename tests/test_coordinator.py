@@ -220,6 +220,10 @@ def test_stale_window_is_at_most_half_the_lifetime() -> None:
     assert coordinator.token_for_request() == short
     assert fakes.refreshes == 0
     fakes.now = NOW + 31
+    assert coordinator.token_for_request() == short  # the refresh starts in the background
+    deadline = time.monotonic() + 10
+    while coordinator.current() == short and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert coordinator.token_for_request().access_token == "at-new"
     assert fakes.refreshes == 1
 
