@@ -1,0 +1,179 @@
+"""Run the benchmarks: refresh storm, overhead, advisory window. See benchmarks/README.md.
+
+    python benchmarks/run.py            # full run (~12 min on 2 cores): benchmarks/results.{md,rst,json}
+                                        # (results.rst is included by docs/benchmarks.rst) and
+                                        # docs/_static/benchmark-storm.png
+    python benchmarks/run.py --smoke    # CI: the same scenarios, small (< 60 s), into benchmarks/_smoke/
+    python benchmarks/run.py --only overhead   # one scenario (repeatable), into benchmarks/_partial/
+
+Exit status 1 if requests-tokenrefresh misses a correctness target: a failed request, or a
+refresh-call count other than one per expiry in the storm. The other libraries' failures are
+results, not errors. Timing targets (overhead, advisory window) are reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import faulthandler
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _control import ServerProcess  # noqa: E402
+from advisory import run_advisory  # noqa: E402
+from clients import OURS  # noqa: E402
+from overhead import adapter_cost, run_overhead  # noqa: E402
+from report import machine, report_blocks, storm_chart, to_markdown, to_rst  # noqa: E402
+from storm import run_storm  # noqa: E402
+
+SCENARIOS = ("storm", "overhead", "advisory")
+FULL = {"threads": (64, 256), "expiries": 4, "per_thread": 4, "repeats": 3, "pairs": 30, "batch": 100, "rounds": 20}
+SMOKE = {"threads": (64,), "expiries": 2, "per_thread": 2, "repeats": 1, "pairs": 3, "batch": 40, "rounds": 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="small and quick, for CI; writes to benchmarks/_smoke/")
+    parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)")
+    parser.add_argument("--out", type=Path, help="directory for results.md and results.json")
+    parser.add_argument("--chart", type=Path, help="where to write the storm chart (PNG)")
+    parser.add_argument("--no-chart", action="store_true", help="skip the chart (no matplotlib needed)")
+    args = parser.parse_args(argv)
+    params = SMOKE if args.smoke else FULL
+    scenarios = tuple(args.only or SCENARIOS)
+    # Only a full run of every scenario replaces the committed results and the docs' picture.
+    publish = not args.smoke and not args.only
+    out = args.out or (HERE if publish else HERE / ("_smoke" if args.smoke else "_partial"))
+    chart = args.chart or (HERE.parent / "docs/_static/benchmark-storm.png" if publish else out / "benchmark-storm.png")
+    faulthandler.dump_traceback_later(300 if args.smoke else 3600, exit=True)  # a hang is an error, never a wait
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # "connection pool is full" from libraries' own sessions
+
+    command = "python benchmarks/run.py" + (
+        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ""
+    )
+    started = datetime.datetime.now(datetime.timezone.utc)
+    info = machine()
+    print(
+        f"{'smoke' if args.smoke else 'full'} run on {info['cpus']} CPUs, {info['python']}, load {info['load'][0]:.2f}"
+    )
+    t0 = time.perf_counter()
+    storm = overhead = advisory = None
+    costs = []
+    with ServerProcess() as server:
+        if "storm" in scenarios:
+            print("1. refresh storm")
+            storm = run_storm(
+                server, thread_counts=params["threads"], expiries=params["expiries"], per_thread=params["per_thread"]
+            )
+        if "overhead" in scenarios:
+            print("2. overhead")
+            overhead = run_overhead(
+                server,
+                repeats=params["repeats"],
+                pairs=params["pairs"],
+                batch=params["batch"],
+                warmup=min(50, params["batch"]),
+            )
+            costs = adapter_cost(rounds=3 if args.smoke else 15, number=500 if args.smoke else 5000)
+            for cost in costs:
+                print(
+                    f"  adapter's own work per request, {cost.url}: {cost.extra_us:.1f} µs more than the bare adapter"
+                )
+        if "advisory" in scenarios:
+            print("3. advisory window")
+            advisory = run_advisory(server, rounds=params["rounds"])
+    seconds = time.perf_counter() - t0
+
+    errors, verdict = [], []
+    if storm is not None:
+        ours = [r for r in storm if r.library == OURS]
+        missed = [r for r in ours if not r.meets_target]
+        for r in missed:
+            errors.append(
+                f"storm N={r.threads} {r.mode}: {r.failed} failed, refresh calls per expiry {r.refresh_calls}, "
+                f"survived {r.survived}, hung threads {r.hung_threads}"
+            )
+        verdict.append(
+            f"Refresh storm: {'met' if not missed else '**missed**'} in {len(ours) - len(missed)} of {len(ours)} "
+            "configurations (target: 0 failed requests, exactly 1 refresh call per expiry, session survives)."
+        )
+    if overhead is not None:
+        by = {r.client: r for r in overhead}
+        ratio = by[OURS].median
+        low, high = by[OURS].spread
+        floor = by.get("bare adapter (sets header only)")
+        met = "met" if ratio <= 1.0 else "**missed**" + (" (some repeats were <= 1.00)" if low <= 1.0 else "")
+        extra = "; ".join(f"{c.url} {c.extra_us:.1f} µs" for c in costs)
+        verdict.append(
+            f"Overhead: {ratio:.3f} x the CPU time per request of plain requests, repeats {low:.3f}-{high:.3f} "
+            f"(target <= 1.00: {met})"
+            + (f"; the bare-adapter floor measured {floor.median:.3f}" if floor else "")
+            + (f". The adapter's own work per request beyond the bare adapter: {extra}." if extra else ".")
+        )
+    if advisory is not None:
+        mine = next(r for r in advisory if r.client == OURS)
+        if mine.failed:
+            errors.append(f"advisory window: {mine.failed} failed requests")
+        verdict.append(
+            f"Advisory window: p99 {mine.p99_ratio:.2f} x steady state (median over rounds "
+            f"{mine.p99_ratio_rounds:.2f}; target <= 1.10: "
+            f"{'met' if mine.p99_ratio <= 1.1 else '**missed**'}); slow requests per round "
+            f"{mine.slow_per_round('steady'):.1f} steady, {mine.slow_per_round('in_flight'):.1f} with the refresh in "
+            f"flight; {mine.failed} failed."
+        )
+
+    title = (
+        "Benchmark results (smoke run: small and noisy, a check, not a measurement)"
+        if args.smoke
+        else "Benchmark results"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = report_blocks(
+        command=command,
+        info=info,
+        started=started.strftime("%Y-%m-%d %H:%M UTC"),
+        seconds=seconds,
+        storm=storm,
+        overhead=overhead,
+        costs=costs,
+        overhead_params=(params["repeats"], params["pairs"], params["batch"]),
+        advisory=advisory,
+        verdict=verdict,
+    )
+    (out / "results.md").write_text(to_markdown(title, blocks))
+    (out / "results.rst").write_text(to_rst(blocks))
+    raw = {
+        "command": command,
+        "started": started.isoformat(),
+        "seconds": seconds,
+        "machine": info,
+        "params": params,
+        "storm": [r.as_dict() for r in storm or []],
+        "overhead": [r.as_dict() for r in overhead or []],
+        "adapter_cost": [{**dataclasses.asdict(c), "extra_us": c.extra_us} for c in costs],
+        "advisory": [r.as_dict() for r in advisory or []],
+    }
+    (out / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    if storm and not args.no_chart:
+        storm_chart(chart, storm)
+        print(f"chart: {chart}")
+    print(f"results: {out / 'results.md'} ({seconds:.0f} s)")
+    for line in verdict:
+        print("  " + line.replace("**", ""))
+    faulthandler.cancel_dump_traceback_later()
+    if errors:
+        print("requests-tokenrefresh missed a correctness target:", *errors, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
