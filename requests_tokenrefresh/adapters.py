@@ -274,11 +274,9 @@ class TokenRefreshAdapter(HTTPAdapter):
         log.debug(
             "HTTP %s with token %s: refreshing and replaying", rejected.status_code, fingerprint(used.access_token)
         )
-        history = [rejected]
+        history = [_released(rejected)]  # before the refresh, which may fail: the pool needs it back
         token: Token | None = self._coordinator.token_after_rejection(used)
         while True:
-            rejected.content  # noqa: B018 - read the body so the connection goes back to the pool
-            rejected.close()
             replay = _rewound_copy(request, rejected)
             assert token is not None
             replay.headers["Authorization"] = token.authorization
@@ -292,7 +290,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             if token is None:
                 break
             rejected = response
-            history.append(rejected)
+            history.append(_released(rejected))
         response.history.extend(history)
         return response
 
@@ -359,6 +357,13 @@ class TokenRefreshAdapter(HTTPAdapter):
         where = f"token_url={s.token_url!r}" if s.token_url else f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
+
+
+def _released(response: requests.Response) -> requests.Response:
+    """Read ``response``'s body and give its connection back to the pool (it stays readable)."""
+    response.content  # noqa: B018
+    response.close()
+    return response
 
 
 def _rewound_copy(request: requests.PreparedRequest, rejected: requests.Response) -> requests.PreparedRequest:
