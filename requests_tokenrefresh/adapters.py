@@ -373,10 +373,13 @@ def _rewound_copy(request: requests.PreparedRequest, rejected: requests.Response
         try:
             rewind_body(replay)
         except UnrewindableBodyError:
+            # The error keeps the request and the 401 for the caller, without the token.
+            replay.headers.pop("Authorization", None)
+            rejected.request = replay
             raise UnrewindableBodyError(
                 f"HTTP {rejected.status_code}: the token was refreshed, but the request body cannot "
                 "be sent again (a generator or a spent stream); send the request anew",
                 response=rejected,
-                request=request,
+                request=replay,
             ) from None
     return replay

@@ -159,6 +159,8 @@ def test_generator_body_is_never_replayed_empty(server: AuthServer, session_for:
         session.post(f"{server.url}/api", data=chunks())
     assert caught.value.response is not None
     assert caught.value.response.status_code == 401
+    assert caught.value.request is not None
+    assert "Authorization" not in caught.value.request.headers  # the error carries no token
     assert server.refresh_calls == 1  # refreshed first, so that sending again works
     again = session.post(f"{server.url}/api", data=chunks())
     assert again.status_code == 200
