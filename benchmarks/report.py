@@ -238,6 +238,7 @@ def report_blocks(
     overhead_params: tuple[int, int, int],
     advisory: list[AdvisoryResult] | None,
     verdict: list[str],
+    processes: list[Any] | None = None,
 ) -> list[Block]:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     load = info["load"]
@@ -260,14 +261,47 @@ def report_blocks(
         blocks += [("h", "2. Overhead"), *_overhead_blocks(overhead, costs, *overhead_params)]
     if advisory:
         blocks += [("h", "3. Advisory window"), *_advisory_blocks(advisory)]
-    blocks += [
-        ("h", "4. Processes"),
-        (
-            "p",
-            "Not measured yet: P processes x T threads sharing one keyring entry. See the TODO section of "
-            "benchmarks/README.md.",
-        ),
-    ]
+    if processes:
+        seconds = processes[0].seconds
+        blocks += [
+            ("h", "4. Processes"),
+            (
+                "p",
+                f"P processes x T threads, each process with its own adapter over one keyring entry (a file "
+                f"keyring shared by all), {seconds:.0f} s of requests with 2-second tokens against a server that "
+                "rotates refresh tokens and revokes the family on reuse. An expiry is a token generation (a "
+                "successful refresh call). requests-tokenrefresh only: none of the other libraries shares a "
+                "token between processes.",
+            ),
+            (
+                "table",
+                [
+                    "P x T",
+                    "requests ok",
+                    "failed",
+                    "expiries",
+                    "refresh calls",
+                    "refresh calls per expiry",
+                    "refresh tokens presented twice",
+                    "family revoked",
+                    "target met",
+                ],
+                [
+                    [
+                        f"{r.processes} x {r.threads}",
+                        str(r.ok),
+                        str(r.failed),
+                        str(r.expiries),
+                        str(r.refresh_calls),
+                        f"{r.per_expiry:.2f}",
+                        str(r.presented_twice),
+                        "**yes**" if r.revoked else "no",
+                        "yes" if r.met else "**no**",
+                    ]
+                    for r in processes
+                ],
+            ),
+        ]
     return blocks
 
 

@@ -31,12 +31,33 @@ from _control import ServerProcess  # noqa: E402
 from advisory import run_advisory  # noqa: E402
 from clients import OURS  # noqa: E402
 from overhead import adapter_cost, run_overhead  # noqa: E402
+from processes import run_processes  # noqa: E402
 from report import machine, report_blocks, storm_chart, to_markdown, to_rst  # noqa: E402
 from storm import run_storm  # noqa: E402
 
-SCENARIOS = ("storm", "overhead", "advisory")
-FULL = {"threads": (64, 256), "expiries": 4, "per_thread": 4, "repeats": 3, "pairs": 30, "batch": 100, "rounds": 20}
-SMOKE = {"threads": (64,), "expiries": 2, "per_thread": 2, "repeats": 1, "pairs": 3, "batch": 40, "rounds": 1}
+SCENARIOS = ("storm", "overhead", "advisory", "processes")
+FULL = {
+    "threads": (64, 256),
+    "expiries": 4,
+    "per_thread": 4,
+    "repeats": 3,
+    "pairs": 30,
+    "batch": 100,
+    "rounds": 20,
+    "processes": ((2, 8), (4, 16), (8, 8)),  # (P processes, T threads each)
+    "process_seconds": 8.0,
+}
+SMOKE = {
+    "threads": (64,),
+    "expiries": 2,
+    "per_thread": 2,
+    "repeats": 1,
+    "pairs": 3,
+    "batch": 40,
+    "rounds": 1,
+    "processes": ((2, 4),),
+    "process_seconds": 3.0,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'smoke' if args.smoke else 'full'} run on {info['cpus']} CPUs, {info['python']}, load {info['load'][0]:.2f}"
     )
     t0 = time.perf_counter()
-    storm = overhead = advisory = None
+    storm = overhead = advisory = processes = None
     costs = []
     with ServerProcess() as server:
         if "storm" in scenarios:
@@ -90,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if "advisory" in scenarios:
             print("3. advisory window")
             advisory = run_advisory(server, rounds=params["rounds"])
+    if "processes" in scenarios:  # its token server runs in this process, after the shared one stopped
+        print("4. processes")
+        processes = run_processes(list(params["processes"]), params["process_seconds"])
     seconds = time.perf_counter() - t0
 
     errors, verdict = [], []
@@ -130,6 +154,20 @@ def main(argv: list[str] | None = None) -> int:
             f"flight; {mine.failed} failed."
         )
 
+    if processes is not None:
+        for r in processes:
+            if not r.met:
+                errors.append(
+                    f"processes {r.processes}x{r.threads}: {r.failed} failed, {r.refresh_calls} refresh calls for "
+                    f"{r.expiries} expiries, {r.presented_twice} refresh tokens presented twice, revoked {r.revoked}"
+                )
+        met = sum(r.met for r in processes)
+        verdict.append(
+            f"Processes: met in {met} of {len(processes)} configurations (target: 1 refresh call per expiry, "
+            f"0 failed); {sum(r.expiries for r in processes)} expiries, "
+            f"{sum(r.refresh_calls for r in processes)} refresh calls in all."
+        )
+
     title = (
         "Benchmark results (smoke run: small and noisy, a check, not a measurement)"
         if args.smoke
@@ -146,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         costs=costs,
         overhead_params=(params["repeats"], params["pairs"], params["batch"]),
         advisory=advisory,
+        processes=processes,
         verdict=verdict,
     )
     (out / "results.md").write_text(to_markdown(title, blocks))
@@ -160,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": [r.as_dict() for r in overhead or []],
         "adapter_cost": [{**dataclasses.asdict(c), "extra_us": c.extra_us} for c in costs],
         "advisory": [r.as_dict() for r in advisory or []],
+        "processes": [r.as_dict() for r in processes or []],
     }
     (out / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     if storm and not args.no_chart:
