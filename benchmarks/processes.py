@@ -78,7 +78,7 @@ def _one(processes: int, threads: int, seconds: float, ttl: float) -> ProcessesR
                 command += ["--token-url", server.token_url, "--threads", str(threads), "--seconds", str(seconds)]
                 command += ["--lock-dir", tmp]
                 workers = [
-                    subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
                     for _ in range(processes)
                 ]
                 outcomes: collections.Counter[str] = collections.Counter()
