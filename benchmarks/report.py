@@ -46,21 +46,19 @@ def machine() -> dict[str, Any]:
 def _revision() -> str:
     """The checkout's commit, and whether the package has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(  # noqa: S603 - a fixed git command
+            ["git", "-C", str(root), *args],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(  # noqa: S603 - a fixed git command
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(  # noqa: S603 - a fixed git command
-            ["git", "-C", str(root), "status", "--porcelain", "requests_tokenrefresh"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "requests_tokenrefresh")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return head + (" with uncommitted changes to requests_tokenrefresh/" if dirty else "")
