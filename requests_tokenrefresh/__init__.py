@@ -11,12 +11,13 @@ import logging
 from .adapters import TokenRefreshAdapter
 from .exceptions import (
     InsecureTransportError,
+    LeaseLostError,
     RefreshError,
     SessionExpiredError,
     TokenRefreshError,
     TokenStorageError,
 )
-from .storage import KeyringStorage, MemoryStorage, TokenStorage
+from .storage import KeyringStorage, MemoryStorage, RefreshLease, TokenStorage
 from .tokens import Token, TokenState
 
 __version__ = "0.1.0"
@@ -24,8 +25,10 @@ __version__ = "0.1.0"
 __all__ = [
     "InsecureTransportError",
     "KeyringStorage",
+    "LeaseLostError",
     "MemoryStorage",
     "RefreshError",
+    "RefreshLease",
     "SessionExpiredError",
     "Token",
     "TokenRefreshAdapter",

@@ -34,6 +34,7 @@ class Canned:
     body: bytes | str | dict[str, Any] = b""
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between two bytes of the body (a server that dribbles its answer)
 
 
 @dataclasses.dataclass
@@ -79,6 +80,7 @@ class AuthServer:
         self.token_log: list[dict[str, Any]] = []  # one entry per token endpoint call
         self.api_log: list[dict[str, Any]] = []  # one entry per API call: token, status, body digest
         self.canned: list[Canned] = []  # served in order by /token before any real answer
+        self.denied_paths: set[str] = set()  # API paths that answer 401 whatever the token (2FA, entitlement)
         self.gate = threading.Event()  # /token waits on it while hold_refresh is set
         self.gate.set()
         self._drop_upto = 0  # token requests numbered up to this are dropped after the gate
@@ -165,9 +167,11 @@ class AuthServer:
         return token
 
     def _new_access(self, family: int) -> tuple[str, float]:
-        expires_at = time.time() + self.ttl
+        now = time.time()
+        expires_at = now + self.ttl
         if self.jwt:
             claims = {
+                "iat": int(now) if self.ttl >= 1 else now,
                 "exp": int(expires_at) if self.ttl >= 1 else expires_at,
                 "fam": family,
                 "jti": secrets.token_hex(8),
@@ -235,12 +239,12 @@ class AuthServer:
             return (unquote_plus(cid), unquote_plus(secret)) == (self.client_id, self.client_secret)
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
 
-    def api(self, authorization: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
         with self.lock:
             self.api_calls += 1
             expires_at, _ = self._access.get(token, (0.0, 0))
-            ok = expires_at > time.time()
+            ok = expires_at > time.time() and path not in self.denied_paths
             if not ok:
                 self.api_rejections += 1
             self.api_log.append({"t": time.time(), "token": token, "status": 200 if ok else 401})
@@ -285,13 +289,19 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                     self.rfile.readline()
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        def _send(self, status: int, body: bytes, headers: dict[str, str], trickle: float = 0.0) -> None:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not trickle:
+                self.wfile.write(body)
+                return
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
 
         def _dispatch(self) -> None:
             body = self._body()
@@ -306,13 +316,13 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                         raw = json.dumps(raw)
                     data = raw.encode() if isinstance(raw, str) else raw
                     headers = {"Content-Type": "application/json", **result.headers}
-                    return self._send(status, data, headers)
+                    return self._send(status, data, headers, result.trickle)
                 return self._send(
                     status,
                     json.dumps(result).encode(),
                     {"Content-Type": "application/json", "Cache-Control": "no-store"},
                 )
-            status, payload = server.api(auth, body)
+            status, payload = server.api(auth, body, urlsplit(self.path).path)
             extra = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
             self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **extra})
 

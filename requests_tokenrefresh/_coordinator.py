@@ -5,51 +5,73 @@ Theory of operation
 Many threads send through one adapter. Each asks the coordinator for a token to send with
 (:meth:`Coordinator.token_for_request`) and, when the server rejects it, for a token to replay with
 (:meth:`Coordinator.token_after_rejection`). Work that needs I/O (reading the store, refreshing,
-saving) is a *flight*: one thread, the leader, runs it; threads that cannot go on without its
-result wait for it and share its outcome, token or exception alike.
+saving, a logout or account switch) is a *flight*: one thread, the leader, runs it; threads that
+cannot go on without its result wait for it and share its outcome, token or exception alike.
+The refresh path runs straight down: adapter -> coordinator -> storage lease -> retries -> grant.
 
 Rule 1: only this module reads or writes the current token, the flight and the retry times; they
         are guarded by the one ``threading.Condition``. The one read without it is the fast path:
         ``_fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
         so a reader sees the old pair or the new one, never a mix. It is set only while nothing
         needs deciding (a token outside its refresh window, no forced refresh, nothing unsaved).
-Rule 2: no network or keyring I/O, and no user callback, while the condition is held. Decide under
+Rule 2: no network or storage I/O, and no user callback, while the condition is held. Decide under
         the lock, do the I/O outside it, publish the outcome and ``notify_all()`` under it.
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
         retryable :class:`RefreshError` and retires the flight, so a hung leader cannot block the
         adapter forever; the late outcome of a retired flight is dropped.
-Rule 4: at most one flight at a time, so at most one refresh per expiry; and no proactive refresh
-        within MIN_REFRESH_INTERVAL of the last one, so a token whose lifetime is shorter than the
-        refresh took (or a skewed clock) is sent as it is and left to the server to reject.
+Rule 4: at most one flight at a time, so at most one refresh per expiry; and no refresh within
+        MIN_REFRESH_INTERVAL of the last one made here: a token that a refresh has just returned is
+        sent even if it is already short of time (a lifetime shorter than the refresh took), and
+        left to the server to reject, rather than refreshed in a loop. A token adopted from the
+        store is adopted only while fresh, so the interval never makes a request send a dead one.
 Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) the refresh
         runs in a background thread and every request keeps sending with the valid token; if that
         refresh fails for a reason other than a rejected refresh token, the old token is used
-        until it really expires.
+        until it really expires. The background thread is joined by :meth:`close` and, being
+        non-daemon, by interpreter exit: a rotated token is never lost to a process ending.
 Rule 6: a rejection (401) for a token that has already been replaced is answered with the current
-        token, not with another refresh.
-Rule 7: a rotated token is saved before it is published; if saving fails it is published anyway,
-        kept in memory and saved again later. A refresh token is never dropped.
-Rule 8: a rejected refresh token ends the session once: the store is read again (another process
-        or a new login may have replaced the token, which is then adopted); otherwise the store
-        is cleared, ``on_session_expired`` is called once, and every waiter gets the same error.
-Rule 9: across processes, a refresh runs under the storage's inter-process lock. Inside it the
-        store is read first: a token another process already refreshed is adopted without a
-        network call; otherwise the refresh starts from the stored refresh token (the newest),
-        and the rotated token is saved before the lock is released. The store is read only at
-        first use and inside that lock (which a 401 also leads to), never per request.
+        token, not with another refresh, if that token is fresh; a replay never uses a token that
+        is expired or inside its refresh window without refreshing it first. A token that a
+        refresh has just returned and that was then rejected on the replay is *doubted*: for
+        NEW_TOKEN_GRACE seconds (at most half its lifetime) a rejection of it is returned to the
+        caller without a refresh. An endpoint that always answers 401 then costs one rotation,
+        not one per call, and stalls no other request behind refreshes.
+Rule 7: a rotated token is saved before it is published, inside the lease; a failed save is retried
+        (the lease extended) until refresh_timeout runs out, and only then published unsaved, kept
+        in memory and saved again later. A refresh token is never dropped.
+Rule 8: a rejected refresh token ends the session once: the store is read again inside the lease
+        (another process or a new login may have replaced the token, which is then adopted);
+        otherwise the store is cleared, ``on_session_expired`` is called once, and every waiter
+        gets the same error.
+Rule 9: a refresh runs inside the storage's refresh lease (:class:`~.storage.RefreshLease`: an OS
+        file lock for the keyring, a fenced lease in Redis, nothing for memory). Inside it the
+        store is read first: a fresh token another process already refreshed is adopted without a
+        network call; otherwise the lease is checked, the refresh starts from the stored refresh
+        token (the newest), and the new token is saved before the lease is released. The store
+        is read only at first use (again inside the lease if it looked empty) and inside the
+        lease, never per request.
+Rule 10: :meth:`reset` (logout, account switch) takes effect for every request that starts after
+        it; the outcome of a refresh begun before it is dropped, never saved over it.
+Rule 11: a forked child starts with a new condition and no flight (the thread that ran the
+        parent's flight does not exist there); it keeps the token.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from ._redact import fingerprint
-from .exceptions import RefreshError, SessionExpiredError, TokenStorageError
+from ._retry import Attempt, refresh_with_retries
+from .exceptions import LeaseLostError, RefreshError, SessionExpiredError, TokenStorageError
+from .storage import RefreshLease, TokenStorage
 from .tokens import Token, TokenState
 
 __all__ = ["Coordinator"]
@@ -62,12 +84,24 @@ ADVISORY_RETRY_DELAY = 5.0
 MIN_REFRESH_INTERVAL = 1.0
 #: Seconds before saving a token that could not be saved is tried again.
 SAVE_RETRY_DELAY = 5.0
+#: Seconds during which a new token rejected on its replay is not refreshed again (Rule 6).
+NEW_TOKEN_GRACE = 30.0
+#: Seconds between two attempts to save a rotated token inside the lease (Rule 7).
+SAVE_RETRY_INTERVAL = 0.5
+
+
+class _Kind(enum.Enum):
+    LOAD = "load"
+    REFRESH = "refresh"
+    SAVE = "save"
+    RESET = "reset"
 
 
 @dataclasses.dataclass(eq=False)
 class _Flight:
-    kind: str  # "load", "refresh" or "save"
+    kind: _Kind
     started: float  # time.monotonic()
+    epoch: int  # the reset epoch it was begun in (Rule 10)
     forced: bool = False  # a refresh because the server rejected the current token
     unsaved: bool = False  # the token in memory is newer than the stored one (Rule 7)
     done: bool = False
@@ -75,16 +109,20 @@ class _Flight:
     error: BaseException | None = None
 
 
+_coordinators: weakref.WeakSet[Coordinator] = weakref.WeakSet()
+
+
 class Coordinator:
     """Holds the current token and runs loads, refreshes and saves one at a time.
 
     Args:
-        load, save, delete: the storage operations.
-        refresh: makes a new token from the current one (retries included); raises
+        storage: where the token is loaded from and saved to, and whose lease a refresh holds.
+        grant: makes one refresh attempt, ``grant(token, seconds_left)``; it raises
             :class:`RefreshError` or :class:`SessionExpiredError`.
-        lock: returns the inter-process refresh lock, a context manager (Rule 9); it raises
-            :class:`TokenStorageError` if it cannot be had in time.
         leeway: the refresh window in seconds (at most half the token's lifetime).
+        refresh_timeout: seconds one refresh may take, retries included.
+        lease_timeout: seconds to wait for the storage's refresh lease (another process may
+            hold it for a whole refresh).
         wait_timeout: the longest a thread waits for another thread's flight.
         clock: epoch seconds now.
         on_refresh, on_session_expired: the adapter's callbacks.
@@ -92,33 +130,42 @@ class Coordinator:
 
     def __init__(
         self,
+        storage: TokenStorage,
+        grant: Attempt,
         *,
-        load: Callable[[], Token | None],
-        save: Callable[[Token], None],
-        delete: Callable[[], None],
-        refresh: Callable[[Token], Token],
-        lock: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
         leeway: float,
+        refresh_timeout: float,
+        lease_timeout: float,
         wait_timeout: float,
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[Token], object] | None = None,
         on_session_expired: Callable[[SessionExpiredError], object] | None = None,
     ) -> None:
-        self._load, self._save, self._delete, self._refresh = load, save, delete, refresh
-        self._lock = lock
+        self._storage = storage
+        self._grant = grant
         self._leeway = leeway
+        self._refresh_timeout = refresh_timeout
+        self._lease_timeout = lease_timeout
         self._wait_timeout = wait_timeout
         self._clock = clock
         self._on_refresh = on_refresh
         self._on_session_expired = on_session_expired
+        self._store_mutex = threading.Lock()  # a reset's write vs a refresh's save (Rule 10)
+        self._init_state()
+        _coordinators.add(self)
+
+    def _init_state(self) -> None:
         self._cond = threading.Condition()
         # Guarded by _cond (Rule 1):
         self._token: Token | None = None
         self._flight: _Flight | None = None
+        self._epoch = 0  # bumped by reset() (Rule 10)
         self._advisory_after = 0.0  # no advisory refresh before this epoch time
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
-        self._refreshed_at = float("-inf")  # epoch time of the last successful refresh
+        self._refreshed_at = float("-inf")  # epoch time the current token was returned by a refresh here
+        self._doubted_until = float("-inf")  # the current token was rejected on its replay (Rule 6)
+        self._background: threading.Thread | None = None
         self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
 
     # -- what the adapter asks -------------------------------------------------------------
@@ -130,80 +177,88 @@ class Coordinator:
             return fresh[0]  # steady state: no lock taken
         while True:
             with self._cond:
-                token, flight = self._token, self._flight
-                now = self._clock()
-                if token is None:
-                    if flight is not None:
-                        self._wait(flight)
-                        continue
-                    mine = self._begin("load")
-                else:
-                    state = token.state(now, self._leeway)
-                    if now - self._refreshed_at < MIN_REFRESH_INTERVAL:
-                        state = TokenState.FRESH  # Rule 4: just refreshed; no refresh loop
-                    if state is TokenState.INVALID:
-                        if flight is not None:
-                            result = self._wait(flight)
-                            if result is not None:
-                                return result  # a refresh's waiters use its token (one refresh, no loop)
-                            continue
-                        mine = self._begin("refresh")
-                    elif flight is not None and flight.forced:
-                        # The server already rejected this token: sending with it is pointless.
-                        result = self._wait(flight)
-                        if result is not None:
-                            return result
-                        continue
-                    elif state is TokenState.STALE and flight is None and now >= self._advisory_after:
-                        # Rule 5: refresh in the background; this request goes on with the valid token.
-                        advisory = self._begin("refresh")
-                        threading.Thread(
-                            target=self._run_in_background, args=(advisory, token), name="token-refresh", daemon=True
-                        ).start()
-                        return token
-                    elif self._unsaved and flight is None and now >= self._save_after:
-                        mine = self._begin("save")
-                    else:
-                        return token  # FRESH, or STALE with a refresh already under way (Rule 5)
-            result = self._run(mine, token)
-            if result is not None:
-                return result
-
-    def token_after_rejection(self, used: Token | None) -> Token:
-        """Return a token to replay a request with, after the server rejected ``used``.
-
-        With ``used=None``, refresh whatever token is current (loading it first if needed).
-        """
-        while True:
-            with self._cond:
-                token, flight = self._token, self._flight
-                if token is not None and used is None and flight is None:
-                    used = token
-                if token is not None and used is not None and token.access_token != used.access_token:
-                    log.debug("401 for replaced token %s: replaying without a refresh", fingerprint(used.access_token))
-                    return token  # Rule 6
-                if flight is not None:
+                step = self._next_step()
+                if isinstance(step, Token):
+                    return step
+                flight, token, mine = step
+                if not mine:
+                    # Share another thread's flight: a refresh's token is used even if it is
+                    # already short-lived (one refresh, never a loop); otherwise decide again.
                     result = self._wait(flight)
                     if result is not None:
                         return result
                     continue
-                mine = self._begin("load" if token is None else "refresh", forced=True)
+            result = self._run(flight, token)
+            if result is not None:
+                return result
+
+    def _next_step(self) -> Token | tuple[_Flight, Token | None, bool]:
+        """Under the lock: a token to send with, or (flight, token, mine): a flight to wait for or to run."""
+        token, flight = self._token, self._flight
+        now = self._clock()
+        if token is None:
+            return (flight, None, False) if flight is not None else (self._begin(_Kind.LOAD), None, True)
+        state = token.state(now, self._leeway)
+        if now - self._refreshed_at < MIN_REFRESH_INTERVAL:
+            state = TokenState.FRESH  # Rule 4: just refreshed; no refresh loop
+        if state is TokenState.INVALID or (flight is not None and flight.forced):
+            # Expired, or the server already rejected it: sending it is pointless.
+            return (flight, token, False) if flight is not None else (self._begin(_Kind.REFRESH), token, True)
+        if state is TokenState.STALE and flight is None and now >= self._advisory_after:
+            self._start_background(self._begin(_Kind.REFRESH), token)  # Rule 5
+        elif self._unsaved and flight is None and now >= self._save_after:
+            return self._begin(_Kind.SAVE), token, True
+        return token
+
+    def token_after_rejection(self, used: Token | None) -> Token | None:
+        """Return a token to replay a request with, after the server rejected ``used``.
+
+        Returns None when the rejection is not answered with a refresh: ``used`` is a token
+        obtained moments ago (Rule 6). With ``used=None``, refresh whatever token is current
+        (loading it first if needed).
+        """
+        explicit = used is None  # refresh(): whatever the token's age
+        while True:
+            with self._cond:
+                token, flight = self._token, self._flight
+                now = self._clock()
+                if token is not None and used is None and flight is None:
+                    used = token
+                if flight is not None:
+                    result = self._wait(flight)
+                    if result is not None and (used is None or result.access_token != used.access_token):
+                        return result
+                    continue
+                if token is not None and used is not None and token.access_token != used.access_token:
+                    if token.state(now, self._leeway) is TokenState.FRESH:
+                        log.debug("401 for replaced token %s: replaying", fingerprint(used.access_token))
+                        return token  # Rule 6
+                    mine = self._begin(_Kind.REFRESH)  # never replay with a dying token
+                elif token is not None and used is not None and not explicit and now < self._doubted_until:
+                    log.debug("401 for doubted token %s: returned, not refreshed", fingerprint(used.access_token))
+                    return None  # Rule 6: the endpoint, not the token, says no
+                else:
+                    mine = self._begin(_Kind.LOAD if token is None else _Kind.REFRESH, forced=True)
             result = self._run(mine, token)
             if result is not None:
                 return result
 
     def replacement(self, used: Token) -> Token | None:
-        """A token that has replaced ``used``, waiting for a refresh under way; never starts one.
+        """A fresh token that has replaced ``used``, rejected on a replay; never starts a refresh.
 
-        Returns None if ``used`` is still the current token and no refresh is under way, or if
-        the refresh under way fails.
+        Waits for a refresh under way. Returns None if ``used`` is still the current token and no
+        refresh is under way (``used``, if a refresh has just returned it, is then doubted: Rule
+        6), if the refresh under way fails, or if the replacement is no longer fresh.
         """
         with self._cond:
             while True:
                 token, flight = self._token, self._flight
+                now = self._clock()
                 if token is not None and token.access_token != used.access_token:
-                    return token
-                if flight is None or flight.kind != "refresh":
+                    return token if token.state(now, self._leeway) is TokenState.FRESH else None
+                if flight is None or flight.kind is not _Kind.REFRESH:
+                    if token is not None and now - self._refreshed_at < self._grace(token):
+                        self._doubted_until = self._refreshed_at + self._grace(token)
                     return None
                 try:
                     result = self._wait(flight)
@@ -217,17 +272,66 @@ class Coordinator:
         with self._cond:
             return self._token
 
+    def reset(self, token: Token | None) -> None:
+        """Replace the token (``None``: sign out), in the store and for every later request (Rule 10).
+
+        Raises:
+            TokenStorageError: the store could not be written; in memory the change holds anyway
+                (a new token is then saved again later).
+        """
+        with self._cond:
+            self._epoch += 1
+            if self._flight is not None:
+                self._retire(self._flight)
+            mine = self._begin(_Kind.RESET)
+            self._token = token
+            self._snapshot()
+        try:
+            with self._storage.refresh_lease(self._lease_timeout), self._store_mutex:
+                if token is None:
+                    self._storage.delete()
+                else:
+                    self._storage.save(token)
+        except TokenStorageError:
+            self._publish(mine, None, None, unsaved=token is not None)  # a new token: saved later
+            raise
+        except BaseException as exc:
+            self._publish(mine, None, exc)
+            raise
+        self._publish(mine, None, None, unsaved=False)
+
+    def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a background refresh to finish (Rule 5)."""
+        with self._cond:
+            thread = self._background
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("a background refresh still runs after %.0fs; not waiting longer", timeout)
+
     # -- under the lock ----------------------------------------------------------------------
 
-    def _begin(self, kind: str, forced: bool = False) -> _Flight:
-        self._flight = _Flight(kind, time.monotonic(), forced, self._unsaved)
+    def _begin(self, kind: _Kind, forced: bool = False) -> _Flight:
+        self._flight = _Flight(kind, time.monotonic(), self._epoch, forced, self._unsaved)
         self._snapshot()
         return self._flight
+
+    def _retire(self, flight: _Flight) -> None:
+        """Drop ``flight``: its waiters decide again, its late outcome is ignored."""
+        flight.done = True
+        flight.token = flight.error = None
+        self._flight = None
+        self._cond.notify_all()
+
+    def _grace(self, token: Token) -> float:
+        if token.expires_at is None:
+            return NEW_TOKEN_GRACE
+        return min(NEW_TOKEN_GRACE, max(0.0, (token.expires_at - self._refreshed_at) / 2))
 
     def _snapshot(self) -> None:
         """Publish the fast path's (token, fresh-until) pair, or None when there is something to decide."""
         token, flight = self._token, self._flight
-        if token is None or self._unsaved or (flight is not None and flight.forced):
+        if token is None or self._unsaved or (flight is not None and (flight.forced or flight.kind is _Kind.RESET)):
             self._fresh = None
         elif token.expires_at is None:
             self._fresh = (token, float("inf"))
@@ -245,57 +349,102 @@ class Coordinator:
                     self._snapshot()
                     self._cond.notify_all()
                 raise RefreshError(
-                    f"refresh_timeout: no token after waiting {self._wait_timeout:.0f}s for the {flight.kind} "
-                    "under way in another thread",
+                    f"refresh_timeout: no token after waiting {self._wait_timeout:.0f}s for the "
+                    f"{flight.kind.value} under way in another thread",
                     error="refresh_timeout",
                     retryable=True,
                 )
             self._cond.wait(left)
         if flight.error is not None:
             raise flight.error
-        return flight.token if flight.kind == "refresh" else None
+        return flight.token if flight.kind is _Kind.REFRESH else None
 
-    def _publish(self, flight: _Flight, token: Token | None, error: BaseException | None, **state: object) -> bool:
-        with self._cond:
-            flight.done, flight.token, flight.error = True, token, error
-            current = self._flight is flight
-            if current:
-                self._flight = None
-                for name, value in state.items():
-                    setattr(self, name, value)
-                self._snapshot()
-            self._cond.notify_all()
-            return current
+    def _start_background(self, flight: _Flight, token: Token) -> None:
+        # Not a daemon: interpreter exit waits for it (bounded by the refresh and lease timeouts),
+        # so a refresh token rotated on the server is always saved (Rule 5).
+        thread = threading.Thread(target=self._run_in_background, args=(flight, token), name="token-refresh")
+        self._background = thread
+        thread.start()
 
     # -- outside the lock: the leader's I/O (Rule 2) --------------------------------------------
+
+    def _publish(
+        self,
+        flight: _Flight,
+        token: Token | None,
+        error: BaseException | None,
+        *,
+        current: Token | None = None,
+        clear: bool = False,
+        unsaved: bool | None = None,
+        refreshed: bool = False,
+        advisory_after: float | None = None,
+        save_after: float | None = None,
+    ) -> bool:
+        """Hand ``flight``'s outcome to its waiters and, unless it was retired, update the state."""
+        with self._cond:
+            if flight.done:
+                return False  # retired (Rule 3, Rule 10): its outcome is dropped
+            flight.done, flight.token, flight.error = True, token, error
+            is_current = self._flight is flight
+            if is_current:
+                self._flight = None
+                now = self._clock()
+                if current is not None or clear:
+                    self._token = current
+                if unsaved is not None:
+                    self._unsaved = unsaved
+                if current is not None or clear:
+                    self._doubted_until = float("-inf")
+                if refreshed:
+                    self._refreshed_at = now
+                if advisory_after is not None:
+                    self._advisory_after = now + advisory_after
+                if save_after is not None:
+                    self._save_after = now + save_after
+                self._snapshot()
+            self._cond.notify_all()
+            return is_current
 
     def _run(self, flight: _Flight, token: Token | None) -> Token | None:
         """Run ``flight`` as its leader; return the token to send with, or None to decide again."""
         try:
-            if flight.kind == "load":
+            if flight.kind is _Kind.LOAD:
                 self._run_load(flight)
                 return None
-            if flight.kind == "save":
-                assert token is not None
+            assert token is not None
+            if flight.kind is _Kind.SAVE:
                 self._run_save(flight, token)
                 return None
-            assert token is not None
             return self._run_refresh(flight, token)
         except BaseException as exc:
-            if not flight.done:  # an unexpected error: never leave waiters hanging
-                self._publish(flight, None, exc)
+            self._publish(flight, None, exc)  # an unexpected error: never leave waiters hanging
             raise
 
     def _run_in_background(self, flight: _Flight, token: Token) -> None:
-        with contextlib.suppress(Exception):  # already published to the flight's waiters, and logged
+        try:
             self._run(flight, token)
+        except Exception:  # noqa: S110 - already handed to the flight's waiters, and logged
+            pass
+        finally:
+            with self._cond:
+                if self._background is threading.current_thread():
+                    self._background = None
 
     def _run_load(self, flight: _Flight) -> None:
         try:
-            stored = self._load()
-        except TokenStorageError as exc:
-            self._publish(flight, None, exc)
-            raise
+            stored = self._storage.load()
+        except TokenStorageError:
+            stored = None
+        if stored is None:
+            # A writer may be rewriting the record (some backends truncate first): read again
+            # inside the lease, where no refresh writes, before telling anyone to log in (Rule 9).
+            try:
+                with self._storage.refresh_lease(self._lease_timeout) as lease:
+                    stored = lease.load()
+            except TokenStorageError as exc:
+                self._publish(flight, None, exc)
+                raise
         if stored is None:
             missing = SessionExpiredError(
                 "no token is stored: log in and save a token to the storage first", error="no_token"
@@ -303,45 +452,59 @@ class Coordinator:
             self._publish(flight, None, missing)
             raise missing
         log.debug("loaded token %s from storage", fingerprint(stored.access_token))
-        self._publish(flight, None, None, _token=stored, _unsaved=False)
+        self._publish(flight, None, None, current=stored, unsaved=False)
 
     def _run_save(self, flight: _Flight, token: Token) -> None:
         try:
-            self._save(token)
+            with self._storage.refresh_lease(self._lease_timeout) as lease:
+                lease.save(token)
         except TokenStorageError as exc:
             log.warning("token %s still not saved (%s); will retry", fingerprint(token.access_token), exc)
-            self._publish(flight, None, None, _save_after=self._clock() + SAVE_RETRY_DELAY)
+            self._publish(flight, None, None, save_after=SAVE_RETRY_DELAY)
         else:
             log.info("saved token %s that could not be saved before", fingerprint(token.access_token))
-            self._publish(flight, None, None, _unsaved=False)
+            self._publish(flight, None, None, unsaved=False)
 
-    def _run_refresh(self, flight: _Flight, old: Token) -> Token:
-        base = old  # the token whose refresh token is presented
+    def _run_refresh(self, flight: _Flight, old: Token) -> Token | None:
         try:
-            with self._lock():
-                stored = None if flight.unsaved else self._load()  # an unsaved token is the newest
-                if stored is not None:
-                    usable = stored.state(self._clock(), self._leeway) is not TokenState.INVALID
-                    if stored.access_token != old.access_token and usable:
-                        log.info("adopting token %s refreshed elsewhere", fingerprint(stored.access_token))
-                        return self._done(flight, stored, unsaved=False)
-                    base = stored  # its refresh token is the newest
-                elif not flight.unsaved:
-                    raise SessionExpiredError(
-                        "the stored token was deleted (signed out elsewhere?): log in again", error="no_token"
-                    )
-                new = self._refresh(base)
-                unsaved = not self._try_save(new)
-        except SessionExpiredError as exc:
-            return self._end_session(flight, base, exc)
+            with self._storage.refresh_lease(self._lease_timeout) as lease:
+                return self._refresh_in_lease(flight, old, lease)
         except (RefreshError, TokenStorageError) as exc:
             if not flight.forced and old.state(self._clock(), self._leeway) is not TokenState.INVALID:
                 # Rule 5: an advisory refresh failed; the old token is still good.
                 log.warning("refresh failed (%s); using the current token until it expires", _reason(exc))
-                self._publish(flight, None, exc, _advisory_after=self._clock() + ADVISORY_RETRY_DELAY)
+                self._publish(flight, None, exc, advisory_after=ADVISORY_RETRY_DELAY)
                 return old
             self._publish(flight, None, exc)
             raise
+
+    def _refresh_in_lease(self, flight: _Flight, old: Token, lease: RefreshLease) -> Token | None:
+        stored = None if flight.unsaved else lease.load()  # an unsaved token is the newest
+        if stored is None and not flight.unsaved:
+            deleted = SessionExpiredError(
+                "the stored token was deleted (signed out elsewhere?): log in again", error="no_token"
+            )
+            return self._end_session(flight, lease, old, deleted)
+        base = stored or old  # the token whose refresh token is presented: the newest
+        if base.access_token != old.access_token and base.state(self._clock(), self._leeway) is TokenState.FRESH:
+            log.info("adopting token %s refreshed elsewhere", fingerprint(base.access_token))
+            return self._done(flight, base, unsaved=False, refreshed=False)
+        if lease.interrupted:
+            log.warning("an earlier refresh of this token was interrupted; its refresh token may be spent")
+        try:
+            lease.check(self._refresh_timeout)
+        except LeaseLostError as exc:  # nothing is sent; the next try reads the store again
+            raise RefreshError(f"lease_lost: {exc}", error="lease_lost", retryable=True) from exc
+        try:
+            new = refresh_with_retries(self._grant, base, timeout=self._refresh_timeout)
+        except SessionExpiredError as exc:
+            return self._end_session(flight, lease, base, exc)
+        outcome = self._save_in_lease(flight, lease, new)
+        if outcome is None:
+            return None  # a reset came meanwhile (Rule 10): this token belongs to no one now
+        saved, unsaved = outcome
+        if saved is not new:
+            return self._done(flight, saved, unsaved=False, refreshed=False)  # another holder's newer token
         log.info(
             "refreshed token %s -> %s (refresh token %s -> %s), expires in %s",
             fingerprint(base.access_token),
@@ -350,28 +513,56 @@ class Coordinator:
             fingerprint(new.refresh_token),
             "unknown" if new.expires_at is None else f"{new.expires_at - self._clock():.0f}s",
         )
-        self._done(flight, new, unsaved)
+        result = self._done(flight, new, unsaved, refreshed=True)
         self._callback(self._on_refresh, new)
-        return new
+        return result
 
-    def _try_save(self, token: Token) -> bool:
-        try:
-            self._save(token)
-        except TokenStorageError as exc:  # Rule 7: keep it in memory, save again later
-            log.warning("refreshed token %s not saved (%s); keeping it in memory", fingerprint(token.access_token), exc)
-            return False
-        return True
+    def _save_in_lease(self, flight: _Flight, lease: RefreshLease, new: Token) -> tuple[Token, bool] | None:
+        """Save ``new`` before the lease is released (Rule 7).
 
-    def _done(self, flight: _Flight, token: Token, unsaved: bool) -> Token:
-        now = self._clock()
+        Returns (``new``, whether it is still unsaved), (a newer token another holder stored
+        meanwhile, False), or None when a reset dropped this refresh (Rule 10).
+        """
+        deadline = time.monotonic() + self._refresh_timeout
+        while True:
+            with self._store_mutex:
+                with self._cond:
+                    if flight.epoch != self._epoch:
+                        log.info("dropping refreshed token %s: signed out meanwhile", fingerprint(new.access_token))
+                        return None
+                try:
+                    lease.save(new)
+                    return new, False
+                except LeaseLostError as exc:
+                    log.warning("refreshed token %s not saved: %s", fingerprint(new.access_token), exc)
+                    newer = self._storage.load()
+                    if newer is not None:
+                        return newer, False
+                    error: TokenStorageError = exc
+                except TokenStorageError as exc:
+                    error = exc
+            if time.monotonic() + SAVE_RETRY_INTERVAL >= deadline or isinstance(error, LeaseLostError):
+                # Rule 7: keep it in memory and save again later.
+                log.warning(
+                    "refreshed token %s not saved (%s); keeping it in memory", fingerprint(new.access_token), error
+                )
+                return new, True
+            log.warning("refreshed token %s not saved yet (%s); retrying", fingerprint(new.access_token), error)
+            time.sleep(SAVE_RETRY_INTERVAL)
+            with contextlib.suppress(LeaseLostError):  # then the save says whether a newer token is there
+                lease.extend(self._refresh_timeout)
+
+    def _done(self, flight: _Flight, token: Token, unsaved: bool, refreshed: bool) -> Token | None:
+        """Publish a refresh's (or an adopted) token; return it to the leader unless a reset dropped the flight."""
         self._publish(
-            flight, token, None, _token=token, _unsaved=unsaved, _save_after=now + SAVE_RETRY_DELAY, _refreshed_at=now
+            flight, token, None, current=token, unsaved=unsaved, refreshed=refreshed, save_after=SAVE_RETRY_DELAY
         )
-        return token
+        with self._cond:
+            return token if flight.epoch == self._epoch else None
 
-    def _end_session(self, flight: _Flight, old: Token, exc: SessionExpiredError) -> Token:
+    def _end_session(self, flight: _Flight, lease: RefreshLease, old: Token, exc: SessionExpiredError) -> Token | None:
         try:
-            stored = self._load()
+            stored = lease.load()
         except TokenStorageError:
             stored = None
         if stored is not None and stored.refresh_token != old.refresh_token:
@@ -380,14 +571,14 @@ class Coordinator:
                 "refresh token rejected, but the store holds a newer token %s: adopting it",
                 fingerprint(stored.access_token),
             )
-            return self._done(flight, stored, unsaved=False)
+            return self._done(flight, stored, unsaved=False, refreshed=False)
         log.warning("session expired (%s); deleting the stored token", exc.error)
         try:
-            self._delete()
+            self._storage.delete()
         except TokenStorageError as delete_error:
             log.warning("could not delete the stored token: %s", delete_error)
-        self._publish(flight, None, exc, _token=None, _unsaved=False)
-        self._callback(self._on_session_expired, exc)
+        if self._publish(flight, None, exc, clear=True, unsaved=False):
+            self._callback(self._on_session_expired, exc)
         raise exc
 
     @staticmethod
@@ -402,3 +593,16 @@ class Coordinator:
 
 def _reason(exc: Exception) -> str:
     return exc.error if isinstance(exc, RefreshError) else str(exc)
+
+
+def _after_fork_in_child() -> None:
+    for coordinator in list(_coordinators):
+        token = coordinator._token  # the parent's; the flight's thread is not in this process
+        coordinator._init_state()
+        coordinator._store_mutex = threading.Lock()
+        coordinator._token = token
+        coordinator._snapshot()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

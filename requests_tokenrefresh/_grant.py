@@ -8,20 +8,29 @@ do not carry the token endpoint's response, whose request holds the refresh toke
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import requests
 
 from ._redact import fingerprint, without_request
-from .exceptions import RefreshError, SessionExpiredError
+from ._retry import TRANSIENT_ERRORS
+from ._urls import is_secure, origin, proxy_for, without_userinfo
+from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
 from .tokens import Token
 
-__all__ = ["CLIENT_AUTH_METHODS", "OAuthRefreshGrant", "parse_retry_after"]
+__all__ = ["CLIENT_AUTH_METHODS", "CallableGrant", "OAuthRefreshGrant", "Refresher", "parse_retry_after"]
+
+#: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
+Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,7 @@ class OAuthRefreshGrant:
         client_secret: str | None = None,
         client_auth: str = "basic",
         scope: str | None = None,
+        allow_insecure_http: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.token_url = token_url
@@ -51,11 +61,35 @@ class OAuthRefreshGrant:
         self.client_secret = client_secret
         self.client_auth = client_auth
         self.scope = scope
+        self.allow_insecure_http = allow_insecure_http
         self.clock = clock
-        self.session = requests.Session()
-        # Keep proxy settings from the environment, but never let requests add ~/.netrc
-        # credentials to the token request (it does so whenever a request has no auth).
-        self.session.auth = _no_auth
+        self._session: requests.Session | None = None
+        self._session_pid = 0
+        self._session_lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        """The private session for token requests, made at first use (and anew in a forked child)."""
+        with self._session_lock:
+            if self._session is None or self._session_pid != os.getpid():
+                session = requests.Session()
+                # Keep proxy settings from the environment, but never let requests add ~/.netrc
+                # credentials to the token request (it does so whenever a request has no auth).
+                session.auth = _no_auth
+                self._session, self._session_pid = session, os.getpid()
+            return self._session
+
+    def _check_route(self, session: requests.Session) -> None:
+        """Refuse to send secrets over plain http through a proxy that is not on this machine."""
+        if self.allow_insecure_http or self.token_url.startswith("https://"):
+            return
+        if not is_secure(self.token_url, session.proxies, session.trust_env):
+            proxy = proxy_for(self.token_url, session.proxies, session.trust_env) or ""
+            raise InsecureTransportError(
+                f"refusing to send the refresh token over plain http to {origin(self.token_url)} through the "
+                f"proxy {origin(proxy) if '://' in proxy else proxy!r}, which is not this machine; use https, "
+                "exclude the host with NO_PROXY, or pass allow_insecure_http=True"
+            )
 
     def __call__(self, token: Token, timeout: float) -> Token:
         """Make one refresh request with ``token``'s refresh token; see :func:`refresh_with_retries`."""
@@ -73,26 +107,101 @@ class OAuthRefreshGrant:
                 data["client_id"] = self.client_id
                 if self.client_secret is not None:
                     data["client_secret"] = self.client_secret
+        session = self.session
+        self._check_route(session)
         sent_at = self.clock()
-        log.debug("refresh grant to %s with refresh token %s", self.token_url, fingerprint(token.refresh_token))
+        deadline = time.monotonic() + timeout
+        log.debug(
+            "refresh grant to %s with refresh token %s",
+            without_userinfo(self.token_url),
+            fingerprint(token.refresh_token),
+        )
         try:
-            response = self.session.post(
+            response = session.post(
                 self.token_url,
                 data=data,
                 auth=auth,
                 headers={"Accept": "application/json"},
                 timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
                 allow_redirects=False,
+                stream=True,
             )
+            with response:
+                _read_before(response, deadline)
         except requests.RequestException as exc:
             # requests' error carries the token request (refresh token in the body, client
             # secret in the header): re-raise the same kind of error without it.
             raise without_request(exc) from None
-        with response:
-            return _parse(response, token, sent_at, self.client_secret)
+        return _parse(response, token, sent_at, self.client_secret)
 
     def close(self) -> None:
-        self.session.close()
+        with self._session_lock:
+            if self._session is not None and self._session_pid == os.getpid():
+                self._session.close()
+            self._session = None
+
+
+class CallableGrant:
+    """Wraps a user's ``refresher`` callable as a grant: its result becomes a Token."""
+
+    def __init__(self, refresher: Refresher, clock: Callable[[], float] = time.time) -> None:
+        self.refresher = refresher
+        self.clock = clock
+
+    def __call__(self, token: Token, timeout: float) -> Token:
+        sent_at = self.clock()
+        try:
+            result = self.refresher(token)
+        except (RefreshError, *TRANSIENT_ERRORS):
+            raise
+        except Exception as exc:
+            raise RefreshError(
+                f"refresher_failed: the refresher raised {type(exc).__name__}", error="refresher_failed"
+            ) from exc
+        record = result.to_record() if isinstance(result, Token) else result
+        try:
+            return Token.from_response(record, token, now=sent_at)
+        except ValueError as exc:
+            raise RefreshError(f"invalid_token_response: {exc}", error="invalid_token_response") from exc
+
+    def close(self) -> None:
+        return None
+
+
+def _read_before(response: requests.Response, deadline: float) -> None:
+    """Read the whole body by ``deadline``: a server trickling bytes cannot stretch a refresh.
+
+    requests' read timeout bounds each wait for a byte, not the whole answer; a watchdog shuts
+    the socket down at the deadline, which ends the read at once.
+    """
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), abort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        body = response.content
+    except requests.RequestException:
+        if expired.is_set():
+            raise requests.Timeout("the token endpoint did not answer in full within refresh_timeout") from None
+        raise
+    finally:
+        watchdog.cancel()
+    if expired.is_set():
+        raise requests.Timeout("the token endpoint did not answer in full within refresh_timeout")
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and response.headers.get("Content-Encoding") is None and int(length) != len(body):
+        # urllib3 2 checks this itself; 1.26 hands over a truncated body as if it were whole.
+        raise requests.exceptions.ChunkedEncodingError(
+            f"the token endpoint's answer was cut short ({len(body)} of {length} bytes)"
+        )
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -4,29 +4,67 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["check_url", "is_loopback", "is_secure", "is_under", "origin"]
+from requests.utils import get_environ_proxies, select_proxy
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+__all__ = ["check_url", "is_loopback", "is_secure", "is_under", "origin", "proxy_for", "without_userinfo"]
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine: 127.0.0.0/8, ::1 or a localhost name."""
-    host = host.lower()
-    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
+    """Whether ``host`` is this machine: a literal loopback address, or ``localhost`` resolving only to one.
+
+    No other name counts, whatever it resolves to now: ``x.localhost``, ``localhost.`` or
+    ``ip6-localhost`` may be sent to DNS, and a name checked here is resolved again when the
+    connection is made (DNS rebinding). ``localhost`` itself is answered by the hosts file.
+    """
     try:
         return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host.lower() != "localhost":
+        return False
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(_literal_loopback(str(a)) for a in addresses)
+
+
+def _literal_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
     except ValueError:
         return False
 
 
-def is_secure(url: str) -> bool:
-    """Whether a token may travel to ``url``: https, or plain http to a loopback host."""
+def proxy_for(url: str, proxies: Mapping[str, str] | None, trust_env: bool = False) -> str | None:
+    """The proxy URL that requests would send ``url`` through (``proxies``, and the environment if trusted)."""
+    chosen = dict(get_environ_proxies(url)) if trust_env else {}
+    chosen.update(proxies or {})
+    return select_proxy(url, chosen) if chosen else None
+
+
+def is_secure(url: str, proxies: Mapping[str, str] | None = None, trust_env: bool = False) -> bool:
+    """Whether a token may travel to ``url``: https, or plain http to a loopback host over no other host.
+
+    Through a proxy, plain http bytes go to the proxy: it must be loopback too.
+    """
     parts = urlsplit(url)
-    return parts.scheme.lower() == "https" or is_loopback(parts.hostname or "")
+    if parts.scheme.lower() == "https":
+        return True
+    if not is_loopback(parts.hostname or ""):
+        return False
+    proxy = proxy_for(url, proxies, trust_env)
+    if proxy is None:
+        return True
+    try:
+        return is_loopback(urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname or "")
+    except ValueError:
+        return False
 
 
 def check_url(name: str, url: str, allow_http: bool) -> None:
@@ -37,7 +75,9 @@ def check_url(name: str, url: str, allow_http: bool) -> None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{name} must be an absolute http(s) URL, not {url!r}")
     if not allow_http and not is_secure(url):
-        raise ValueError(f"{name} must use https (plain http is allowed for loopback hosts only)")
+        raise ValueError(
+            f"{name} must use https (plain http is allowed for loopback hosts only, or with allow_insecure_http=True)"
+        )
 
 
 def _default_port(parts: Any) -> int | None:
@@ -76,5 +116,16 @@ def _resolved(path: str) -> str:
 def origin(url: str) -> str:
     """The scheme, host and port of ``url``, for messages (no user info, path or query)."""
     parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
     return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for reprs and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()

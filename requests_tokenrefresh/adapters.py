@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,13 +14,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import UnrewindableBodyError
 from requests.utils import rewind_body
+from urllib3.util.retry import Retry
 
 from ._coordinator import Coordinator
-from ._grant import CLIENT_AUTH_METHODS, OAuthRefreshGrant
+from ._grant import CLIENT_AUTH_METHODS, CallableGrant, OAuthRefreshGrant, Refresher
 from ._redact import fingerprint
-from ._retry import TRANSIENT_ERRORS, refresh_with_retries
-from ._urls import check_url, is_secure, is_under, origin
-from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
+from ._urls import check_url, is_secure, is_under, origin, without_userinfo
+from .exceptions import InsecureTransportError, SessionExpiredError
 from .storage import TokenStorage
 from .tokens import Token
 
@@ -43,9 +44,6 @@ DEFAULT_REFRESH_TIMEOUT = 30.0
 _WAIT_MARGIN = 10.0
 # Replays of one request at most: one after the refresh, one more only for a token replaced meanwhile.
 _MAX_REPLAYS = 2
-
-#: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
-Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +100,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         on_session_expired: called with the :class:`SessionExpiredError`, once per expiry.
         base_url: if given, only requests under this URL get the token.
         allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
-            not loopback.
+            not loopback (or through a proxy that is not).
         clock: returns epoch seconds; for tests.
         **kwargs: passed to :class:`~requests.adapters.HTTPAdapter` (``pool_maxsize``,
-            ``max_retries`` ...).
+            ``max_retries`` ...). A ``urllib3.Retry`` whose ``status_forcelist`` names a status
+            of ``refresh_status_codes`` is given without it: that status must reach the adapter,
+            which answers it with a refresh and a replay, not with the rejected token again.
 
     Raises:
         ValueError: an argument is missing, unknown or out of range.
@@ -141,21 +141,26 @@ class TokenRefreshAdapter(HTTPAdapter):
             raise ValueError("give exactly one of token_url= (OAuth 2.0) and refresher= (a callable)")
         if refresher is not None and not callable(refresher):
             raise ValueError("refresher must be callable")
+        if not isinstance(allow_insecure_http, bool):
+            raise ValueError("allow_insecure_http must be True or False")
         if token_url is not None:
             check_url("token_url", token_url, allow_insecure_http)
         if base_url is not None:
             check_url("base_url", base_url, True)
         if client_auth not in CLIENT_AUTH_METHODS:
             raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
+        for name, text in (("client_id", client_id), ("client_secret", client_secret)):
+            if text is not None and (not isinstance(text, str) or not text):
+                raise ValueError(f"{name} must be a non-empty string or None")
         for name, value in (("leeway", leeway), ("refresh_timeout", refresh_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0")
-        codes = frozenset(refresh_status_codes)
-        if not all(isinstance(c, int) and 400 <= c <= 599 for c in codes):
-            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
-        for name, fn in (("on_refresh", on_refresh), ("on_session_expired", on_session_expired)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+        codes = _status_codes(refresh_status_codes)
+        for name, fn in (("on_refresh", on_refresh), ("on_session_expired", on_session_expired), ("clock", clock)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be callable")
+        if "max_retries" in kwargs:
+            kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], codes)
         self._settings = _Settings(
             storage=storage,
             token_url=token_url,
@@ -163,7 +168,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             client_id=client_id,
             client_secret=client_secret,
             client_auth=client_auth,
-            scope=scope,
+            scope=_scope(scope),
             leeway=float(leeway),
             refresh_status_codes=codes,
             refresh_timeout=float(refresh_timeout),
@@ -179,7 +184,7 @@ class TokenRefreshAdapter(HTTPAdapter):
     def _start(self) -> None:
         s = self._settings
         self._secure_origins: dict[str, bool] = {}  # "http://host:port" -> loopback?
-        self._grant: OAuthRefreshGrant | None = None
+        self._grant: OAuthRefreshGrant | CallableGrant
         if s.token_url is not None:
             self._grant = OAuthRefreshGrant(
                 s.token_url,
@@ -187,16 +192,19 @@ class TokenRefreshAdapter(HTTPAdapter):
                 client_secret=s.client_secret,
                 client_auth=s.client_auth,
                 scope=s.scope,
+                allow_insecure_http=s.allow_insecure_http,
                 clock=s.clock,
             )
+        else:
+            assert s.refresher is not None
+            self._grant = CallableGrant(s.refresher, clock=s.clock)
         self._coordinator = Coordinator(
-            load=s.storage.load,
-            save=s.storage.save,
-            delete=s.storage.delete,
-            refresh=self._refresh,
-            # Another process may hold the lock for a whole refresh; then ours takes as long.
-            lock=lambda: s.storage.refresh_lock(s.refresh_timeout + _WAIT_MARGIN),
+            s.storage,
+            self._grant,
             leeway=s.leeway,
+            refresh_timeout=s.refresh_timeout,
+            # Another process may hold the lease for a whole refresh; then ours takes as long.
+            lease_timeout=s.refresh_timeout + _WAIT_MARGIN,
             wait_timeout=2 * (s.refresh_timeout + _WAIT_MARGIN),
             clock=s.clock,
             on_refresh=s.on_refresh,
@@ -237,7 +245,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         url = request.url or ""
         if not self._in_scope(url):
             return super().send(request, **options)
-        self._check_transport(url)
+        self._check_transport(url, proxies)
         token = self._coordinator.token_for_request()
         request.headers["Authorization"] = token.authorization
         if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
@@ -266,7 +274,41 @@ class TokenRefreshAdapter(HTTPAdapter):
 
         .. versionadded:: 0.1
         """
-        return self._coordinator.token_after_rejection(None)
+        token = self._coordinator.token_after_rejection(None)
+        assert token is not None  # an explicit refresh is never declined
+        return token
+
+    def save_token(self, token: Token) -> None:
+        """Save ``token`` to the storage and send with it from the next request on (an account switch).
+
+        A refresh under way in another thread is dropped, never saved over ``token``. Other
+        processes sharing the storage pick ``token`` up at their next store read (a refresh or
+        a rejected request).
+
+        Raises:
+            TokenStorageError: the storage failed; this adapter sends with ``token`` anyway and
+                saves it again later.
+
+        .. versionadded:: 0.2
+        """
+        if not isinstance(token, Token):
+            raise TypeError(f"save_token() takes a Token, not {type(token).__name__}")
+        self._coordinator.reset(token)
+
+    def logout(self) -> None:
+        """Sign out: delete the stored token and stop sending it, from the next request on.
+
+        Requests then raise :class:`SessionExpiredError` (``no_token``) until a token is saved
+        again (:meth:`save_token`). A refresh under way in another thread is dropped, never saved.
+        Other processes sharing the storage stop at their next store read.
+
+        Raises:
+            TokenStorageError: the storage failed; the token is no longer used here, but may still
+                be stored.
+
+        .. versionadded:: 0.2
+        """
+        self._coordinator.reset(None)
 
     def _replay(
         self, request: requests.PreparedRequest, rejected: requests.Response, used: Token, options: dict[str, Any]
@@ -275,10 +317,11 @@ class TokenRefreshAdapter(HTTPAdapter):
             "HTTP %s with token %s: refreshing and replaying", rejected.status_code, fingerprint(used.access_token)
         )
         history = [_released(rejected)]  # before the refresh, which may fail: the pool needs it back
-        token: Token | None = self._coordinator.token_after_rejection(used)
+        token = self._coordinator.token_after_rejection(used)
+        if token is None:
+            return rejected  # a token issued moments ago: this endpoint, not the token, says no
         while True:
             replay = _rewound_copy(request, rejected)
-            assert token is not None
             replay.headers["Authorization"] = token.authorization
             response = super().send(replay, **options)
             if response.status_code not in self._settings.refresh_status_codes or len(history) >= _MAX_REPLAYS:
@@ -291,32 +334,13 @@ class TokenRefreshAdapter(HTTPAdapter):
                 break
             rejected = response
             history.append(_released(rejected))
+        for old in history:
+            # The rejected responses stay readable, but hold no live credential (a response
+            # cache or a log of history must not capture a token).
+            old.request = old.request.copy()
+            old.request.headers.pop("Authorization", None)
         response.history.extend(history)
         return response
-
-    def _refresh(self, token: Token) -> Token:
-        """The coordinator's refresh: the OAuth grant or the refresher, retried inside refresh_timeout."""
-        return refresh_with_retries(self._attempt, token, timeout=self._settings.refresh_timeout)
-
-    def _attempt(self, token: Token, seconds_left: float) -> Token:
-        if self._grant is not None:
-            return self._grant(token, seconds_left)
-        refresher = self._settings.refresher
-        assert refresher is not None
-        sent_at = self._settings.clock()
-        try:
-            result = refresher(token)
-        except (RefreshError, *TRANSIENT_ERRORS):
-            raise
-        except Exception as exc:
-            raise RefreshError(
-                f"refresher_failed: the refresher raised {type(exc).__name__}", error="refresher_failed"
-            ) from exc
-        record = result.to_record() if isinstance(result, Token) else result
-        try:
-            return Token.from_response(record, token, now=sent_at)
-        except ValueError as exc:
-            raise RefreshError(f"invalid_token_response: {exc}", error="invalid_token_response") from exc
 
     def _in_scope(self, url: str) -> bool:
         base = self._settings.base_url
@@ -326,27 +350,33 @@ class TokenRefreshAdapter(HTTPAdapter):
             return "@" not in url or "@" not in urlsplit(url).netloc
         return is_under(url, base)
 
-    def _check_transport(self, url: str) -> None:
+    def _check_transport(self, url: str, proxies: Any) -> None:
         if url.startswith("https://") or self._settings.allow_insecure_http:
             return  # requests lower-cases the scheme when it prepares the URL
-        cut = url.find("/", len("http://"))
-        origin_ = url[:cut] if cut > 0 else url  # "http://host:port", the decision's only input
-        secure = self._secure_origins.get(origin_)
-        if secure is None:
-            secure = is_secure(url)
-            if len(self._secure_origins) < 64:  # a few API hosts; never unbounded
+        if proxies:  # requests merged the environment's proxies in: the bytes go to the proxy
+            secure = is_secure(url, proxies)
+        else:
+            cut = url.find("/", len("http://"))
+            origin_ = url[:cut] if cut > 0 else url  # "http://host:port", the decision's only input
+            cached = self._secure_origins.get(origin_)
+            secure = is_secure(url) if cached is None else cached
+            if cached is None and len(self._secure_origins) < 64:  # a few API hosts; never unbounded
                 self._secure_origins[origin_] = secure
         if not secure:
             raise InsecureTransportError(
-                f"refusing to send a token over plain http to {origin(url)}; use https, or pass "
-                "allow_insecure_http=True"
+                f"refusing to send a token over plain http to {origin(url)}, which is not this machine or is "
+                "reached through a proxy that is not; use https, or pass allow_insecure_http=True"
             )
 
     def close(self) -> None:
-        """Close the connection pools and the private session used for refreshes."""
+        """Wait for a refresh under way (at most ``refresh_timeout``), then close the pools.
+
+        A refresh started in the background is given time to save a rotated refresh token
+        before the process may end.
+        """
+        self._coordinator.close(self._settings.refresh_timeout + _WAIT_MARGIN)
         super().close()
-        if self._grant is not None:
-            self._grant.close()
+        self._grant.close()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -354,9 +384,39 @@ class TokenRefreshAdapter(HTTPAdapter):
 
     def __repr__(self) -> str:
         s = self._settings
-        where = f"token_url={s.token_url!r}" if s.token_url else f"refresher={s.refresher!r}"
+        where = f"token_url={without_userinfo(s.token_url)!r}" if s.token_url else f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
+
+
+def _status_codes(codes: Iterable[int]) -> frozenset[int]:
+    try:
+        result = frozenset(codes)
+    except TypeError:
+        raise ValueError(
+            f"refresh_status_codes must be a collection of statuses, such as (401,), not {codes!r}"
+        ) from None
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 400 <= c <= 599 for c in result):
+        raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
+    return result
+
+
+def _scope(scope: Any) -> str | None:
+    """A scope string; a list of scopes is joined with spaces (RFC 6749 §3.3)."""
+    if scope is None or isinstance(scope, str):
+        return scope or None
+    if isinstance(scope, (list, tuple, set, frozenset)) and all(isinstance(s, str) and s for s in scope):
+        return " ".join(sorted(scope) if isinstance(scope, (set, frozenset)) else scope)
+    raise ValueError(f"scope must be a string or a list of strings, not {type(scope).__name__}")
+
+
+def _without_statuses(retries: Any, codes: frozenset[int]) -> Any:
+    """``max_retries`` without the refresh statuses in its ``status_forcelist``."""
+    if isinstance(retries, Retry) and retries.status_forcelist and codes & set(retries.status_forcelist):
+        kept = [c for c in retries.status_forcelist if c not in codes]
+        log.debug("max_retries: not retrying %s in urllib3; the adapter refreshes on them", sorted(codes))
+        return retries.new(status_forcelist=kept)
+    return retries
 
 
 def _released(response: requests.Response) -> requests.Response:

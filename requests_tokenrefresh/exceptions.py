@@ -8,6 +8,7 @@ Every exception this package raises derives from :class:`TokenRefreshError`, whi
           ├── RefreshError                 the token endpoint (or refresher) failed
           │    └── SessionExpiredError     the refresh token is gone or rejected: log in again
           ├── TokenStorageError            the token store (keyring) failed or holds a bad record
+          │    └── LeaseLostError          a shared refresh lease ran out or another holder wrote
           └── InsecureTransportError       a token would go over plain http (also a ValueError)
 
 Messages never contain a token, a refresh token or a client secret.
@@ -21,6 +22,7 @@ import requests
 
 __all__ = [
     "InsecureTransportError",
+    "LeaseLostError",
     "RefreshError",
     "SessionExpiredError",
     "TokenRefreshError",
@@ -87,6 +89,17 @@ class TokenStorageError(TokenRefreshError):
     """The token store could not be read or written, or holds a record that is not a token.
 
     .. versionadded:: 0.1
+    """
+
+
+class LeaseLostError(TokenStorageError):
+    """A refresh lease on shared storage is no longer ours.
+
+    Raised before a refresh request would be sent with a lease that ran out (or has too little
+    time left), and by a conditional save when another holder wrote a newer token meanwhile. The
+    refresh is not made, or its token is not stored over the newer one; it is safe to try again.
+
+    .. versionadded:: 0.2
     """
 
 

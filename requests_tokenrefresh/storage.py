@@ -9,7 +9,6 @@ in the process, for tests and short scripts. Every backend failure becomes a
 from __future__ import annotations
 
 import abc
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +25,7 @@ from ._redact import fingerprint
 from .exceptions import TokenStorageError
 from .tokens import Token
 
-__all__ = ["KeyringStorage", "MemoryStorage", "TokenStorage"]
+__all__ = ["KeyringStorage", "MemoryStorage", "RefreshLease", "TokenStorage"]
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +60,79 @@ class TokenStorage(abc.ABC):
     def delete(self) -> None:
         """Remove the stored token; no error if there is none."""
 
-    def refresh_lock(self, timeout: float) -> contextlib.AbstractContextManager[object]:
-        """Return a lock that every process sharing this storage holds while it refreshes.
+    def refresh_lease(self, timeout: float) -> RefreshLease:
+        """Return the lease that one refresher holds at a time among all users of this storage.
 
-        The default is no lock: storage private to one process needs none (threads are already
-        coordinated by the adapter). Storage shared between processes must override it.
+        The default is a :class:`RefreshLease` that excludes nobody: storage private to one
+        process needs none (the adapter already coordinates its threads). Storage shared between
+        processes or hosts returns a subclass that really excludes (:class:`KeyringStorage`: an
+        OS file lock).
+
+        .. versionadded:: 0.2
+        """
+        return RefreshLease(self)
+
+
+class RefreshLease:
+    """The right to refresh a stored token, held by one refresher at a time.
+
+    The adapter uses a lease like this, and only like this::
+
+        with storage.refresh_lease(timeout) as lease:   # TokenStorageError if not had in time
+            stored = lease.load()       # the newest token, read inside the lease
+            lease.check(seconds)        # right before the refresh request is sent
+            new = refresh(stored)
+            lease.save(new)             # retried (after extend()) while it fails
+
+    Subclasses for shared storage exclude other holders in ``__enter__`` and release in
+    ``__exit__``. One whose exclusion can run out (a lease with an expiry, on a server) also
+    overrides :meth:`check`, :meth:`extend` and makes :meth:`save` conditional, so that a holder
+    whose lease ran out while it stalled never sends a refresh nor overwrites a newer token.
+
+    Attributes:
+        storage: the storage this lease is for.
+        interrupted: set by :meth:`load` when an earlier holder may have sent the stored refresh
+            token and never saved the answer (it crashed or its lease ran out mid-refresh).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, storage: TokenStorage) -> None:
+        self.storage = storage
+        self.interrupted = False
+
+    def __enter__(self) -> RefreshLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def load(self) -> Token | None:
+        """Read the stored token inside the lease."""
+        return self.storage.load()
+
+    def check(self, seconds: float) -> None:
+        """Make sure the lease is still held for at least ``seconds`` more; called before refreshing.
 
         Raises:
-            TokenStorageError: (on entering) the lock was not had within ``timeout`` seconds.
+            LeaseLostError: it is not (nothing must be sent).
         """
-        return contextlib.nullcontext()
+
+    def extend(self, seconds: float) -> None:
+        """Hold the lease for at least ``seconds`` more (while a save is being retried).
+
+        Raises:
+            LeaseLostError: the lease was already lost.
+        """
+
+    def save(self, token: Token) -> None:
+        """Store ``token``, the outcome of this lease's refresh.
+
+        Raises:
+            LeaseLostError: another holder wrote since :meth:`load` (a conditional store).
+            TokenStorageError: the storage failed.
+        """
+        self.storage.save(token)
 
 
 class MemoryStorage(TokenStorage):
@@ -150,9 +212,9 @@ class KeyringStorage(TokenStorage):
         #: The inter-process refresh lock file (it holds no secret; the OS frees it if its holder dies).
         self.lock_path = os.path.join(directory, f"{entry}.lock")
 
-    def refresh_lock(self, timeout: float) -> contextlib.AbstractContextManager[object]:
+    def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""
-        return _FileLock(self.lock_path, timeout)
+        return _FileLease(self, self.lock_path, timeout)
 
     def _keyring(self) -> Any:
         return self.backend if self.backend is not None else keyring.get_keyring()
@@ -237,15 +299,16 @@ def _default_lock_dir() -> str:
     return os.path.join(platformdirs.user_cache_dir("requests-tokenrefresh"), "locks")
 
 
-class _FileLock:
+class _FileLease(RefreshLease):
     """A fresh ``filelock.FileLock`` per refresh, with its timeout translated to TokenStorageError."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, storage: TokenStorage, path: str, timeout: float) -> None:
+        super().__init__(storage)
         self.path = path
         self.timeout = timeout
         self._lock: filelock.BaseFileLock | None = None
 
-    def __enter__(self) -> object:
+    def __enter__(self) -> RefreshLease:
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             lock = filelock.FileLock(self.path, timeout=self.timeout)
@@ -258,11 +321,12 @@ class _FileLock:
         except OSError as exc:
             raise TokenStorageError(f"cannot use the refresh lock {self.path}: {exc.strerror or exc}") from exc
         self._lock = lock
-        return lock
+        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._lock is not None:
             self._lock.release()
+            self._lock = None
 
 
 def _describe(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ._jwt import read_expiry
+from ._jwt import read_times
 from ._redact import fingerprint
 
 __all__ = ["RECORD_VERSION", "Token", "TokenState"]
@@ -83,12 +83,26 @@ class Token:
             raise ValueError("refresh_token must be a non-empty string or None")
         if not isinstance(self.token_type, str) or not self.token_type:
             raise ValueError("token_type must be a non-empty string")
+        # Checked here, not when a request fails: requests' error for a bad header quotes it whole.
+        for name in ("access_token", "token_type"):
+            where = _bad_character(getattr(self, name), _HEADER_SAFE)
+            if where is not None:
+                raise ValueError(
+                    f"{name} has a character not allowed in an HTTP header at position {where} "
+                    "(a newline or space from a file read without strip()?)"
+                )
+        where = None if self.refresh_token is None else _bad_character(self.refresh_token, _VSCHAR)
+        if where is not None or (self.refresh_token and self.refresh_token != self.refresh_token.strip()):
+            raise ValueError(
+                "refresh_token has a control character or surrounding white space"
+                + (f" at position {where}" if where is not None else "")
+            )
         for name in ("expires_at", "obtained_at"):
             value = getattr(self, name)
             if value is not None:
                 number = _number(value)
-                if number is None:
-                    raise ValueError(f"{name} must be epoch seconds (a finite number) or None")
+                if number is None or not 0 <= number <= _LATEST:
+                    raise ValueError(f"{name} must be epoch seconds (a finite number up to year 9999) or None")
                 object.__setattr__(self, name, number)
         if self.scope is not None and not isinstance(self.scope, str):
             raise ValueError("scope must be a string or None")
@@ -163,14 +177,22 @@ class Token:
         extra = record.get("extra", {})
         if not isinstance(extra, Mapping):
             raise ValueError("the token record's extra field must be an object")
+        times = {}
+        for name in ("expires_at", "obtained_at"):
+            value = record.get(name)
+            number = None if value is None else _number(value)
+            if value is not None and (number is None or not 0 <= number <= _LATEST):
+                # Written by an older version or by hand (milliseconds?): unknown, not unreadable.
+                log.warning("ignoring the stored %s: not epoch seconds up to year 9999", name)
+                number = None
+            times[name] = number
         return cls(
             access_token=record.get("access_token"),  # type: ignore[arg-type]  # checked in __post_init__
             refresh_token=record.get("refresh_token"),
             token_type=record.get("token_type") or "Bearer",
-            expires_at=record.get("expires_at"),
             scope=record.get("scope"),
-            obtained_at=record.get("obtained_at"),
             extra=extra,
+            **times,
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -249,14 +271,41 @@ def _expiry(response: Mapping[str, Any], access: str, now: float) -> tuple[float
     # token. It is ignored, and the JWT's exp (or a 401) tells when to refresh.
     if response.get("expires_at") is not None:
         expires_at = _number(response["expires_at"])
-        if expires_at is not None:
-            obtained = response.get("obtained_at")
-            return expires_at, (_number(obtained) if obtained is not None else None)
-        log.warning("ignoring expires_at from the token response: not a number of epoch seconds")
+        obtained = response.get("obtained_at")
+        obtained_at = _number(obtained) if obtained is not None else None
+        if expires_at is not None and 0 <= expires_at <= _LATEST:
+            if obtained_at is not None and not 0 <= obtained_at <= _LATEST:
+                obtained_at = None
+            return expires_at, obtained_at
+        log.warning("ignoring expires_at from the token response: not epoch seconds up to year 9999")
     elif response.get("expires_in") is not None:
         expires_in = _number(response["expires_in"])
         if expires_in is not None and expires_in > 0 and now + expires_in < _LATEST:
             return now + expires_in, now
         log.warning("ignoring expires_in from the token response: not a positive number of seconds")
-    exp = read_expiry(access)
-    return exp, (now if exp is not None else None)
+    exp, iat = read_times(access)
+    if exp is None or not 0 <= exp <= _LATEST:
+        return None, None
+    if iat is not None and exp > iat:
+        # The lifetime the server granted, counted on our clock: a clock ahead of or behind the
+        # server's then costs nothing (exp alone would be read in the wrong time base).
+        return now + (exp - iat), now
+    if exp <= now:
+        # Just issued, yet expired by our clock: our clock is ahead of the server's. Rely on 401.
+        log.warning("the new access token's exp is already past by this machine's clock; expiry unknown")
+        return None, None
+    return exp, now
+
+
+# What may stand in an Authorization header value: visible ASCII (RFC 6750 b64token is narrower).
+_HEADER_SAFE = frozenset(chr(c) for c in range(0x21, 0x7F))
+# RFC 6749 Appendix A VSCHAR, plus space (a refresh token goes in a form body).
+_VSCHAR = frozenset(chr(c) for c in range(0x20, 0x7F))
+
+
+def _bad_character(value: str, allowed: frozenset[str]) -> int | None:
+    """The position of the first character of ``value`` outside ``allowed``, or None."""
+    for position, char in enumerate(value):
+        if char not in allowed:
+            return position
+    return None

@@ -298,11 +298,11 @@ def test_failed_advisory_refresh_keeps_the_valid_token(
     assert storage.load() == token
 
 
-def test_rotated_token_is_kept_in_memory_when_saving_fails_and_saved_later(
+def test_a_failed_save_of_a_rotated_token_is_retried_before_the_lease_is_released(
     server: AuthServer, session_for: Any
 ) -> None:
     class FlakyStorage(MemoryStorage):
-        failures = 1
+        failures = 2
 
         def save(self, token: Token) -> None:
             if self.failures:
@@ -310,13 +310,37 @@ def test_rotated_token_is_kept_in_memory_when_saving_fails_and_saved_later(
                 raise TokenStorageError("keyring locked")
             super().save(token)
 
-    clock = Clock()
     old = Token.from_response(server.issue())
     storage = FlakyStorage(old)
-    session, _ = session_for(server, None, storage=storage, clock=clock)
+    session, _ = session_for(server, None, storage=storage)
+    server.revoke_access_tokens()
+    assert session.get(f"{server.url}/api").status_code == 200
+    saved = storage.load()
+    assert saved is not None
+    assert saved.refresh_token != old.refresh_token  # saved inside the refresh, on the third try
+    assert storage.failures == 0
+    assert server.refresh_calls == 1
+
+
+def test_rotated_token_is_kept_in_memory_when_saving_fails_and_saved_later(
+    server: AuthServer, session_for: Any
+) -> None:
+    class BrokenStorage(MemoryStorage):
+        broken = True  # for longer than refresh_timeout=1 (the save is retried inside it)
+
+        def save(self, token: Token) -> None:
+            if self.broken:
+                raise TokenStorageError("keyring locked")
+            super().save(token)
+
+    clock = Clock()
+    old = Token.from_response(server.issue())
+    storage = BrokenStorage(old)
+    session, _ = session_for(server, None, storage=storage, clock=clock, refresh_timeout=1)
     server.revoke_access_tokens()
     assert session.get(f"{server.url}/api").status_code == 200  # the rotated token is in use
     assert storage.load() == old  # ... but not saved yet
+    storage.broken = False
     clock.offset += 10  # past the save retry delay
     assert session.get(f"{server.url}/api").status_code == 200
     saved = storage.load()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh import RefreshError, SessionExpiredError, Token, TokenStorageError
+from requests_tokenrefresh import RefreshError, RefreshLease, SessionExpiredError, Token, TokenStorage, TokenStorageError
 from requests_tokenrefresh._coordinator import Coordinator
 
 NOW = 1_000_000.0
@@ -19,8 +19,8 @@ def token(name: str, expires_in: float = 3600, refresh: str | None = None) -> To
     return Token(f"at-{name}", refresh or f"rt-{name}", expires_at=NOW + expires_in, obtained_at=NOW)
 
 
-class Fakes:
-    """Storage and refresh doubles that count calls; ``gate`` holds refreshes while cleared."""
+class Fakes(TokenStorage):
+    """Storage and grant doubles that count calls; ``gate`` holds refreshes while cleared."""
 
     def __init__(self, stored: Token | None, refresh: Callable[[Token], Token]) -> None:
         self.stored = stored
@@ -43,7 +43,7 @@ class Fakes:
         self.deletes += 1
         self.stored = None
 
-    def refresh(self, t: Token) -> Token:
+    def refresh(self, t: Token, seconds_left: float) -> Token:
         self.refreshes += 1
         assert self.gate.wait(10)
         return self.refresh_fn(t)
@@ -51,11 +51,11 @@ class Fakes:
     def coordinator(self, **options: Any) -> Coordinator:
         options.setdefault("leeway", 60)
         options.setdefault("wait_timeout", 10)
+        options.setdefault("refresh_timeout", 5)
+        options.setdefault("lease_timeout", 5)
         return Coordinator(
-            load=self.load,
-            save=self.save,
-            delete=self.delete,
-            refresh=self.refresh,
+            self,
+            self.refresh,
             clock=lambda: self.now,
             on_session_expired=self.expired.append,
             **options,
@@ -85,7 +85,7 @@ def test_waiters_use_the_refreshed_token_even_if_it_is_already_expired(run_threa
 
 
 def test_a_failed_refresh_is_handed_to_every_waiter(run_threads: Any) -> None:
-    error = RefreshError("server_error: down", error="server_error", retryable=True)
+    error = RefreshError("invalid_client: bad secret", error="invalid_client")
 
     def fail(t: Token) -> Token:
         raise error
@@ -140,7 +140,7 @@ def test_sign_out_still_happens_when_delete_fails(caplog: pytest.LogCaptureFixtu
         raise TokenStorageError("keyring locked")
 
     coordinator = fakes.coordinator()
-    coordinator._delete = broken_delete
+    fakes.delete = broken_delete  # type: ignore[method-assign]
     with pytest.raises(SessionExpiredError):
         coordinator.token_for_request()
     assert len(fakes.expired) == 1
@@ -174,15 +174,43 @@ def test_storage_error_on_first_load_is_raised_and_the_next_call_loads_again() -
     def flaky_load() -> Token | None:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls <= 2:  # the first read, and the second inside the lease
             raise TokenStorageError("keyring locked")
         return fakes.stored
 
     coordinator = fakes.coordinator()
-    coordinator._load = flaky_load
+    fakes.load = flaky_load  # type: ignore[method-assign]
     with pytest.raises(TokenStorageError):
         coordinator.token_for_request()
     assert coordinator.token_for_request().access_token == "at-old"
+
+
+@pytest.mark.parametrize("first_read", ["empty", "garbled"])
+def test_a_first_load_that_finds_nothing_reads_again_inside_the_lease(first_read: str) -> None:
+    # keyrings.alt truncates its file before rewriting it: a reader in between sees nothing.
+    fakes = Fakes(token("old"), lambda t: t)
+    reads: list[str] = []
+    leased = threading.Event()
+
+    class Lease(RefreshLease):
+        def __enter__(self) -> RefreshLease:
+            leased.set()
+            return self
+
+    def racing_load() -> Token | None:
+        reads.append("inside" if leased.is_set() else "outside")
+        if not leased.is_set():
+            if first_read == "garbled":
+                raise TokenStorageError("not valid JSON at character 0")
+            return None
+        return fakes.stored
+
+    fakes.load = racing_load  # type: ignore[method-assign]
+    fakes.refresh_lease = lambda timeout: Lease(fakes)  # type: ignore[method-assign]
+    coordinator = fakes.coordinator()
+    assert coordinator.token_for_request().access_token == "at-old"  # not "no token is stored"
+    assert reads == ["outside", "inside"]
+    assert fakes.expired == []
 
 
 def test_steady_state_reads_the_store_once() -> None:

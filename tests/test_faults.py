@@ -328,6 +328,17 @@ def saved_later(env: Env) -> None:
     assert env.keyring.calls["set"] == 3  # the seed, the failed save, the save on the next request
 
 
+def one_save_in_the_lease(env: Env) -> None:
+    """No second save inside the lease (it is retried every SAVE_RETRY_INTERVAL within refresh_timeout)."""
+    env.monkeypatch.setattr(coordinator, "SAVE_RETRY_INTERVAL", 10 * REFRESH_TIMEOUT)
+
+
+def saved_in_lease(env: Env) -> None:
+    assert env.adapter is not None
+    assert not env.adapter._coordinator._unsaved
+    assert env.keyring.calls["set"] == 3  # the seed, the failed save, the retry before the lease ended
+
+
 def no_retry_wait(env: Env) -> None:
     assert env.srv.refresh_calls == 2  # one 429 (Retry-After: 120 > refresh_timeout), then the follow-up
 
@@ -523,18 +534,30 @@ FAULTS = [
     Fault("closed-without-answer", raw_server("close"), TRANSIENT, "old", followup=None, error="connection_error"),
     Fault("truncated-body", raw_server("truncate"), TRANSIENT, "old", followup=None, error="connection_error"),
     # the keyring
-    Fault("keyring-load-fails", keyring_fails("get", 1), STORAGE, "old"),
+    Fault("keyring-load-fails", keyring_fails("get", 1, 2), STORAGE, "old"),  # read twice: again in the lease
+    Fault("keyring-load-fails-once", keyring_fails("get", 1), OK, "new"),
     Fault(
         "keyring-load-fails-in-refresh", keyring_fails("get", 2, error=lambda: OSError(5, "I/O error")), STORAGE, "old"
     ),
-    Fault("keyring-save-fails-after-rotation", keyring_fails("set", 2), OK, "old", check=kept_in_memory_unsaved),
+    Fault(
+        "keyring-save-fails-after-rotation",
+        both(keyring_fails("set", 2), one_save_in_the_lease),
+        OK,
+        "old",
+        check=kept_in_memory_unsaved,
+    ),
     Fault(
         "keyring-save-fails-then-saved-later",
-        both(keyring_fails("set", 2), lambda env: env.monkeypatch.setattr(coordinator, "SAVE_RETRY_DELAY", 0.0)),
+        both(
+            keyring_fails("set", 2),
+            one_save_in_the_lease,
+            lambda env: env.monkeypatch.setattr(coordinator, "SAVE_RETRY_DELAY", 0.0),
+        ),
         OK,
         "old",
         check=saved_later,
     ),
+    Fault("keyring-save-fails-once-retried-in-the-lease", keyring_fails("set", 2), OK, "new", check=saved_in_lease),
     Fault("stored-record-not-json", stored_raw('{"version": 1, "access_tok'), STORAGE, "old", followup=None),
     Fault("stored-record-other-version", stored_raw('{"version": 99}'), STORAGE, "old", followup=None),
     Fault(

@@ -186,10 +186,10 @@ class StressServer(AuthServer):
         finally:
             call.end = time.monotonic()
 
-    def api(self, authorization: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
         if self.api_work[1] > 0:
             time.sleep(self.rng.uniform(*self.api_work))
-        return super().api(authorization, body)
+        return super().api(authorization, body, path)
 
     def _fault(self, call: TokenCall) -> str | None:
         if any(start <= call.start < end for start, end in self.outages):
