@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from ._grant import Refresher
+from ._redis import RedisStorage
 from .adapters import TokenRefreshAdapter
 from .exceptions import (
     InsecureTransportError,
@@ -27,8 +29,10 @@ __all__ = [
     "KeyringStorage",
     "LeaseLostError",
     "MemoryStorage",
+    "RedisStorage",
     "RefreshError",
     "RefreshLease",
+    "Refresher",
     "SessionExpiredError",
     "Token",
     "TokenRefreshAdapter",
