@@ -10,6 +10,9 @@ input of the storm picture in the docs (``docs/timeline.py``).
 
 Where keyring has no usable backend, the demo says so and stores the token in
 :class:`DemoFileKeyring`, a plaintext file in a new temporary directory, never a default backend.
+The demo never touches a keyring entry that holds anything but a demo token: its tokens carry the
+extra field ``requests_tokenrefresh_demo``, and at the end it deletes the entry only if it still
+holds the token of this run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -42,6 +47,12 @@ __all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem", "run_demo",
 #: The environment variable that names :class:`DemoFileKeyring`'s file.
 DEMO_KEYRING_ENV = "REQUESTS_TOKENREFRESH_DEMO_KEYRING"
 _BACKEND_PATH = "requests_tokenrefresh._demo.DemoFileKeyring"
+# The extra field that marks a token as the demo's; its value names the run that made it.
+_MARK = "requests_tokenrefresh_demo"
+
+
+class _EntryInUseError(ValueError):
+    """The keyring entry holds something the demo did not put there."""
 
 
 class _ClassProperty:
@@ -137,12 +148,49 @@ def _backend_name(backend: object) -> str:
     )
 
 
+def _claim(storage: KeyringStorage) -> None:
+    """Refuse an entry that holds anything but a demo token (one an earlier ``--keep`` run left).
+
+    Raises:
+        _EntryInUseError: it holds a token the demo did not make, or a value that is not a token.
+        TokenStorageError: the keyring failed.
+    """
+    try:
+        stored = storage.load()
+    except TokenStorageError as exc:
+        if not isinstance(exc.__cause__, (ValueError, RecursionError)):
+            raise
+        stored = None
+        foreign = True
+    else:
+        foreign = stored is not None and _MARK not in stored.extra
+    if foreign:
+        what = "a token the demo did not create" if stored is not None else "a value that is not a demo token"
+        raise _EntryInUseError(
+            f"keyring entry {storage.service!r}/{storage.username!r} already holds {what}; the demo leaves it "
+            "alone: name an entry of its own with --service and --username"
+        )
+
+
+def _release(storage: KeyringStorage, mark: str) -> bool:
+    """Delete the entry if it still holds this run's token; return whether it was deleted."""
+    try:
+        stored = storage.load()
+        if stored is None or stored.extra.get(_MARK) != mark:
+            return False  # someone else wrote the entry meanwhile: it is theirs now
+        storage.delete()
+    except TokenStorageError:
+        return False
+    return True
+
+
 def _open_storage(service: str, username: str, seed: Token, out: TextIO) -> tuple[KeyringStorage, bool]:
     """Store ``seed`` in the selected keyring, else in a new temporary file keyring; return (storage, is_system)."""
     problem = keyring_problem()
     if problem is None:
         storage = KeyringStorage(service, username)
         try:
+            _claim(storage)
             storage.save(seed)
         except TokenStorageError as exc:
             problem = str(exc)
@@ -166,6 +214,14 @@ def _open_storage(service: str, username: str, seed: Token, out: TextIO) -> tupl
 
 class _TimedAuthServer(AuthServer):
     """The demo's server; it also notes when each token endpoint call ended (``token_log`` has its start)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # serve_forever notices a shutdown only between polls (0.5 s by default): poll often, so
+        # that Ctrl-C ends the demo at once.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="authserver", daemon=True
+        )
 
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
         result = super().token_endpoint(form, authorization)
@@ -224,16 +280,26 @@ def _worker(run: _Run, session: requests.Session, url: str, index: int) -> None:
         done.append((started, finished, response.request.headers.get("Authorization", ""), rejected))
 
 
+def _progress_line(elapsed: float, ok: int, failed: int, calls: int, token: Token, width: int | None) -> str:
+    """The progress line; with a ``width``, a shorter form that fits it (a terminal's columns less one)."""
+    left = "unknown" if token.expires_at is None else f"{token.expires_at - time.time():4.1f}s"
+    tag = fingerprint(token.access_token)
+    line = f"{elapsed:5.1f}s  requests {ok} ok, {failed} failed  refresh calls {calls}  token {tag} expires in {left}"
+    if width is None or len(line) <= width:
+        return line
+    parts = [f"{elapsed:.1f}s", f"{ok} ok", f"{failed} failed", f"{calls} refreshes", f"token {tag} {left.strip()}"]
+    while len(parts) > 1 and len("  ".join(parts)) > width:
+        parts.pop()  # the least telling last
+    return "  ".join(parts)[:width]
+
+
 def _progress(run: _Run, server: AuthServer, err: TextIO) -> None:
+    """A line on ``err``: rewritten in place on a terminal (fitted to its width), else once a second."""
     tty = err.isatty()
     while not run.stop.wait(0.2 if tty else 1.0):
         ok, failed = run.counts()
-        token = run.current
-        left = "unknown" if token.expires_at is None else f"{token.expires_at - time.time():4.1f}s"
-        line = (
-            f"{time.monotonic() - run.started:5.1f}s  requests {ok} ok, {failed} failed  refresh calls "
-            f"{server.refresh_calls}  token {fingerprint(token.access_token)} expires in {left}"
-        )
+        width = max(shutil.get_terminal_size().columns - 1, 1) if tty else None  # the last column wraps
+        line = _progress_line(time.monotonic() - run.started, ok, failed, server.refresh_calls, run.current, width)
         print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=err, flush=True)
     if tty:
         print(file=err)
@@ -276,47 +342,25 @@ def run_demo(
         )
         server_login = server.issue()
         server.revoke_access_tokens()  # the seed's access token is over on the server too
-        seed = Token.from_response(server_login, now=time.time() - ttl - 1)  # a login from one lifetime ago
-        storage, system = _open_storage(service, username, seed, out)
-        print(
-            f"clients:  {threads} threads for {duration:g} s; the stored token has expired, so all of them "
-            f"need the first refresh at once; later refreshes start {window:g} s before expiry (leeway "
-            f"{leeway:g} s, at most half the lifetime)",
-            file=out,
-            flush=True,
-        )
-        run = _Run(threads, seed)
-        adapter = TokenRefreshAdapter(
-            storage, token_url=server.token_url, leeway=leeway, on_refresh=run.on_refresh, pool_maxsize=threads
-        )
-        session = requests.Session()
-        session.mount(server.url + "/", adapter)
-        url = server.url + "/api/items"
-        workers = [
-            threading.Thread(target=_worker, args=(run, session, url, i), name=f"demo-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        progress = threading.Thread(target=_progress, args=(run, server, err), daemon=True)
+        mark = secrets.token_hex(8)  # this run's tokens carry it, so the end deletes only what the run made
+        seed = Token.from_response({**server_login, _MARK: mark}, now=time.time() - ttl - 1)  # a login one lifetime ago
+        deleted = False
         try:
-            for worker in workers:
-                worker.start()
-            run.started = time.monotonic()
-            run.wall_offset = time.time() - run.started
-            run.deadline = run.started + duration
-            run.go.set()
-            progress.start()
-            for worker in workers:
-                worker.join(max(0.0, run.deadline + 30 - time.monotonic()))
+            storage, system = _open_storage(service, username, seed, out)
+            print(
+                f"clients:  {threads} threads for {duration:g} s; the stored token has expired, so all of them "
+                f"need the first refresh at once; later refreshes start {window:g} s before expiry (leeway "
+                f"{leeway:g} s, at most half the lifetime)",
+                file=out,
+                flush=True,
+            )
+            run, workers = _drive(storage, server, seed, threads=threads, duration=duration, leeway=leeway, err=err)
         finally:
-            run.stop.set()
-            run.go.set()
-            progress.join(5)
-            session.close()
-            if system and not keep:
-                storage.delete()
+            if not keep:  # also after Ctrl-C, wherever it came; only this run's token is deleted
+                deleted = _release(KeyringStorage(service, username), mark)
         stuck = sum(worker.is_alive() for worker in workers)
         elapsed = time.monotonic() - run.started
-        status = _summary(run, server, stuck, elapsed, threads, system and not keep, out)
+        status = _summary(run, server, stuck, elapsed, threads, deleted and system, out)
         if timeline is not None:
             settings = {"threads": threads, "duration": duration, "ttl": ttl, "leeway": leeway, "window": window}
             events = timeline_events(run, server, settings)
@@ -325,6 +369,48 @@ def run_demo(
                 f.write("\n")
             print(f"timeline: {len(events)} events written to {timeline}", file=out)
         return status
+
+
+def _drive(
+    storage: KeyringStorage,
+    server: AuthServer,
+    seed: Token,
+    *,
+    threads: int,
+    duration: float,
+    leeway: float,
+    err: TextIO,
+) -> tuple[_Run, list[threading.Thread]]:
+    """Run the client threads through one session for ``duration`` seconds; return what they saw and them."""
+    run = _Run(threads, seed)
+    adapter = TokenRefreshAdapter(
+        storage, token_url=server.token_url, leeway=leeway, on_refresh=run.on_refresh, pool_maxsize=threads
+    )
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    url = server.url + "/api/items"
+    workers = [
+        threading.Thread(target=_worker, args=(run, session, url, i), name=f"demo-{i}", daemon=True)
+        for i in range(threads)
+    ]
+    progress = threading.Thread(target=_progress, args=(run, server, err), daemon=True)
+    try:
+        for worker in workers:
+            worker.start()
+        run.started = time.monotonic()
+        run.wall_offset = time.time() - run.started
+        run.deadline = run.started + duration
+        run.go.set()
+        progress.start()
+        for worker in workers:
+            worker.join(max(0.0, run.deadline + 30 - time.monotonic()))
+    finally:
+        run.stop.set()
+        run.go.set()
+        if progress.is_alive():  # not started if Ctrl-C came first
+            progress.join(5)
+        session.close()
+    return run, workers
 
 
 def timeline_events(run: _Run, server: AuthServer, settings: dict[str, float]) -> list[dict[str, Any]]:

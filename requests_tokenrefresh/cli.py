@@ -2,7 +2,8 @@
 
 ``demo`` shows the adapter against a strict loopback OAuth server; ``status``, ``import``,
 ``refresh`` and ``clear`` look after the token a :class:`KeyringStorage` keeps in the OS keyring.
-No command prints a token, a refresh token or a client secret unless given ``--show-secrets``;
+No command prints a token, a refresh token or a client secret unless given ``--show-secrets``
+(``refresh`` writes a token it could not store in the keyring to a file only the user can read);
 errors are one line on stderr and exit status 1 (usage errors: 2).
 """
 
@@ -10,20 +11,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
+import io
 import json
 import math
 import os
+import shlex
+import socket
+import ssl
 import sys
+import tempfile
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
+
+import keyring
+import platformdirs
+import requests
 
 from . import __version__
 from ._redact import fingerprint
 from .adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT, TokenRefreshAdapter
-from .exceptions import SessionExpiredError, TokenRefreshError, TokenStorageError
+from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError, TokenRefreshError, TokenStorageError
 from .storage import KeyringStorage
-from .tokens import Token, _number
+from .tokens import RECORD_VERSION, Token, _number
 
 __all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "build_parser", "describe", "main"]
 
@@ -39,6 +52,14 @@ exit status: 0 if a usable token is stored: its expiry is unknown or in the futu
 expired but has a refresh token to renew it; 1 if the stored token has expired and has no refresh
 token, if nothing is stored, or on any error."""
 
+REFRESH_EPILOG = """\
+If the keyring cannot store the new token, it is written to a new file only you can read (see
+--unsaved-token-file) and the command fails: store it later with `import FILE`."""
+
+# 9999-12-31 23:59:59 UTC: epoch seconds beyond this are not a date (milliseconds, usually).
+_LATEST_EPOCH = 253402300799.0
+# A token response nested deeper than this is not one; refusing it early keeps json.dumps in range.
+_MAX_DEPTH = 64
 
 _EXPIRED = {
     True: "yes (expired; the refresh token can renew it)",
@@ -50,15 +71,98 @@ class _CommandError(Exception):
     """A problem with what the user asked for; printed as one line, exit status 1."""
 
 
+class _CommandStorage(KeyringStorage):
+    """The keyring entry as ``refresh`` uses it: it notes a failed save, and may keep the record.
+
+    A subclass rather than a wrapper, so the adapter still gets the entry's own inter-process
+    refresh lock. The adapter deletes the stored token when the token endpoint answers
+    ``invalid_grant``; ``refresh`` is a test command, where a wrong ``--token-url`` or
+    ``--client-id`` earns that answer too, so :meth:`delete` does nothing unless
+    ``--delete-on-invalid-grant`` asked for it.
+    """
+
+    def __init__(self, service: str, username: str, *, allow_delete: bool) -> None:
+        super().__init__(service, username)
+        self.allow_delete = allow_delete
+        self.save_error: TokenStorageError | None = None  # of the latest save, if it failed
+        self.kept = False  # a delete was asked for and not done
+
+    def save(self, token: Token) -> None:
+        try:
+            super().save(token)
+        except TokenStorageError as exc:
+            self.save_error = exc
+            raise
+        self.save_error = None
+
+    def delete(self) -> None:
+        if self.allow_delete:
+            super().delete()
+        else:
+            self.kept = True
+
+
 def _storage(args: argparse.Namespace) -> KeyringStorage:
     return KeyringStorage(args.service, args.username)
 
 
-def _load(storage: KeyringStorage) -> Token:
-    token = storage.load()
+def _entry_args(storage: KeyringStorage) -> str:
+    return f"--service {shlex.quote(storage.service)} --username {shlex.quote(storage.username)}"
+
+
+def _load(storage: KeyringStorage) -> Token | None:
+    """The stored token, or None; a record that is not a token is a :class:`_CommandError` that says what to do."""
+    try:
+        return storage.load()
+    except TokenStorageError as exc:
+        problem = _record_problem(storage)
+        if problem is None:
+            raise  # the keyring itself failed
+        raise _CommandError(problem) from exc
+
+
+def _load_token(storage: KeyringStorage) -> Token:
+    token = _load(storage)
     if token is None:
         raise _CommandError(f"no token is stored in keyring entry {storage.service!r}/{storage.username!r}")
     return token
+
+
+def _record_problem(storage: KeyringStorage) -> str | None:
+    """Why the entry's value is not a token record, or None if it cannot be read (or is one)."""
+    try:
+        backend = storage.backend if storage.backend is not None else keyring.get_keyring()
+        raw = backend.get_password(storage.service, storage.username)
+    except Exception:  # the keyring failed: the caller reports its error
+        return None
+    if not isinstance(raw, str):
+        return None
+    entry = f"the keyring entry {storage.service!r}/{storage.username!r}"
+    clear = f"delete it with `{PROG} clear {_entry_args(storage)}` and log in again"
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:  # its position, never the value: it may be a secret
+        return f"{entry} does not hold a token record (not valid JSON at character {exc.pos}); {clear}"
+    except RecursionError:
+        return f"{entry} does not hold a token record (JSON nested too deeply); {clear}"
+    if isinstance(record, dict) and "version" not in record and isinstance(record.get("access_token"), str):
+        return (
+            f"{entry} holds a token response, not a token record (it has no version field); store it as a "
+            f"record, keeping the token, with `keyring get {shlex.quote(storage.service)} "
+            f"{shlex.quote(storage.username)} | {PROG} import {_entry_args(storage)}`"
+        )
+    version = record.get("version") if isinstance(record, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
+        return (
+            f"{entry} holds a token record of layout version {version}, newer than this {PROG} reads "
+            f"({RECORD_VERSION}): upgrade {PROG}, or {clear}"
+        )
+    try:
+        Token.from_record(record)
+    except (ValueError, RecursionError) as exc:
+        detail = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
+        return f"{entry} does not hold a token record ({detail}); {clear}"
+    return None
 
 
 def describe(token: Token, *, show_secrets: bool = False, now: float | None = None) -> dict[str, Any]:
@@ -89,6 +193,8 @@ def _duration(seconds: float) -> str:
     seconds = abs(seconds)
     if seconds < 60:
         return f"{seconds:.{0 if seconds >= 10 else 1}f} s"
+    if seconds >= 100 * 365.25 * 86400:
+        return "more than 100 years"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
@@ -96,7 +202,18 @@ def _duration(seconds: float) -> str:
 
 
 def _when(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    """The local date and time of ``epoch``; never fails, whatever a stored record says."""
+    if epoch > _LATEST_EPOCH:
+        return f"{epoch:.0f} epoch seconds, after the year 9999: milliseconds?"
+    try:
+        return datetime.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (OverflowError, OSError, ValueError):  # before year 1, or before 1970 on Windows
+        return f"{epoch:.0f} epoch seconds, a date this system cannot show"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a stored record must not drive the terminal."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c)[0] == "C" else c for c in text)
 
 
 def _print_status(storage: KeyringStorage, info: dict[str, Any]) -> None:
@@ -123,12 +240,12 @@ def _print_status(storage: KeyringStorage, info: dict[str, Any]) -> None:
     if "access_token" in info:
         rows += [("access token", info["access_token"]), ("refresh token", info["refresh_token"] or "-")]
     for label, value in rows:
-        print(f"{label:<15} {value}")
+        print(f"{label:<15} {_printable(value)}")
 
 
 def _status(args: argparse.Namespace) -> int:
     storage = _storage(args)
-    info = describe(_load(storage), show_secrets=args.show_secrets)
+    info = describe(_load_token(storage), show_secrets=args.show_secrets)
     if args.json:
         print(json.dumps({"service": storage.service, "username": storage.username, **info}, indent=2))
     else:
@@ -136,30 +253,85 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if info["usable"] else 1
 
 
-def _import(args: argparse.Namespace) -> int:
-    storage = _storage(args)
-    if args.file == "-":
+def _file_error(action: str, path: str, exc: OSError) -> str:
+    """A sentence for an OSError about ``path``: no ``[Errno 2]``."""
+    reasons = {
+        errno.ENOENT: "it (or its directory) does not exist",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a directory",
+        errno.ENOTDIR: "a part of the path is not a directory",
+        errno.EEXIST: "it already exists",
+        errno.ENOSPC: "the disk is full",
+    }
+    reason = reasons.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
+    return f"cannot {action} {path}: {reason}"
+
+
+def _read_input(path: str) -> tuple[str, str]:
+    """Return (what to call the source in messages, its text); a BOM is dropped in both cases."""
+    if path == "-":
         source = "standard input"
         if sys.stdin.isatty():
             print("paste the token response (JSON), then Ctrl-D", file=sys.stderr)
-        text = sys.stdin.read()
+        data = sys.stdin.buffer.read()
     else:
-        source = args.file
+        source = path
         try:
-            with open(args.file, encoding="utf-8-sig") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as exc:
-            raise _CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+            raise _CommandError(_file_error("read", path, exc)) from exc
+    try:
+        return source, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _CommandError(f"{source} is not UTF-8 text (byte {exc.start})") from exc
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= _MAX_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _check_times(source: str, response: dict[str, Any]) -> None:
+    """Refuse expiry fields the library would ignore: typed input is better refused than guessed."""
+    # The library ignores a bad expiry field (to keep a rotated refresh token), so check here.
+    for field in ("expires_in", "expires_at", "obtained_at"):
+        if response.get(field) is None:
+            continue
+        value = _number(response[field])
+        if value is None:
+            raise _CommandError(f"{source}: {field} is not a number of seconds")
+        if field == "expires_in":
+            if not 0 < value < _LATEST_EPOCH - time.time():
+                raise _CommandError(f"{source}: expires_in is not a positive number of seconds before the year 9999")
+        elif value > _LATEST_EPOCH:
+            hint = " (milliseconds? divide by 1000)" if value / 1000 <= _LATEST_EPOCH else ""
+            raise _CommandError(f"{source}: {field} {value:.0f} is after the year 9999, not epoch seconds{hint}")
+        elif value < 0:
+            raise _CommandError(f"{source}: {field} {value:.0f} is before 1970, not epoch seconds")
+
+
+def _import(args: argparse.Namespace) -> int:
+    storage = _storage(args)
+    source, text = _read_input(args.file)
     try:
         response = json.loads(text)
     except json.JSONDecodeError as exc:  # its message quotes no input, so no secret
         raise _CommandError(f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise _CommandError(f"{source} is not a token response: its JSON is nested too deeply") from exc
+    if _depth(response) > _MAX_DEPTH:
+        raise _CommandError(f"{source} is not a token response: its JSON is nested more than {_MAX_DEPTH} levels")
     if isinstance(response, dict):
-        # The library ignores a bad expiry field (to keep a rotated refresh token); typed input is
-        # better refused.
-        for field in ("expires_in", "expires_at"):
-            if response.get(field) is not None and _number(response[field]) is None:
-                raise _CommandError(f"{source}: {field} is not a number of seconds")
+        _check_times(source, response)
     try:
         token = Token.from_response(response)  # expires_in counts from now; else the JWT exp claim
     except ValueError as exc:
@@ -170,33 +342,132 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown_url(url: str) -> str:
+    """``url`` for a message: scheme, host, port and path; no user info or query."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the --token-url"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _network_reason(exc: BaseException) -> str:
+    """Why a connection to the token endpoint failed, in words, from the chained errors."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ConnectionRefusedError):
+            return "the connection was refused (nothing listens on that port?)"
+        if isinstance(error, socket.gaierror) or type(error).__name__ == "NameResolutionError":
+            return "its host name does not resolve"
+        if isinstance(error, (ssl.SSLError, requests.exceptions.SSLError)):
+            return "the TLS handshake failed (certificate not trusted, or not a TLS server?)"
+        if isinstance(error, (TimeoutError, requests.Timeout)) or type(error).__name__.endswith("TimeoutError"):
+            return "it did not answer in time"
+        if isinstance(error, ConnectionResetError):
+            return "the server closed the connection"
+        todo += [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
+    return "the connection failed"
+
+
+def _write_unsaved(token: Token, path: str | None) -> str:
+    """Write ``token``'s record to a new file only the user can read; return its path."""
+    data = json.dumps(token.to_record(), indent=2) + "\n"
+    if path is None:
+        directory = platformdirs.user_data_dir("requests-tokenrefresh")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="unsaved-token-", suffix=".json", dir=directory)  # mode 0600
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over another file
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+    return path
+
+
+def _unsaved(storage: _CommandStorage, new: Token, rotated: bool, path: str | None) -> _CommandError:
+    """The error for a refreshed token the keyring did not store; the token goes to a file first."""
+    why = " ".join(str(storage.save_error).split())
+    what = "a new refresh token (the old one is spent)" if rotated else "a new access token"
+    written, problems = None, []
+    for candidate in dict.fromkeys([path, None]):  # the user's path, else the default place
+        try:
+            written = _write_unsaved(new, candidate)
+            break
+        except OSError as exc:
+            problems.append(_file_error("write", candidate or "the unsaved-token file", exc))
+    if written is None:
+        return _CommandError(
+            f"the token endpoint issued {what}, but the keyring could not store it ({why}) and "
+            f"{'; '.join(problems)}: it is lost, log in again"
+        )
+    return _CommandError(
+        f"the token endpoint issued {what}, but the keyring could not store it ({why}); it was written to "
+        f"{written} (readable by you only): when the keyring works, run "
+        f"`{PROG} import {_entry_args(storage)} {shlex.quote(written)}` and delete the file"
+    )
+
+
 def _refresh(args: argparse.Namespace) -> int:
-    storage = _storage(args)
-    old = _load(storage)
+    storage = _CommandStorage(args.service, args.username, allow_delete=args.delete_on_invalid_grant)
+    old = _load_token(storage)
     if old.refresh_token is None:
         raise _CommandError("the stored token has no refresh token: log in again and import a new token")
-    adapter = TokenRefreshAdapter(
-        storage,
-        token_url=args.token_url,
-        client_id=args.client_id,
-        client_secret=args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
-        client_auth=args.client_auth,
-        scope=args.scope,
-        refresh_timeout=args.timeout,
-        allow_insecure_http=args.allow_insecure_http,
+    url = _shown_url(args.token_url)
+    insecure = (
+        f"refusing to send the refresh token over plain http to {url}, which is not this machine: use an "
+        "https token URL, or pass --allow-insecure-http if the network to it is trusted"
     )
+    try:
+        adapter = TokenRefreshAdapter(
+            storage,
+            token_url=args.token_url,
+            client_id=args.client_id,
+            client_secret=args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
+            client_auth=args.client_auth,
+            scope=args.scope,
+            refresh_timeout=args.timeout,
+            allow_insecure_http=args.allow_insecure_http,
+        )
+    except InsecureTransportError as exc:
+        raise _CommandError(str(exc).replace("allow_insecure_http=True", "--allow-insecure-http")) from exc
+    except ValueError as exc:
+        if urlsplit(args.token_url).scheme.lower() == "http" and not args.allow_insecure_http:
+            raise _CommandError(insecure) from exc
+        raise
     try:
         new = adapter.refresh()
     except SessionExpiredError as exc:
+        if exc.error != "invalid_grant":
+            raise
+        fate = (
+            "the stored token was deleted"
+            if args.delete_on_invalid_grant
+            else "the stored token was kept (--delete-on-invalid-grant deletes it)"
+        )
         raise _CommandError(
-            f"{exc} (the token endpoint rejected the refresh token; the stored token was deleted)"
+            f"the token endpoint {url} rejected the refresh token ({exc}); {fate}: check --token-url and "
+            "--client-id, else log in again and import a new token"
         ) from exc
+    except InsecureTransportError as exc:
+        raise _CommandError(str(exc).replace("allow_insecure_http=True", "--allow-insecure-http")) from exc
+    except RefreshError as exc:
+        if exc.error in ("connection_error", "timeout"):
+            raise _CommandError(f"cannot reach the token endpoint {url}: {_network_reason(exc)}") from exc
+        raise
     finally:
         adapter.close()
-    rotated = "rotated" if new.refresh_token != old.refresh_token else "kept"
+    rotated = new.refresh_token != old.refresh_token
+    if storage.save_error is not None:
+        raise _unsaved(storage, new, rotated, args.unsaved_token_file)
     print(
         f"refreshed: access token {fingerprint(old.access_token)} -> {fingerprint(new.access_token)}, "
-        f"refresh token {rotated} ({fingerprint(old.refresh_token)} -> {fingerprint(new.refresh_token)})"
+        f"refresh token {'rotated' if rotated else 'kept'} "
+        f"({fingerprint(old.refresh_token)} -> {fingerprint(new.refresh_token)})"
     )
     _print_status(storage, describe(new))
     return 0
@@ -205,10 +476,12 @@ def _refresh(args: argparse.Namespace) -> int:
 def _clear(args: argparse.Namespace) -> int:
     storage = _storage(args)
     try:
-        _load(storage)
-    except TokenStorageError as exc:
-        if not isinstance(exc.__cause__, ValueError):
-            raise  # a broken record is deleted below; a broken keyring is an error
+        stored = _load(storage) is not None
+    except _CommandError:
+        stored = True  # a record that is not a token: it is deleted too
+    if not stored:
+        print(f"nothing is stored in keyring entry {storage.service}/{storage.username}: nothing to delete")
+        return 0
     storage.delete()
     print(f"deleted the token in keyring entry {storage.service}/{storage.username}")
     return 0
@@ -292,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="the token response (default: stdin)")
     imp.set_defaults(func=_import)
 
-    refresh = command("refresh", "refresh the stored token now, to test a token endpoint configuration")
+    refresh = command(
+        "refresh", "refresh the stored token now, to test a token endpoint configuration", epilog=REFRESH_EPILOG
+    )
     entry(refresh)
     refresh.add_argument("--token-url", required=True, help="the OAuth 2.0 token endpoint")
     refresh.add_argument("--client-id", help="client id, if the token endpoint needs one")
@@ -306,7 +581,20 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument(
         "--timeout", type=_seconds, default=DEFAULT_REFRESH_TIMEOUT, help="seconds for the refresh, retries included"
     )
-    refresh.add_argument("--allow-insecure-http", action="store_true", help="allow plain http to non-loopback hosts")
+    refresh.add_argument(
+        "--allow-insecure-http", action="store_true", help="allow plain http to a token endpoint on another host"
+    )
+    refresh.add_argument(
+        "--delete-on-invalid-grant",
+        action="store_true",
+        help="delete the stored token if the server rejects its refresh token (default: keep it)",
+    )
+    refresh.add_argument(
+        "--unsaved-token-file",
+        metavar="FILE",
+        help="where to write the new token if the keyring cannot store it (default: a new file in the user "
+        "data directory, such as ~/.local/share/requests-tokenrefresh)",
+    )
     refresh.set_defaults(func=_refresh)
 
     clear = command("clear", "delete the stored token")
@@ -317,13 +605,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):  # a stored value the encoding lacks must not end the command
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (_CommandError, TokenRefreshError, ValueError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+    except BrokenPipeError:  # `... | head`: the reader has gone; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush stays quiet
+        return 1
+    except (_CommandError, TokenRefreshError, ValueError, OSError, RecursionError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            message = _file_error("use", os.fsdecode(exc.filename), exc)
+        elif isinstance(exc, RecursionError):
+            message = "the input is nested too deeply"
+        else:
+            message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1

@@ -10,9 +10,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -48,26 +53,31 @@ def keyring_file(tmp_path: Path) -> Path:
     return tmp_path / "keyring.json"
 
 
+def environment(keyring_file: Path, backend: str = FILE_BACKEND, **env: str) -> dict[str, str]:
+    """The command's environment: keyring pointed at ``backend`` (the file keyring in the test's directory)."""
+    result = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_KEYRING", "REQUESTS_TOKEN"))}
+    result.update(PYTHON_KEYRING_BACKEND=backend, REQUESTS_TOKENREFRESH_DEMO_KEYRING=str(keyring_file), **env)
+    return result
+
+
 @pytest.fixture
 def cli(tmp_path: Path, keyring_file: Path) -> Run:
-    """``cli(*args, stdin=None, backend=FILE_BACKEND, env=None)``: run the command, return the result."""
+    """``cli(*args, stdin="", backend=FILE_BACKEND, env=None)``: run the command, return the result."""
 
     def run(
-        *args: str, stdin: str | None = None, backend: str = FILE_BACKEND, env: dict[str, str] | None = None
+        *args: str, stdin: str | bytes = "", backend: str = FILE_BACKEND, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_KEYRING", "REQUESTS_TOKEN"))}
-        environment.update(
-            PYTHON_KEYRING_BACKEND=backend, REQUESTS_TOKENREFRESH_DEMO_KEYRING=str(keyring_file), **(env or {})
-        )
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "requests_tokenrefresh", *args],
-            input=stdin if stdin is not None else "",
+            input=stdin.encode() if isinstance(stdin, str) else stdin,  # bytes as they are, for a BOM
             capture_output=True,
-            text=True,
             cwd=tmp_path,
-            env=environment,
+            env=environment(keyring_file, backend, **(env or {})),
             timeout=60,
             check=False,
+        )
+        return subprocess.CompletedProcess(
+            result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
         )
 
     return run
@@ -236,7 +246,7 @@ def test_status_exit_status_says_whether_the_token_is_usable(
 @pytest.mark.parametrize(
     ("file", "content", "fragments"),
     [
-        ("missing.json", None, ["cannot read missing.json: No such file or directory"]),
+        ("missing.json", None, ["cannot read missing.json: it (or its directory) does not exist"]),
         ("bad.json", "{not json", ["bad.json is not valid JSON", "line 1, column 2"]),
         ("empty.json", "", ["empty.json is not valid JSON"]),
         ("no-token.json", '{"token_type": "Bearer", "refresh_token": "refresh-secret"}', ["has no access_token"]),
@@ -261,7 +271,113 @@ def test_invalid_json_on_stdin(cli: Run) -> None:
     assert_one_line_error(cli("import", *ENTRY, stdin="access_token=x"), "standard input is not valid JSON")
 
 
-@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["clear"]])
+@pytest.mark.parametrize(
+    ("fields", "fragments"),
+    [
+        ({"expires_at": 1.7e12}, ["expires_at 1700000000000 is after the year 9999", "milliseconds"]),
+        ({"expires_at": -5}, ["expires_at -5 is before 1970"]),
+        ({"expires_in": -60}, ["expires_in is not a positive number"]),
+        ({"expires_in": 1e300}, ["expires_in is not a positive number"]),
+    ],
+)
+def test_import_refuses_an_expiry_that_is_not_a_time(
+    cli: Run, keyring_file: Path, fields: dict[str, Any], fragments: list[str]
+) -> None:
+    result = cli("import", *ENTRY, stdin=json.dumps({"access_token": "access-secret", **fields}))
+
+    assert_one_line_error(result, *fragments)
+    assert stored(keyring_file) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "expires"),
+    [
+        ({"expires_at": 1.7e12}, 0, r"in more than 100 years \(1700000000000 epoch seconds, after the year 9999"),
+        ({"expires_at": 1e300, "obtained_at": -1e300}, 0, r"in more than 100 years"),
+        ({"expires_at": -1e12}, 0, r"expired more than 100 years ago \(-1000000000000 epoch seconds"),
+        ({"expires_at": -1e12, "refresh_token": None}, 1, r"expired more than 100 years ago"),
+    ],
+)
+def test_status_never_fails_on_a_stored_expiry(
+    cli: Run, keyring_file: Path, fields: dict[str, Any], code: int, expires: str
+) -> None:
+    # What an older import stored (a JWT's exp in milliseconds, say). Token may also read an expiry
+    # outside years 1-9999 as unknown, and an unknown expiry is usable.
+    store(keyring_file, record(**fields))
+
+    result = cli("status", *ENTRY)
+    as_json = cli("status", *ENTRY, "--json")
+
+    assert result.stderr == ""
+    assert re.search(r"expires +(" + expires + "|unknown)", result.stdout), result.stdout
+    if re.search(r"expires +unknown", result.stdout):
+        code = 0
+    assert result.returncode == code, result.stdout
+    assert as_json.returncode == code, as_json.stderr
+    assert json.loads(as_json.stdout)["usable"] is (code == 0)
+
+
+def test_status_shows_odd_stored_text_safely(cli: Run, keyring_file: Path) -> None:
+    store(keyring_file, record(scope="\x1b[2J\ud800 read", extra={"\x07bell": 1}))
+
+    result = cli("status", *ENTRY)
+
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert re.search(r"scope +\\x1b\[2J\\ud800 read", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_import_of_deeply_nested_json(cli: Run, tmp_path: Path, keyring_file: Path, where: str) -> None:
+    nested = "[" * 100_000
+    (tmp_path / "deep.json").write_text(nested)
+
+    result = cli("import", *ENTRY, "deep.json") if where == "file" else cli("import", *ENTRY, stdin=nested)
+
+    assert_one_line_error(result, "nested too deeply")
+    assert stored(keyring_file) is None
+
+
+def test_import_refuses_json_nested_deeper_than_a_token_response(cli: Run, keyring_file: Path) -> None:
+    # Parsable, but deep enough that storing it could exceed the recursion limit further down.
+    response = {"access_token": "access-secret", "user": json.loads("[" * 900 + "]" * 900)}
+
+    assert_one_line_error(cli("import", *ENTRY, stdin=json.dumps(response)), "nested more than 64 levels")
+    assert stored(keyring_file) is None
+
+
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_import_accepts_a_utf8_bom(cli: Run, tmp_path: Path, keyring_file: Path, where: str) -> None:
+    data = b"\xef\xbb\xbf" + json.dumps(RESPONSE).encode()
+    (tmp_path / "bom.json").write_bytes(data)
+
+    result = cli("import", *ENTRY, "bom.json") if where == "file" else cli("import", *ENTRY, stdin=data)
+
+    assert result.returncode == 0, result.stderr
+    assert stored(keyring_file)["access_token"] == RESPONSE["access_token"]  # type: ignore[index]
+
+
+def test_import_of_text_that_is_not_utf8(cli: Run) -> None:
+    assert_one_line_error(cli("import", *ENTRY, stdin=b"\xff{}"), "standard input is not UTF-8 text")
+
+
+def test_a_stored_token_response_without_a_version(cli: Run, keyring_file: Path) -> None:
+    store(keyring_file, dict(RESPONSE))  # put there with `keyring set`, not by this package
+
+    result = cli("status", *ENTRY)
+
+    assert_one_line_error(
+        result, "holds a token response", "keyring get example-api alice | requests-tokenrefresh import"
+    )
+    assert "keyring del" not in result.stderr
+    assert "secret" not in result.stderr
+    # Doing what it says keeps the token.
+    assert cli("import", *ENTRY, stdin=json.dumps(RESPONSE)).returncode == 0
+    assert cli("status", *ENTRY).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"]])
 def test_unknown_entry(cli: Run, command: list[str]) -> None:
     assert_one_line_error(cli(*command, *ENTRY), "no token is stored in keyring entry 'example-api'/'alice'")
 
@@ -271,7 +387,10 @@ def test_a_record_that_is_not_a_token(cli: Run, keyring_file: Path) -> None:
 
     result = cli("status", *ENTRY)
 
-    assert_one_line_error(result, "does not hold a token record")
+    assert_one_line_error(
+        result, "does not hold a token record", "requests-tokenrefresh clear --service example-api --username alice"
+    )
+    assert "keyring del" not in result.stderr
     assert "hunter2" not in result.stderr
 
 
@@ -307,6 +426,14 @@ def test_clear_deletes_a_broken_record(cli: Run, keyring_file: Path) -> None:
 
     assert cli("clear", *ENTRY).returncode == 0
     assert json.loads(keyring_file.read_text()) == {"example-api": {}}
+
+
+def test_clear_on_an_empty_entry(cli: Run, keyring_file: Path) -> None:
+    result = cli("clear", *ENTRY)
+
+    assert result.returncode == 0, result.stderr
+    assert "nothing is stored" in result.stdout
+    assert result.stderr == ""
 
 
 # --- refresh -----------------------------------------------------------------------------------
@@ -361,13 +488,28 @@ def test_refresh_with_a_wrong_client_secret_keeps_the_token(
     assert stored(keyring_file) == before
 
 
-def test_refresh_with_a_revoked_refresh_token_ends_the_session(
+def test_refresh_with_a_rejected_refresh_token_keeps_the_login(
+    cli: Run, keyring_file: Path, auth_server: AuthServer
+) -> None:
+    cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
+    before = stored(keyring_file)
+    auth_server.revoke_families()
+
+    result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"))
+
+    assert_one_line_error(
+        result, "rejected the refresh token", "invalid_grant", "the stored token was kept", "--delete-on-invalid-grant"
+    )
+    assert stored(keyring_file) == before  # a test command does not log the user out
+
+
+def test_refresh_with_a_rejected_refresh_token_deletes_it_when_asked(
     cli: Run, keyring_file: Path, auth_server: AuthServer
 ) -> None:
     cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
     auth_server.revoke_families()
 
-    result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"))
+    result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42", "--delete-on-invalid-grant"))
 
     assert_one_line_error(result, "invalid_grant", "the stored token was deleted")
     assert stored(keyring_file) is None
@@ -383,10 +525,87 @@ def test_refresh_without_a_refresh_token(cli: Run, keyring_file: Path, auth_serv
 
 def test_refresh_refuses_plain_http_to_another_host(cli: Run, keyring_file: Path) -> None:
     store(keyring_file, record())
+    before = stored(keyring_file)
 
-    result = cli("refresh", *ENTRY, "--token-url", "http://auth.example/token")
+    # A literal address of another host (TEST-NET-1): nothing is resolved and nothing is sent.
+    result = cli("refresh", *ENTRY, "--token-url", "http://192.0.2.1/token")
 
-    assert_one_line_error(result, "token_url must use https")
+    assert_one_line_error(result, "plain http", "http://192.0.2.1/token", "--allow-insecure-http")
+    assert stored(keyring_file) == before
+
+
+# A keyring whose writes fail (a locked keychain, a full disk): loaded by keyring from the test's
+# directory, which is the command's working directory.
+READ_ONLY_KEYRING = """
+import keyring.errors
+from requests_tokenrefresh._demo import DemoFileKeyring
+
+class Keyring(DemoFileKeyring):
+    def set_password(self, service, username, password):
+        raise keyring.errors.PasswordSetError("the keychain is locked")
+"""
+
+
+@pytest.fixture
+def read_only_backend(tmp_path: Path) -> str:
+    (tmp_path / "read_only_keyring.py").write_text(READ_ONLY_KEYRING)
+    return "read_only_keyring.Keyring"
+
+
+def test_refresh_when_the_keyring_cannot_store_the_new_token(
+    cli: Run, tmp_path: Path, keyring_file: Path, auth_server: AuthServer, read_only_backend: str
+) -> None:
+    login = auth_server.issue()
+    store(keyring_file, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
+    unsaved = tmp_path / "unsaved.json"
+
+    result = cli(
+        *refresh_args(auth_server, "--client-secret", "client-secret-42", "--unsaved-token-file", str(unsaved)),
+        backend=read_only_backend,
+    )
+
+    assert_one_line_error(result, "could not store it", "the keychain is locked", str(unsaved), "import")
+    assert result.stdout == ""  # no "refreshed" line
+    assert auth_server.refresh_calls == 1
+    assert stat.S_IMODE(unsaved.stat().st_mode) == 0o600
+    rescued = json.loads(unsaved.read_text())
+    assert rescued["refresh_token"] not in (None, login["refresh_token"])  # the rotated one, the only valid one
+    for secret in (rescued["access_token"], rescued["refresh_token"], "client-secret-42"):
+        assert secret not in result.stdout + result.stderr
+    # The command the message gives stores it, and the rotated refresh token works.
+    assert cli("import", *ENTRY, str(unsaved)).returncode == 0
+    assert stored(keyring_file)["refresh_token"] == rescued["refresh_token"]  # type: ignore[index]
+    again = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"))
+    assert again.returncode == 0, again.stderr
+    assert not auth_server.revoked
+
+
+def test_refresh_writes_an_unsaved_token_to_the_user_data_directory(
+    cli: Run, tmp_path: Path, keyring_file: Path, auth_server: AuthServer, read_only_backend: str
+) -> None:
+    login = auth_server.issue()
+    store(keyring_file, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
+    home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+
+    result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"), backend=read_only_backend, env=home)
+
+    assert_one_line_error(result, "could not store it")
+    [unsaved] = (tmp_path / "data" / "requests-tokenrefresh").glob("unsaved-token-*.json")
+    assert str(unsaved) in result.stderr
+    assert stat.S_IMODE(unsaved.stat().st_mode) == 0o600
+    assert json.loads(unsaved.read_text())["refresh_token"] != login["refresh_token"]
+
+
+def test_refresh_to_a_closed_port_says_which_url_and_why(cli: Run, keyring_file: Path) -> None:
+    store(keyring_file, record())
+    with socket.socket() as bound:  # bound, never listening: connecting is refused, and no one else gets the port
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/oauth/token"
+
+        result = cli("refresh", *ENTRY, "--token-url", url, "--timeout", "2")
+
+    assert_one_line_error(result, f"cannot reach the token endpoint {url}", "refused")
+    assert stored(keyring_file) is not None
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -487,3 +706,121 @@ def test_demo_file_keyring_is_never_chosen_without_its_file(monkeypatch: pytest.
 
     monkeypatch.setenv("REQUESTS_TOKENREFRESH_DEMO_KEYRING", "/nonexistent/keyring.json")
     assert DemoFileKeyring.viable is True
+
+
+def test_demo_leaves_an_entry_it_did_not_create_alone(cli: Run, keyring_file: Path) -> None:
+    store(keyring_file, record())
+    before = keyring_file.read_text()
+
+    result = cli("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
+
+    assert_one_line_error(result, "'example-api'/'alice' already holds a token the demo did not create")
+    assert keyring_file.read_text() == before  # neither overwritten nor deleted
+
+
+def test_demo_leaves_a_value_that_is_not_a_token_alone(cli: Run, keyring_file: Path) -> None:
+    store(keyring_file, "hunter2-not-json")
+
+    result = cli("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
+
+    assert_one_line_error(result, "already holds a value that is not a demo token")
+    assert "hunter2" not in result.stderr
+    assert json.loads(keyring_file.read_text()) == {"example-api": {"alice": "hunter2-not-json"}}
+
+
+@pytest.mark.slow
+def test_demo_reuses_and_deletes_a_token_an_earlier_demo_kept(cli: Run, keyring_file: Path) -> None:
+    demo = ["demo", "--threads", "2", "--duration", "1", "--ttl", "1"]
+    assert cli(*demo, "--keep").returncode == 0
+    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is not None
+
+    result = cli(*demo)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None
+
+
+def test_demo_with_an_unwritable_timeline_says_so_in_a_sentence(cli: Run, tmp_path: Path) -> None:
+    result = cli("demo", "--timeline", str(tmp_path / "no-such-dir" / "timeline.json"))
+
+    assert_one_line_error(result, "no-such-dir/timeline.json: it (or its directory) does not exist")
+    assert "Errno" not in result.stderr
+
+
+def _demo_process(keyring_file: Path, tmp_path: Path, *args: str, stderr: Any, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "requests_tokenrefresh", "demo", "--threads", "4", *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=tmp_path,
+        env=environment(keyring_file, **env),
+    )
+
+
+def _read_until(fd: int, wanted: bytes, timeout: float) -> bytes:
+    """Read ``fd`` until ``wanted`` appears, the stream ends or ``timeout`` passes."""
+    deadline, data = time.monotonic() + timeout, b""
+    while wanted not in data and (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # a pty whose other end has closed
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_demo_ends_promptly_on_ctrl_c(tmp_path: Path, keyring_file: Path, when: str) -> None:
+    process = _demo_process(keyring_file, tmp_path, "--duration", "60", stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        if when == "starting":  # the server is up, the client threads not yet
+            assert b"server:" in _read_until(process.stdout.fileno(), b"server:", 30)
+        else:
+            assert b"clients:" in _read_until(process.stdout.fileno(), b"clients:", 30)
+            assert _read_until(process.stderr.fileno(), b"\n", 10)  # the first progress line: requests are running
+
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        status = process.wait(timeout=10)
+        took = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        _, stderr = process.communicate(timeout=10)
+
+    assert status == 130
+    assert took < 1.0, f"{took:.2f} s"
+    assert stderr.decode().endswith("requests-tokenrefresh: interrupted\n")
+    assert b"Traceback" not in stderr
+    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # cleaned up, or never stored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [80, 40])
+def test_demo_progress_fits_the_terminal(tmp_path: Path, keyring_file: Path, columns: int) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        process = _demo_process(
+            keyring_file, tmp_path, "--duration", "1", "--ttl", "1", stderr=terminal, COLUMNS=str(columns)
+        )
+        os.close(terminal)
+        terminal = -1
+        output = _read_until(controller, b"\0", 30)  # everything, until the command closes the terminal
+        assert process.wait(timeout=30) == 0
+        process.communicate(timeout=10)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+
+    updates = [part.replace(b"\x1b[K", b"").decode() for part in re.split(rb"[\r\n]+", output) if part.strip()]
+    assert len(updates) >= 3  # rewritten in place about five times a second
+    assert all(len(update) < columns for update in updates), updates
+    assert all(re.match(r"\d+\.\ds  \d+ ok", update) for update in updates), updates
