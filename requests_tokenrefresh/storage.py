@@ -23,7 +23,7 @@ import platformdirs
 
 from ._redact import fingerprint
 from .exceptions import TokenStorageError
-from .tokens import Token
+from .tokens import RECORD_VERSION, Token
 
 __all__ = ["KeyringStorage", "MemoryStorage", "RefreshLease", "TokenStorage"]
 
@@ -223,14 +223,32 @@ class KeyringStorage(TokenStorage):
         raw = self._call("read", lambda kr: kr.get_password(self.service, self.username))
         if raw is None:
             return None
+        record: Any = None
         try:
-            return Token.from_record(json.loads(raw))
+            record = json.loads(raw)
+            return Token.from_record(record)
         except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError too
             raise TokenStorageError(
                 f"the keyring entry {self.service!r}/{self.username!r} does not hold a token record "
-                f"({_describe(exc)}); remove it with `keyring del {self.service} {self.username}` "
-                "and log in again"
+                f"({_describe(exc)}); {self._advice(record)}"
             ) from exc
+
+    def _advice(self, record: Any) -> str:
+        """What to do about an entry that holds ``record`` (parsed JSON, or None), which is no token record."""
+        names = f"--service {self.service} --username {self.username}"
+        if isinstance(record, dict):
+            version = record.get("version")
+            if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
+                return "it was written by a newer version of requests-tokenrefresh: upgrade this one to read it"
+            if version is None and isinstance(record.get("access_token"), str):
+                return (
+                    "it looks like a token response stored by hand: keep the token by importing it, "
+                    f"`keyring get {self.service} {self.username} | requests-tokenrefresh import {names} -`"
+                )
+        return (
+            f"remove it with `requests-tokenrefresh clear {names}` (or `keyring del {self.service} "
+            f"{self.username}`) and log in again"
+        )
 
     def save(self, token: Token) -> None:
         if not isinstance(token, Token):

@@ -184,7 +184,10 @@ def test_invalid_grant_ends_the_session_once(expired: Any, run_threads: Any, ses
 
         run_threads(16, call)
         assert len(errors) == 16
-        assert all(e.error == "invalid_grant" and not e.retryable for e in errors)
+        # Threads that shared the refresh get its invalid_grant; one that arrives after the
+        # session ended (a loaded machine) finds no token: "no_token". Both mean "log in again".
+        assert all(e.error in ("invalid_grant", "no_token") and not e.retryable for e in errors)
+        assert any(e.error == "invalid_grant" for e in errors)
         assert len(expirations) == 1
         assert srv.refresh_calls == 1
         assert storage.load() is None  # tokens deleted: the user must log in again

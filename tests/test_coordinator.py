@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh import RefreshError, RefreshLease, SessionExpiredError, Token, TokenStorage, TokenStorageError
+from requests_tokenrefresh import (
+    RefreshError,
+    RefreshLease,
+    SessionExpiredError,
+    Token,
+    TokenStorage,
+    TokenStorageError,
+)
 from requests_tokenrefresh._coordinator import Coordinator
 
 NOW = 1_000_000.0

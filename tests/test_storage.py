@@ -1,4 +1,8 @@
-"""Unit tests of MemoryStorage and KeyringStorage, against in-memory keyring backends only."""
+"""Unit tests of MemoryStorage and KeyringStorage, against in-memory keyring backends (or the Secret Service).
+
+With ``RTR_TEST_KEYRING=secretservice`` (tox -e secretservice) the keyring these tests select is the
+Secret Service of a private gnome-keyring daemon (see tests/conftest.py); the fakes stay fakes.
+"""
 
 from __future__ import annotations
 
@@ -118,6 +122,33 @@ def test_memory_storage_repr_shows_no_secret() -> None:
     assert REFRESH not in text
 
 
+# --- KeyringStorage: the keyring under test ---------------------------------------------------
+
+
+def test_the_keyring_is_the_one_asked_for(memory_keyring: MemoryKeyring, keyring_under_test: str) -> None:
+    """RTR_TEST_KEYRING=secretservice runs these tests on the Secret Service, never on a fallback."""
+    KeyringStorage(SERVICE, USERNAME).save(TOKEN)
+
+    assert keyring.get_keyring() is memory_keyring
+    if keyring_under_test == "secretservice":
+        import secretstorage
+        from keyring.backends import SecretService
+
+        assert isinstance(memory_keyring.inner, SecretService.Keyring)  # type: ignore[attr-defined]
+        # The daemon holds the record: read it on a connection of our own, past keyring.
+        connection = secretstorage.dbus_init()
+        try:
+            collection = secretstorage.get_default_collection(connection)
+            [item] = collection.search_items({"service": SERVICE, "username": USERNAME})
+            assert json.loads(item.get_secret()) == TOKEN.to_record()
+        finally:
+            connection.close()
+    else:
+        assert keyring_under_test == "memory"
+        assert not hasattr(memory_keyring, "inner")
+        assert json.loads(memory_keyring.entries[(SERVICE, USERNAME)]) == TOKEN.to_record()
+
+
 # --- KeyringStorage: the stored record -------------------------------------------------------
 
 
@@ -187,8 +218,7 @@ def test_delete_of_nothing_is_fine() -> None:
         pytest.param(f"{ACCESS}:{REFRESH}", id="not-json"),
         pytest.param(json.dumps([ACCESS, REFRESH]), id="json-array"),
         pytest.param(json.dumps(ACCESS), id="json-string"),
-        pytest.param(json.dumps({"version": 99, "access_token": ACCESS, "refresh_token": REFRESH}), id="wrong-version"),
-        pytest.param(json.dumps({"access_token": ACCESS, "refresh_token": REFRESH}), id="no-version"),
+        pytest.param(json.dumps({"version": 0, "access_token": ACCESS, "refresh_token": REFRESH}), id="old-version"),
         pytest.param(json.dumps({"version": 1, "refresh_token": REFRESH}), id="no-access-token"),
     ],
 )
@@ -200,7 +230,30 @@ def test_corrupted_entry_raises_storage_error_saying_how_to_clear_it(value: str)
 
     message = str(excinfo.value)
     assert f"{SERVICE!r}/{USERNAME!r}" in message
+    assert f"requests-tokenrefresh clear --service {SERVICE} --username {USERNAME}" in message
     assert f"keyring del {SERVICE} {USERNAME}" in message
+    assert value not in message
+    assert_no_secret(excinfo.value)
+    assert isinstance(excinfo.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("value", "advice"),
+    [
+        pytest.param(json.dumps({"version": 99, "access_token": ACCESS}), "upgrade", id="newer-version"),
+        pytest.param(json.dumps({"access_token": ACCESS, "refresh_token": REFRESH}), "import", id="no-version"),
+    ],
+)
+def test_an_entry_that_can_still_be_read_is_never_advised_to_be_deleted(value: str, advice: str) -> None:
+    keyring.set_password(SERVICE, USERNAME, value)
+
+    with pytest.raises(TokenStorageError) as excinfo:
+        KeyringStorage(SERVICE, USERNAME).load()
+
+    message = str(excinfo.value)
+    assert advice in message
+    assert "del" not in message
+    assert "clear" not in message
     assert value not in message
     assert_no_secret(excinfo.value)
     assert isinstance(excinfo.value.__cause__, ValueError)
