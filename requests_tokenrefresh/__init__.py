@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ._filestorage import FileStorage
 from ._grant import Refresher
 from ._redis import RedisStorage
 from .adapters import TokenRefreshAdapter
@@ -25,6 +26,7 @@ from .tokens import Token, TokenState
 __version__ = "0.1.0"
 
 __all__ = [
+    "FileStorage",
     "InsecureTransportError",
     "KeyringStorage",
     "LeaseLostError",

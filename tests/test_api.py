@@ -24,6 +24,7 @@ from requests_tokenrefresh import (
 )
 
 PUBLIC_NAMES = {
+    "FileStorage",
     "InsecureTransportError",
     "KeyringStorage",
     "LeaseLostError",
