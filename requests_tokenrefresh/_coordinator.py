@@ -11,9 +11,11 @@ The refresh path runs straight down: adapter -> coordinator -> storage lease -> 
 
 Rule 1: only this module reads or writes the current token, the flight and the retry times; they
         are guarded by the one ``threading.Condition``. The one read without it is the fast path:
-        ``_fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
+        ``fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
         so a reader sees the old pair or the new one, never a mix. It is set only while nothing
         needs deciding (a token outside its refresh window, no forced refresh, nothing unsaved).
+        The adapter's ``send()`` reads it too, before calling :meth:`token_for_request`: on every
+        request a method call is a cost worth saving; it never writes it.
 Rule 2: no network or storage I/O, and no user callback, while the condition is held. Decide under
         the lock, do the I/O outside it, publish the outcome and ``notify_all()`` under it.
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
@@ -68,8 +70,9 @@ import time
 import weakref
 from collections.abc import Callable
 
+from ._grant import Grant
 from ._redact import fingerprint
-from ._retry import Attempt, refresh_with_retries
+from ._retry import refresh_with_retries
 from .exceptions import LeaseLostError, RefreshError, SessionExpiredError, TokenStorageError
 from .storage import RefreshLease, TokenStorage
 from .tokens import Token, TokenState
@@ -118,7 +121,8 @@ class Coordinator:
     Args:
         storage: where the token is loaded from and saved to, and whose lease a refresh holds.
         grant: makes one refresh attempt, ``grant(token, seconds_left)``; it raises
-            :class:`RefreshError` or :class:`SessionExpiredError`.
+            :class:`RefreshError` or :class:`SessionExpiredError`. A grant that ``mints``
+            (client credentials) is also called when nothing is stored, with ``None``.
         leeway: the refresh window in seconds (at most half the token's lifetime).
         refresh_timeout: seconds one refresh may take, retries included.
         lease_timeout: seconds to wait for the storage's refresh lease (another process may
@@ -131,7 +135,7 @@ class Coordinator:
     def __init__(
         self,
         storage: TokenStorage,
-        grant: Attempt,
+        grant: Grant,
         *,
         leeway: float,
         refresh_timeout: float,
@@ -143,6 +147,7 @@ class Coordinator:
     ) -> None:
         self._storage = storage
         self._grant = grant
+        self._mints = bool(getattr(grant, "mints", False))  # a plain function refreshes only
         self._leeway = leeway
         self._refresh_timeout = refresh_timeout
         self._lease_timeout = lease_timeout
@@ -166,13 +171,14 @@ class Coordinator:
         self._refreshed_at = float("-inf")  # epoch time the current token was returned by a refresh here
         self._doubted_until = float("-inf")  # the current token was rejected on its replay (Rule 6)
         self._background: threading.Thread | None = None
-        self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
+        #: The fast path's snapshot (Rule 1): (token, fresh until), replaced whole; None to decide.
+        self.fresh: tuple[Token, float] | None = None
 
     # -- what the adapter asks -------------------------------------------------------------
 
     def token_for_request(self) -> Token:
         """Return a token to send a request with, loading or refreshing it first if needed."""
-        fresh = self._fresh
+        fresh = self.fresh
         if fresh is not None and self._clock() < fresh[1]:
             return fresh[0]  # steady state: no lock taken
         while True:
@@ -332,11 +338,11 @@ class Coordinator:
         """Publish the fast path's (token, fresh-until) pair, or None when there is something to decide."""
         token, flight = self._token, self._flight
         if token is None or self._unsaved or (flight is not None and (flight.forced or flight.kind is _Kind.RESET)):
-            self._fresh = None
+            self.fresh = None
         elif token.expires_at is None:
-            self._fresh = (token, float("inf"))
+            self.fresh = (token, float("inf"))
         else:
-            self._fresh = (token, token.expires_at - token.refresh_window(self._leeway))
+            self.fresh = (token, token.expires_at - token.refresh_window(self._leeway))
 
     def _wait(self, flight: _Flight) -> Token | None:
         """Wait for ``flight``; return its token if it was a refresh, raise its error if it failed."""
@@ -442,7 +448,10 @@ class Coordinator:
             try:
                 with self._storage.refresh_lease(self._lease_timeout) as lease:
                     stored = lease.load()
-            except TokenStorageError as exc:
+                    if stored is None and self._mints:  # client credentials: make the first token
+                        self._refresh_in_lease(flight, None, lease)
+                        return
+            except (RefreshError, TokenStorageError) as exc:
                 self._publish(flight, None, exc)
                 raise
         if stored is None:
@@ -478,15 +487,17 @@ class Coordinator:
             self._publish(flight, None, exc)
             raise
 
-    def _refresh_in_lease(self, flight: _Flight, old: Token, lease: RefreshLease) -> Token | None:
+    def _refresh_in_lease(self, flight: _Flight, old: Token | None, lease: RefreshLease) -> Token | None:
+        """Refresh ``old`` (None: mint a first token) inside ``lease``; see Rules 7-9."""
         stored = None if flight.unsaved else lease.load()  # an unsaved token is the newest
-        if stored is None and not flight.unsaved:
+        if stored is None and not flight.unsaved and not self._mints:
             deleted = SessionExpiredError(
                 "the stored token was deleted (signed out elsewhere?): log in again", error="no_token"
             )
             return self._end_session(flight, lease, old, deleted)
         base = stored or old  # the token whose refresh token is presented: the newest
-        if base.access_token != old.access_token and base.state(self._clock(), self._leeway) is TokenState.FRESH:
+        fresh = base is not None and base.state(self._clock(), self._leeway) is TokenState.FRESH
+        if base is not None and fresh and (old is None or base.access_token != old.access_token):
             log.info("adopting token %s refreshed elsewhere", fingerprint(base.access_token))
             return self._done(flight, base, unsaved=False, refreshed=False)
         if lease.interrupted:
@@ -507,9 +518,9 @@ class Coordinator:
             return self._done(flight, saved, unsaved=False, refreshed=False)  # another holder's newer token
         log.info(
             "refreshed token %s -> %s (refresh token %s -> %s), expires in %s",
-            fingerprint(base.access_token),
+            fingerprint(base.access_token if base else None),
             fingerprint(new.access_token),
-            fingerprint(base.refresh_token),
+            fingerprint(base.refresh_token if base else None),
             fingerprint(new.refresh_token),
             "unknown" if new.expires_at is None else f"{new.expires_at - self._clock():.0f}s",
         )
@@ -560,12 +571,14 @@ class Coordinator:
         with self._cond:
             return token if flight.epoch == self._epoch else None
 
-    def _end_session(self, flight: _Flight, lease: RefreshLease, old: Token, exc: SessionExpiredError) -> Token | None:
+    def _end_session(
+        self, flight: _Flight, lease: RefreshLease, old: Token | None, exc: SessionExpiredError
+    ) -> Token | None:
         try:
             stored = lease.load()
         except TokenStorageError:
             stored = None
-        if stored is not None and stored.refresh_token != old.refresh_token:
+        if stored is not None and old is not None and stored.refresh_token != old.refresh_token:
             # Rule 8: someone else already replaced the rejected token; adopt theirs.
             log.info(
                 "refresh token rejected, but the store holds a newer token %s: adopting it",

@@ -17,7 +17,7 @@ from requests.utils import rewind_body
 from urllib3.util.retry import Retry
 
 from ._coordinator import Coordinator
-from ._grant import CLIENT_AUTH_METHODS, CallableGrant, OAuthRefreshGrant, Refresher
+from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant, Refresher
 from ._redact import fingerprint
 from ._urls import check_url, is_secure, is_under, origin, without_userinfo
 from .exceptions import InsecureTransportError, SessionExpiredError
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_LEEWAY",
     "DEFAULT_REFRESH_STATUS_CODES",
     "DEFAULT_REFRESH_TIMEOUT",
+    "GRANT_TYPES",
     "Refresher",
     "TokenRefreshAdapter",
 ]
@@ -40,6 +41,8 @@ DEFAULT_LEEWAY = 60.0
 DEFAULT_REFRESH_STATUS_CODES = (401,)
 #: Seconds one refresh may take, retries included.
 DEFAULT_REFRESH_TIMEOUT = 30.0
+#: The ``grant_type`` values: refresh a user's token, or fetch one for the client itself.
+GRANT_TYPES = ("refresh_token", "client_credentials")
 # Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
 _WAIT_MARGIN = 10.0
 # Replays of one request at most: one after the refresh, one more only for a token replaced meanwhile.
@@ -50,6 +53,7 @@ _MAX_REPLAYS = 2
 class _Settings:
     storage: TokenStorage
     token_url: str | None
+    grant_type: str
     refresher: Refresher | None
     client_id: str | None
     client_secret: str | None = dataclasses.field(repr=False)
@@ -86,6 +90,10 @@ class TokenRefreshAdapter(HTTPAdapter):
     Args:
         storage: where the token is loaded from and saved to.
         token_url: the OAuth 2.0 token endpoint for the refresh_token grant (RFC 6749 §6).
+        grant_type: ``"refresh_token"`` (the default), or ``"client_credentials"`` (RFC 6749
+            §4.4) for a service account: each new token is fetched with ``client_id`` and
+            ``client_secret`` alone, the first one too (nothing needs to be stored first), with the
+            same single refresh per expiry, proactive window, 401 handling and retries.
         refresher: instead of ``token_url``, a callable that takes the current :class:`Token` and
             returns a new :class:`Token` or a token-response mapping; it raises
             :class:`SessionExpiredError` when the refresh token is rejected.
@@ -120,6 +128,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         storage: TokenStorage,
         *,
         token_url: str | None = None,
+        grant_type: str = "refresh_token",
         refresher: Refresher | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
@@ -147,6 +156,10 @@ class TokenRefreshAdapter(HTTPAdapter):
             check_url("token_url", token_url, allow_insecure_http)
         if base_url is not None:
             check_url("base_url", base_url, True)
+        if grant_type not in GRANT_TYPES:
+            raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {grant_type!r}")
+        if grant_type == "client_credentials" and (token_url is None or client_id is None):
+            raise ValueError("grant_type='client_credentials' needs token_url= and client_id=")
         if client_auth not in CLIENT_AUTH_METHODS:
             raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
         for name, text in (("client_id", client_id), ("client_secret", client_secret)):
@@ -164,6 +177,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._settings = _Settings(
             storage=storage,
             token_url=token_url,
+            grant_type=grant_type,
             refresher=refresher,
             client_id=client_id,
             client_secret=client_secret,
@@ -184,9 +198,15 @@ class TokenRefreshAdapter(HTTPAdapter):
     def _start(self) -> None:
         s = self._settings
         self._secure_origins: dict[str, bool] = {}  # "http://host:port" -> loopback?
+        # Read on every request: plain attributes, not a walk through the settings.
+        self._base_url = s.base_url
+        self._allow_http = s.allow_insecure_http
+        self._refresh_codes = s.refresh_status_codes
+        self._clock = s.clock
         self._grant: OAuthRefreshGrant | CallableGrant
         if s.token_url is not None:
-            self._grant = OAuthRefreshGrant(
+            kind = ClientCredentialsGrant if s.grant_type == "client_credentials" else OAuthRefreshGrant
+            self._grant = kind(
                 s.token_url,
                 client_id=s.client_id,
                 client_secret=s.client_secret,
@@ -235,25 +255,29 @@ class TokenRefreshAdapter(HTTPAdapter):
             requests.exceptions.UnrewindableBodyError: the request needed a replay, but its
                 body cannot be sent again; the token has been refreshed, so sending anew works.
         """
-        options: dict[str, Any] = {
-            "stream": stream,
-            "timeout": timeout,
-            "verify": verify,
-            "cert": cert,
-            "proxies": proxies,
-        }
+        # The common case (https, no base_url, a fresh token) makes no call but the token lookup.
         url = request.url or ""
-        if not self._in_scope(url):
-            return super().send(request, **options)
-        self._check_transport(url, proxies)
-        token = self._coordinator.token_for_request()
+        if self._base_url is None:
+            # requests picks an adapter by str.startswith on the mount prefix, so a mount without
+            # a trailing slash also matches "http://localhost@other/": user info means another host.
+            if "@" in url and "@" in urlsplit(url).netloc:
+                return super().send(request, stream, timeout, verify, cert, proxies)
+        elif not is_under(url, self._base_url):
+            return super().send(request, stream, timeout, verify, cert, proxies)
+        if not self._allow_http and not url.startswith("https://"):  # requests lower-cases the scheme
+            self._check_transport(url, proxies)
+        fresh = self._coordinator.fresh  # the coordinator's lock-free snapshot (its Rule 1)
+        token = fresh[0] if fresh is not None and self._clock() < fresh[1] else self._coordinator.token_for_request()
         request.headers["Authorization"] = token.authorization
         if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
             log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
-        response = super().send(request, **options)
-        if response.status_code in self._settings.refresh_status_codes:
+        response = super().send(request, stream, timeout, verify, cert, proxies)
+        status = response.status_code
+        if status in self._refresh_codes:
+            options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
             response = self._replay(request, response, token, options)
-        if response.is_redirect:
+            status = response.status_code
+        if 300 <= status < 400 and response.is_redirect:
             # requests builds the next hop from a copy of `request` and keeps Authorization when
             # the origin stays the same, whichever adapter then sends it. Leave no token on it:
             # if the next hop is ours again, it gets the current token here.
@@ -324,7 +348,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             replay = _rewound_copy(request, rejected)
             replay.headers["Authorization"] = token.authorization
             response = super().send(replay, **options)
-            if response.status_code not in self._settings.refresh_status_codes or len(history) >= _MAX_REPLAYS:
+            if response.status_code not in self._refresh_codes or len(history) >= _MAX_REPLAYS:
                 break
             # A 401 on the replay is returned, never answered with another refresh. But if the
             # replay's token was itself replaced while it was in flight (a server that revokes the
@@ -342,17 +366,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         response.history.extend(history)
         return response
 
-    def _in_scope(self, url: str) -> bool:
-        base = self._settings.base_url
-        if base is None:
-            # requests picks an adapter by str.startswith on the mount prefix, so a mount without
-            # a trailing slash also matches "http://localhost@other/": user info means another host.
-            return "@" not in url or "@" not in urlsplit(url).netloc
-        return is_under(url, base)
-
     def _check_transport(self, url: str, proxies: Any) -> None:
-        if url.startswith("https://") or self._settings.allow_insecure_http:
-            return  # requests lower-cases the scheme when it prepares the URL
+        """Raise InsecureTransportError unless plain http to ``url`` stays on this machine."""
         if proxies:  # requests merged the environment's proxies in: the bytes go to the proxy
             secure = is_secure(url, proxies)
         else:

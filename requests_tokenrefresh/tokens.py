@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import time
@@ -225,9 +226,9 @@ class Token:
             return TokenState.STALE
         return TokenState.FRESH
 
-    @property
+    @functools.cached_property
     def authorization(self) -> str:
-        """The ``Authorization`` header value."""
+        """The ``Authorization`` header value (made once: it is read on every request)."""
         return f"{self.token_type} {self.access_token}"
 
     def __repr__(self) -> str:

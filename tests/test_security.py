@@ -1022,7 +1022,7 @@ def test_the_flow_did_what_the_scans_rely_on(flow: Flow) -> None:
     assert "refreshed token" in flow.logs
     assert "DEBUG" in flow.logs
     assert "sending GET" in flow.logs
-    assert "refresh grant" in flow.logs
+    assert "refresh_token grant" in flow.logs
     assert "urllib3" in flow.logs  # third-party DEBUG logs too
     assert [type(e).__name__ for e in flow.errors] == [
         "RefreshError",
