@@ -4,6 +4,11 @@ It behaves like a strict production server: refresh tokens rotate, and presentin
 that was already used revokes the whole token family (RFC 9700 §4.14), so a client that refreshes
 twice with one refresh token logs its user out. Every call is counted and logged so that tests can
 check what the client did against what the server saw.
+
+For the logins it also publishes its metadata (OpenID Connect and RFC 8414), an ``/authorize``
+page with a login form (authorization code + PKCE S256), a device authorization endpoint with a
+``/device`` approval page (RFC 8628) and a revocation endpoint (RFC 7009), each with modes for the
+pitfalls a client must survive (see the ``*_mode`` attributes).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import html
 import json
 import secrets
 import sys
@@ -19,11 +25,19 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
-__all__ = ["AuthServer", "Canned"]
+__all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES"]
 
 ROTATION_MODES = ("none", "rotate", "reuse-detection")
+#: ``authorize_mode``: the login page's behaviour. "form": a form the user submits (Allow / Deny);
+#: "auto-approve": the page submits itself (a headless browser); "wrong-state": the redirect
+#: carries another state; "no-code": it carries neither code nor error; "deny": always access_denied.
+AUTHORIZE_MODES = ("form", "auto-approve", "wrong-state", "no-code", "deny")
+#: ``device_mode``: "normal" (pending until approved on /device), "slow_down" (the first poll is
+#: answered slow_down), "access_denied", "expired_token" (every poll answered so).
+DEVICE_MODES = ("normal", "slow_down", "access_denied", "expired_token")
+_DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @dataclasses.dataclass
@@ -41,6 +55,8 @@ class Canned:
 class _Family:
     current_refresh: str
     revoked: bool = False
+    previous_refresh: str | None = None  # the one current_refresh replaced, and when
+    rotated_at: float = 0.0
 
 
 class AuthServer:
@@ -50,6 +66,9 @@ class AuthServer:
         ttl: access token lifetime in seconds (``expires_in``).
         rotation: ``"none"``, ``"rotate"``, or ``"reuse-detection"`` (rotation, and reuse of an
             old refresh token revokes the family).
+        reuse_grace: seconds during which the refresh token just replaced is still accepted (as
+            Xero, Auth0, Okta and Cognito allow): it gets a new access token and the current
+            refresh token, and revokes nothing. 0 (the default) is a server without one.
         client_id, client_secret: if set, the token endpoint requires these (Basic or form body).
         jwt: issue access tokens as unsigned-looking JWTs with an ``exp`` claim instead of
             opaque strings (the client reads ``exp`` without verifying).
@@ -61,6 +80,7 @@ class AuthServer:
         *,
         ttl: float = 3600,
         rotation: str = "reuse-detection",
+        reuse_grace: float = 0.0,
         client_id: str | None = None,
         client_secret: str | None = None,
         jwt: bool = False,
@@ -70,6 +90,7 @@ class AuthServer:
             raise ValueError(f"rotation must be one of {ROTATION_MODES}")
         self.ttl = ttl
         self.rotation = rotation
+        self.reuse_grace = reuse_grace
         self.client_id = client_id
         self.client_secret = client_secret
         self.jwt = jwt
@@ -87,6 +108,22 @@ class AuthServer:
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)
         self._refresh: dict[str, int] = {}  # every refresh token ever issued -> family id
         self._families: dict[int, _Family] = {}
+        # -- the login endpoints and their modes (set the attributes after construction) --
+        self.issuer_override: str | None = None  # the metadata names this issuer (a pitfall)
+        self.metadata_format = "oidc"  # "oidc" (both documents), "rfc8414" (only RFC 8414's), "none"
+        self.metadata_omit: set[str] = set()  # fields left out of the metadata
+        self.metadata_extra: dict[str, Any] = {}  # fields added to (or replaced in) the metadata
+        self.authorize_mode = "form"
+        self.device_mode = "normal"
+        self.device_interval: float | None = 5  # None: no "interval" in the answer
+        self.device_expires_in = 600
+        self.device_complete = True  # send verification_uri_complete
+        self.revocation_mode = "ok"  # "fail": the revocation endpoint answers 503
+        self.refresh_expires_in: float | None = None  # sent in token responses when set
+        self.codes: dict[str, dict[str, Any]] = {}  # authorization code -> its request
+        self.devices: dict[str, dict[str, Any]] = {}  # device code -> user_code, approved, polls
+        self.login_log: list[dict[str, Any]] = []  # one entry per code or device grant answered
+        self.revocation_log: list[dict[str, Any]] = []  # one entry per revocation request
         self._server = _Server((host, 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="authserver", daemon=True)
 
@@ -188,6 +225,8 @@ class AuthServer:
         body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.ttl, "scope": "api"}
         if refresh is not None:
             body["refresh_token"] = refresh
+            if self.refresh_expires_in is not None:
+                body["refresh_expires_in"] = self.refresh_expires_in
         return body
 
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
@@ -210,6 +249,17 @@ class AuthServer:
     def _grant(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
         if not self._client_ok(form, authorization):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        if form.get("grant_type") == "authorization_code":
+            return self._code_grant(form)
+        if form.get("grant_type") == _DEVICE_GRANT:
+            return self._device_grant(form)
+        if form.get("grant_type") == "client_credentials":
+            if self.client_id is None:  # RFC 6749 §4.4: for confidential clients only
+                return 400, {"error": "unauthorized_client"}
+            with self.lock:
+                number = len(self._families) + 1
+                self._families[number] = _Family("")
+                return 200, self._response(number, None)
         if form.get("grant_type") != "refresh_token":
             return 400, {"error": "unsupported_grant_type"}
         presented = form.get("refresh_token", "")
@@ -220,11 +270,15 @@ class AuthServer:
                 return 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
             if self.rotation == "none":
                 return 200, self._response(family_id, None)  # type: ignore[arg-type]
+            in_grace = time.time() - family.rotated_at <= self.reuse_grace
+            if presented == family.previous_refresh and in_grace:
+                return 200, self._response(family_id, family.current_refresh)  # type: ignore[arg-type]
             if presented != family.current_refresh:
                 if self.rotation == "reuse-detection":
                     family.revoked = True
                     self._access = {k: v for k, v in self._access.items() if v[1] != family_id}
                 return 400, {"error": "invalid_grant", "error_description": "Refresh token was already used"}
+            family.previous_refresh, family.rotated_at = presented, time.time()
             family.current_refresh = self._new_refresh(family_id)  # type: ignore[arg-type]
             return 200, self._response(family_id, family.current_refresh)  # type: ignore[arg-type]
 
@@ -255,6 +309,215 @@ class AuthServer:
     def requests_with(self, token: str) -> Iterator[dict[str, Any]]:
         return (e for e in list(self.api_log) if e["token"] == token)
 
+    # -- the login endpoints ----------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        """The issuer identifier (the server's URL)."""
+        return self.url
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata document, as modified by the ``metadata_*`` and ``issuer_override`` attributes."""
+        document: dict[str, Any] = {
+            "issuer": self.issuer_override or self.issuer,
+            "authorization_endpoint": self.url + "/authorize",
+            "token_endpoint": self.token_url,
+            "device_authorization_endpoint": self.url + "/device_authorization",
+            "revocation_endpoint": self.url + "/revoke",
+            "code_challenge_methods_supported": ["S256"],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token", _DEVICE_GRANT],
+            "scopes_supported": ["openid", "api"],
+        }
+        for name in self.metadata_omit:
+            document.pop(name, None)
+        document.update(self.metadata_extra)
+        return document
+
+    def approve_device(self, user_code: str | None = None, approve: bool = True) -> bool:
+        """Approve (or deny) the login of ``user_code`` (the latest if None), as a user does on /device."""
+        with self.lock:
+            pending = [d for d in self.devices.values() if user_code is None or d["user_code"] == user_code]
+            if not pending:
+                return False
+            pending[-1]["approved"] = approve
+            return True
+
+    def _authorization_problem(self, params: dict[str, str]) -> str | None:
+        """Why an authorization request cannot be redirected back (RFC 6749 §4.1.2.1), or None."""
+        if self.client_id is not None and params.get("client_id") != self.client_id:
+            return "unknown client_id"
+        redirect = urlsplit(params.get("redirect_uri", ""))
+        if redirect.scheme != "http" or redirect.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return "the redirect_uri must be a loopback http URI (RFC 8252)"
+        if params.get("response_type") != "code":
+            return "response_type must be code"
+        if not params.get("code_challenge") or params.get("code_challenge_method") != "S256":
+            return "PKCE with S256 is required"
+        return None
+
+    def _authorize(self, method: str, params: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        problem = self._authorization_problem(params)
+        if problem is not None:
+            return _page(400, "Bad authorization request", problem)
+        if method == "GET":
+            hidden = "".join(
+                f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in params.items()
+            )
+            script = "<script>document.forms[0].submit()</script>" if self.authorize_mode == "auto-approve" else ""
+            return _page(
+                200,
+                "Log in",
+                f'<form method="post" action="/authorize">{hidden}'
+                '<label>User <input name="username" value="alice"></label> '
+                '<button type="submit" name="approve" value="1">Allow</button> '
+                '<button type="submit" name="deny" value="1">Deny</button></form>' + script,
+                raw=True,
+            )
+        answer: dict[str, str] = {"state": params.get("state", ""), "iss": self.issuer}
+        if "deny" in params or self.authorize_mode == "deny":
+            answer.update(error="access_denied", error_description="The user denied the request")
+        elif self.authorize_mode == "no-code":
+            pass
+        else:
+            code = "code-" + secrets.token_urlsafe(24)
+            with self.lock:
+                self.codes[code] = {**params, "expires_at": time.time() + 60}
+            answer["code"] = code
+            if self.authorize_mode == "wrong-state":
+                answer["state"] = answer["state"][::-1] + "x"
+        if not answer["state"]:
+            del answer["state"]
+        target = params["redirect_uri"]
+        location = target + ("&" if "?" in target else "?") + urlencode(answer)
+        return 302, b"", {"Location": location, "Cache-Control": "no-store"}
+
+    def _code_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            request = self.codes.pop(form.get("code", ""), None)  # a code is good once
+        if request is None or request["expires_at"] < time.time():
+            return 400, {"error": "invalid_grant", "error_description": "Invalid or expired authorization code"}
+        if form.get("redirect_uri") != request["redirect_uri"]:
+            return 400, {"error": "invalid_grant", "error_description": "redirect_uri does not match"}
+        if form.get("client_id", request.get("client_id")) != request.get("client_id"):
+            return 400, {"error": "invalid_grant", "error_description": "The code was issued to another client"}
+        verifier = form.get("code_verifier", "")
+        if _b64(hashlib.sha256(verifier.encode()).digest()) != request["code_challenge"]:
+            return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
+        body = self.issue()
+        scope = request.get("scope")
+        if scope:
+            body["scope"] = scope
+        if scope and "openid" in scope.split():
+            claims = {"iss": self.issuer, "aud": request.get("client_id"), "sub": "alice"}
+            claims["exp"] = int(time.time()) + 300
+            if "nonce" in request:
+                claims["nonce"] = request["nonce"]
+            body["id_token"] = ".".join(_b64(json.dumps(p).encode()) for p in ({"alg": "none"}, claims)) + "."
+        with self.lock:
+            self.login_log.append({"grant": "authorization_code", "code": form.get("code"), "verifier": verifier})
+        return 200, body
+
+    def _device_authorization(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+        if not self._client_ok(form, authorization) or (self.client_id is None and not form.get("client_id")):
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        device_code = "dc-" + secrets.token_urlsafe(24)
+        letters = "BCDFGHJKLMNPQRSTVWXZ"
+        user_code = "".join(secrets.choice(letters) for _ in range(8))
+        user_code = user_code[:4] + "-" + user_code[4:]
+        with self.lock:
+            self.devices[device_code] = {
+                "user_code": user_code,
+                "approved": None,
+                "polls": 0,
+                "issued": False,
+                "expires_at": time.time() + self.device_expires_in,
+            }
+        body: dict[str, Any] = {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": self.url + "/device",
+            "expires_in": self.device_expires_in,
+        }
+        if self.device_complete:
+            body["verification_uri_complete"] = self.url + "/device?" + urlencode({"user_code": user_code})
+        if self.device_interval is not None:
+            body["interval"] = self.device_interval
+        return 200, body
+
+    def _device_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            device = self.devices.get(form.get("device_code", ""))
+            if device is None or device["issued"]:
+                return 400, {"error": "invalid_grant", "error_description": "Unknown device code"}
+            device["polls"] += 1
+            if self.device_mode == "access_denied" or device["approved"] is False:
+                return 400, {"error": "access_denied", "error_description": "The user denied the request"}
+            if self.device_mode == "expired_token" or device["expires_at"] < time.time():
+                return 400, {"error": "expired_token", "error_description": "The device code expired"}
+            if self.device_mode == "slow_down" and device["polls"] == 1:
+                return 400, {"error": "slow_down"}
+            if not device["approved"]:
+                return 400, {"error": "authorization_pending"}
+            device["issued"] = True
+            self.login_log.append({"grant": "device_code", "device_code": form.get("device_code")})
+        return 200, self.issue()
+
+    def _device_page(self, method: str, params: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        code = params.get("user_code", "")
+        if method == "POST":
+            if self.approve_device(code, approve="deny" not in params):
+                return _page(200, "Device login", "Done: return to your device.")
+            return _page(400, "Device login", "Unknown code.")
+        return _page(
+            200,
+            "Device login",
+            f'<form method="post" action="/device"><input name="user_code" value="{html.escape(code)}"> '
+            '<button type="submit" name="approve" value="1">Allow</button> '
+            '<button type="submit" name="deny" value="1">Deny</button></form>',
+            raw=True,
+        )
+
+    def _revoke(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.revocation_log.append({"token": form.get("token"), "hint": form.get("token_type_hint")})
+        if self.revocation_mode == "fail":
+            return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
+        if not self._client_ok(form, authorization):
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        token = form.get("token", "")
+        with self.lock:
+            family_id = self._refresh.get(token)
+            if family_id is not None and family_id in self._families:
+                self._families[family_id].revoked = True  # RFC 7009 §2.1: and its access tokens
+                self._access = {k: v for k, v in self._access.items() if v[1] != family_id}
+            self._access.pop(token, None)
+        return 200, {}  # RFC 7009 §2.2: 200 for an unknown token too
+
+    def login_endpoint(
+        self, method: str, path: str, query: str, body: bytes, authorization: str | None
+    ) -> tuple[int, bytes, dict[str, str]] | None:
+        """Answer a request for one of the login endpoints, or None if it is for another path."""
+        params = {k: v[0] for k, v in parse_qs(query).items()}
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        if path.startswith("/.well-known/"):
+            served = {
+                "oidc": ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"),
+                "rfc8414": ("/.well-known/oauth-authorization-server",),
+            }.get(self.metadata_format, ())
+            if path in served and method == "GET":
+                return _json(200, self.metadata())
+            return _json(404, {"error": "not_found"})
+        if path == "/authorize" and method in ("GET", "POST"):
+            return self._authorize(method, params if method == "GET" else form)
+        if path == "/device" and method in ("GET", "POST"):
+            return self._device_page(method, params if method == "GET" else form)
+        if path == "/device_authorization" and method == "POST":
+            return _json(*self._device_authorization(form, authorization))
+        if path == "/revoke" and method == "POST":
+            return _json(*self._revoke(form, authorization))
+        return None
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -267,6 +530,18 @@ class _Server(ThreadingHTTPServer):
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _json(status: int, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(payload).encode(), {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+def _page(status: int, title: str, content: str, raw: bool = False) -> tuple[int, bytes, dict[str, str]]:
+    """A small HTML page; ``content`` is escaped unless ``raw``."""
+    text = content if raw else f"<p>{html.escape(content)}</p>"
+    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
+    page += f"<body><h1>{title}</h1>{text}</body></html>"
+    return status, page.encode(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
 
 
 def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
@@ -306,6 +581,10 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             body = self._body()
             auth = self.headers.get("Authorization")
+            parts = urlsplit(self.path)
+            login = server.login_endpoint(self.command, parts.path, parts.query, body, auth)
+            if login is not None:
+                return self._send(*login)
             if urlsplit(self.path).path == "/token" and self.command == "POST":
                 form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
                 status, result = server.token_endpoint(form, auth)

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import requests
@@ -27,7 +27,15 @@ from ._urls import is_secure, origin, proxy_for, without_userinfo
 from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
 from .tokens import Token
 
-__all__ = ["CLIENT_AUTH_METHODS", "CallableGrant", "OAuthRefreshGrant", "Refresher", "parse_retry_after"]
+__all__ = [
+    "CLIENT_AUTH_METHODS",
+    "CallableGrant",
+    "ClientCredentialsGrant",
+    "Grant",
+    "OAuthRefreshGrant",
+    "Refresher",
+    "parse_retry_after",
+]
 
 #: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
 Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
@@ -40,6 +48,17 @@ CLIENT_AUTH_METHODS = ("basic", "post")
 CONNECT_TIMEOUT = 10.0
 # Errors of RFC 6749 §5.2 / §4.1.2.1 that mean "try again later".
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+
+
+class Grant(Protocol):
+    """What the coordinator calls: one token request, bounded by ``timeout`` seconds."""
+
+    #: Whether it makes a token without a previous one (then an empty store is not a sign-out).
+    mints: bool
+
+    def __call__(self, token: Token | None, timeout: float) -> Token: ...
+
+    def close(self) -> None: ...
 
 
 class OAuthRefreshGrant:
@@ -91,11 +110,17 @@ class OAuthRefreshGrant:
                 "exclude the host with NO_PROXY, or pass allow_insecure_http=True"
             )
 
-    def __call__(self, token: Token, timeout: float) -> Token:
-        """Make one refresh request with ``token``'s refresh token; see :func:`refresh_with_retries`."""
-        if not token.refresh_token:
+    #: Whether the grant makes a token from nothing (client credentials): nothing stored is no sign-out.
+    mints = False
+
+    def _form(self, token: Token | None) -> dict[str, str]:
+        if token is None or not token.refresh_token:
             raise SessionExpiredError("no refresh token is stored: log in again", error="no_refresh_token")
-        data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+        return {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+
+    def __call__(self, token: Token | None, timeout: float) -> Token:
+        """Make one token request (with ``token``'s refresh token); see :func:`refresh_with_retries`."""
+        data = self._form(token)
         if self.scope:
             data["scope"] = self.scope
         auth: Any = None
@@ -112,9 +137,10 @@ class OAuthRefreshGrant:
         sent_at = self.clock()
         deadline = time.monotonic() + timeout
         log.debug(
-            "refresh grant to %s with refresh token %s",
+            "%s grant to %s with refresh token %s",
+            data["grant_type"],
             without_userinfo(self.token_url),
-            fingerprint(token.refresh_token),
+            fingerprint(token.refresh_token if token else None),
         )
         try:
             response = session.post(
@@ -132,13 +158,22 @@ class OAuthRefreshGrant:
             # requests' error carries the token request (refresh token in the body, client
             # secret in the header): re-raise the same kind of error without it.
             raise without_request(exc) from None
-        return _parse(response, token, sent_at, self.client_secret)
+        return _parse(response, None if self.mints else token, sent_at, self.client_secret)
 
     def close(self) -> None:
         with self._session_lock:
             if self._session is not None and self._session_pid == os.getpid():
                 self._session.close()
             self._session = None
+
+
+class ClientCredentialsGrant(OAuthRefreshGrant):
+    """Sends ``grant_type=client_credentials`` (RFC 6749 §4.4): a new token for the client itself."""
+
+    mints = True
+
+    def _form(self, token: Token | None) -> dict[str, str]:
+        return {"grant_type": "client_credentials"}
 
 
 class CallableGrant:
@@ -148,7 +183,11 @@ class CallableGrant:
         self.refresher = refresher
         self.clock = clock
 
-    def __call__(self, token: Token, timeout: float) -> Token:
+    mints = False
+
+    def __call__(self, token: Token | None, timeout: float) -> Token:
+        if token is None:
+            raise SessionExpiredError("no token is stored: log in and save a token first", error="no_token")
         sent_at = self.clock()
         try:
             result = self.refresher(token)
@@ -208,7 +247,7 @@ def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
-def _parse(response: requests.Response, previous: Token, sent_at: float, client_secret: str | None) -> Token:
+def _parse(response: requests.Response, previous: Token | None, sent_at: float, client_secret: str | None) -> Token:
     status = response.status_code
     try:
         body: Any = response.json()
@@ -233,7 +272,7 @@ def _parse(response: requests.Response, previous: Token, sent_at: float, client_
         )
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
-    secrets = (previous.refresh_token, previous.access_token, client_secret)
+    secrets = (previous.refresh_token, previous.access_token, client_secret) if previous else (client_secret,)
     error = _clean(error, secrets)[:100] if isinstance(error, str) and error else f"http_{status}"
     description = _clean(description, secrets) if isinstance(description, str) else None
     message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the token endpoint)"

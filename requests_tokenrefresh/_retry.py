@@ -28,8 +28,10 @@ MAX_ATTEMPTS = 4
 #: First backoff delay in seconds; it doubles each retry, up to BACKOFF_CAP.
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 4.0
+#: Seconds an attempt needs at least (a quarter of the timeout, if less): no retry on scraps of time.
+MIN_ATTEMPT_TIME = 0.25
 
-Attempt = Callable[[Token, float], Token]
+Attempt = Callable[[Token | None, float], Token]
 
 # Errors of the refresh request that may go away by themselves. Any other error (a bad URL, a
 # storage failure, a bug in a custom refresher) is permanent and raised at once.
@@ -38,7 +40,7 @@ TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.excepti
 
 def refresh_with_retries(
     attempt: Attempt,
-    token: Token,
+    token: Token | None,
     *,
     timeout: float,
     sleep: Callable[[float], None] = time.sleep,
@@ -71,8 +73,8 @@ def refresh_with_retries(
         if delay is None:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (number - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
         left = deadline - monotonic()
-        if number == MAX_ATTEMPTS or delay >= left:
-            break
+        if number == MAX_ATTEMPTS or left - delay < min(MIN_ATTEMPT_TIME, timeout / 4):
+            break  # the last error stands: a retry with no time to be answered would end in "timeout"
         log.debug("refresh attempt %d failed (%s); retrying in %.2fs", number, last.error, delay)
         sleep(delay)
     raise last

@@ -619,3 +619,54 @@ def test_a_redirect_out_of_base_url_on_the_same_host_does_not_carry_the_token(se
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_client_credentials_fetches_the_first_token_and_each_new_one(run_threads: Any, session_for: Any) -> None:
+    clock = Clock()
+    with AuthServer(ttl=3600, client_id="svc", client_secret="s3cret") as srv:
+        storage = MemoryStorage()  # nothing stored: the grant makes the first token
+        session, _ = session_for(
+            srv,
+            None,
+            storage=storage,
+            grant_type="client_credentials",
+            client_id="svc",
+            client_secret="s3cret",
+            clock=clock,
+        )
+        statuses: list[int] = []
+        run_threads(32, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
+        assert srv.refresh_calls == 1  # one token for 32 threads
+        clock.offset += 3600  # expired: one new token, fetched the same way
+        run_threads(32, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
+        assert srv.refresh_calls == 2
+        srv.revoke_access_tokens()  # a 401: one new token and a replay
+        assert session.get(f"{srv.url}/api").status_code == 200
+        assert statuses == [200] * 64
+        assert srv.refresh_calls == 3
+        assert {e["refresh_token"] for e in srv.token_log} == {None}  # never a refresh token
+        stored = storage.load()
+        assert stored is not None
+        assert stored.refresh_token is None
+
+
+def test_client_credentials_needs_a_token_url_and_a_client_id() -> None:
+    with pytest.raises(ValueError, match="client_id"):
+        TokenRefreshAdapter(
+            MemoryStorage(), token_url="https://auth.example.com/token", grant_type="client_credentials"
+        )
+    with pytest.raises(ValueError, match="grant_type"):
+        TokenRefreshAdapter(MemoryStorage(), token_url="https://auth.example.com/token", grant_type="password")
+
+
+def test_client_credentials_refused_by_the_server_is_a_clear_error(session_for: Any) -> None:
+    with AuthServer(ttl=3600, client_id="svc", client_secret="s3cret") as srv:
+        session, _ = session_for(
+            srv, None, grant_type="client_credentials", client_id="svc", client_secret="wrong-secret"
+        )
+        with pytest.raises(RefreshError) as caught:
+            session.get(f"{srv.url}/api")
+        assert caught.value.error == "invalid_client"
+        assert not caught.value.retryable
+        assert "wrong-secret" not in str(caught.value)
+        assert not isinstance(caught.value, SessionExpiredError)  # nothing to log in again to

@@ -655,3 +655,20 @@ def test_connection_refused_raises_connection_error(previous: Token) -> None:
 
     assert not isinstance(info.value, RefreshError)
     assert REFRESH not in str(info.value)
+
+
+def test_the_test_server_accepts_the_replaced_refresh_token_within_its_reuse_grace() -> None:
+    # What docs/hosts.rst says a provider's grace window adds: a late duplicate is not a reuse.
+    with AuthServer(rotation="reuse-detection", reuse_grace=60) as srv:
+        first = srv.issue()["refresh_token"]
+        rotated = requests.post(srv.token_url, data={"grant_type": "refresh_token", "refresh_token": first}, timeout=5)
+        again = requests.post(srv.token_url, data={"grant_type": "refresh_token", "refresh_token": first}, timeout=5)
+        assert rotated.status_code == again.status_code == 200
+        assert again.json()["refresh_token"] == rotated.json()["refresh_token"]  # the current one
+        assert not srv.revoked
+    with AuthServer(rotation="reuse-detection") as srv:  # no grace: the same duplicate revokes the family
+        first = srv.issue()["refresh_token"]
+        requests.post(srv.token_url, data={"grant_type": "refresh_token", "refresh_token": first}, timeout=5)
+        again = requests.post(srv.token_url, data={"grant_type": "refresh_token", "refresh_token": first}, timeout=5)
+        assert again.status_code == 400
+        assert srv.revoked
