@@ -1,7 +1,17 @@
-"""Fixtures shared by the tests: an in-memory keyring per test, a loopback auth server, helpers."""
+"""Fixtures shared by the tests: a keyring per test, a loopback auth server, helpers.
+
+No test reaches the machine's keyring. keyring's own choice of backend is its fail backend, in
+this process and in every subprocess that names none; each test gets its own keyring from the
+autouse ``memory_keyring`` fixture. That keyring is a dict by default. With
+``RTR_TEST_KEYRING=secretservice`` it is the Secret Service of the private D-Bus session that
+``.ci/secret-service`` starts (gnome-keyring in a temporary directory) and nothing else: the
+run stops on any other session bus or when no Secret Service is there, and a test whose keyring
+call fails fails; nothing falls back to another backend.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +20,8 @@ from typing import Any
 
 import keyring
 import keyring.backend
+import keyring.backends.fail
+import keyring.errors
 import pytest
 import requests
 
@@ -43,21 +55,101 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
             raise keyring.errors.PasswordDeleteError("not found") from None
 
 
+class SecretServiceKeyring(MemoryKeyring):
+    """The Secret Service, counted like :class:`MemoryKeyring`; ``entries`` holds what this test stored.
+
+    Every call goes to the daemon; ``entries`` mirrors the records written and not yet deleted,
+    so that tests can inspect them and the fixture can delete them afterwards.
+    """
+
+    def __init__(self, inner: keyring.backend.KeyringBackend) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.reads += 1
+        return self.inner.get_password(service, username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.writes += 1
+        self.inner.set_password(service, username, password)
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.inner.delete_password(service, username)
+        self.entries.pop((service, username), None)
+
+    def clear(self) -> None:
+        """Delete from the daemon every record this test stored."""
+        for service, username in list(self.entries):
+            try:
+                self.delete_password(service, username)
+            except keyring.errors.PasswordDeleteError:
+                self.entries.pop((service, username), None)
+
+
+KEYRINGS = ("memory", "secretservice")
+
+
+def keyring_under_test_name() -> str:
+    """``RTR_TEST_KEYRING``: the keyring the tests stand on (``memory`` unless set)."""
+    return os.environ.get("RTR_TEST_KEYRING", "") or "memory"
+
+
+def secret_service() -> keyring.backend.KeyringBackend:
+    """keyring's SecretService backend on the private session of ``.ci/secret-service``, checked usable."""
+    from keyring.backends import SecretService
+
+    bus = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if not bus or bus != os.environ.get("RTR_TEST_SECRET_SERVICE_BUS"):
+        raise pytest.UsageError(
+            "RTR_TEST_KEYRING=secretservice runs only under .ci/secret-service (a private D-Bus session "
+            "and keyring daemon), never on the session's own login keyring"
+        )
+    try:
+        SecretService.Keyring.priority  # noqa: B018  # raises, saying why, when the service is unusable
+    except Exception as exc:
+        raise pytest.UsageError(f"RTR_TEST_KEYRING=secretservice, but the Secret Service is unusable: {exc}") from exc
+    return SecretService.Keyring()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make keyring's own backend choice the fail backend; check the keyring RTR_TEST_KEYRING asks for."""
+    name = keyring_under_test_name()
+    if name not in KEYRINGS:
+        raise pytest.UsageError(f"RTR_TEST_KEYRING={name!r}: expected one of {', '.join(KEYRINGS)}")
+    if name == "secretservice":
+        secret_service()
+    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # for subprocesses that name none
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+
+
+@pytest.fixture
+def keyring_under_test() -> str:
+    """The name of the keyring ``memory_keyring`` stands on: ``memory`` or ``secretservice``."""
+    return keyring_under_test_name()
+
+
 @pytest.fixture(autouse=True)
 def memory_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
-    """Install an in-memory keyring for each test and restore the previous backend after it.
+    """Install the test's keyring and restore the previous backend after it.
 
-    The user cache directory (where KeyringStorage keeps its refresh lock files) moves to the
-    test's temporary directory too.
+    An in-memory keyring; with ``RTR_TEST_KEYRING=secretservice``, the Secret Service, and the
+    records the test stored there are deleted after it. The user cache directory (where
+    KeyringStorage keeps its refresh lock files) moves to the test's temporary directory too.
     """
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     previous = keyring.get_keyring()
-    backend = MemoryKeyring()
+    backend = (
+        SecretServiceKeyring(secret_service()) if keyring_under_test_name() == "secretservice" else MemoryKeyring()
+    )
     keyring.set_keyring(backend)
     try:
         yield backend
     finally:
         keyring.set_keyring(previous)
+        if isinstance(backend, SecretServiceKeyring):
+            backend.clear()
 
 
 @pytest.fixture(autouse=True)
