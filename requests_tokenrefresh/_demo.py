@@ -13,16 +13,27 @@ Where keyring has no usable backend, the demo says so and stores the token in
 The demo never touches a keyring entry that holds anything but a demo token: its tokens carry the
 extra field ``requests_tokenrefresh_demo``, and at the end it deletes the entry only if it still
 holds the token of this run.
+
+``demo --hosts N`` (:func:`run_hosts_demo`) runs the clients in N processes ("hosts", each
+:func:`host_main`) that share nothing but one Redis key: each its own cache directory, no keyring,
+a :class:`RedisStorage`; the token server stays in the demo process, which counts the refresh
+calls of all of them. Without ``--redis`` the demo starts a redis-server of its own on 127.0.0.1
+(no persistence) and stops it at the end; the hosts and that server run in sessions of their own,
+so Ctrl-C reaches the demo, which ends them by PID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import secrets
 import shlex
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,12 +48,22 @@ from keyring.backends import chainer, fail
 
 from ._authserver import AuthServer, Canned
 from ._redact import fingerprint
+from ._redis import RedisStorage
 from .adapters import TokenRefreshAdapter
 from .exceptions import SessionExpiredError, TokenStorageError
 from .storage import KeyringStorage
 from .tokens import Token
 
-__all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem", "run_demo", "timeline_events"]
+__all__ = [
+    "DEMO_KEYRING_ENV",
+    "REDIS_INSTALL_HELP",
+    "DemoFileKeyring",
+    "host_main",
+    "keyring_problem",
+    "run_demo",
+    "run_hosts_demo",
+    "timeline_events",
+]
 
 #: The environment variable that names :class:`DemoFileKeyring`'s file.
 DEMO_KEYRING_ENV = "REQUESTS_TOKENREFRESH_DEMO_KEYRING"
@@ -295,11 +316,18 @@ def _progress_line(elapsed: float, ok: int, failed: int, calls: int, token: Toke
 
 def _progress(run: _Run, server: AuthServer, err: TextIO) -> None:
     """A line on ``err``: rewritten in place on a terminal (fitted to its width), else once a second."""
+    _show_progress(run.stop, lambda: (run.started, *run.counts(), server.refresh_calls, run.current), err)
+
+
+def _show_progress(
+    stop: threading.Event, sample: Callable[[], tuple[float, int, int, int, Token]], err: TextIO
+) -> None:
+    """Print ``sample()`` (started, ok, failed, refresh calls, current token) as the progress line until ``stop``."""
     tty = err.isatty()
-    while not run.stop.wait(0.2 if tty else 1.0):
-        ok, failed = run.counts()
+    while not stop.wait(0.2 if tty else 1.0):
+        started, ok, failed, calls, current = sample()
         width = max(shutil.get_terminal_size().columns - 1, 1) if tty else None  # the last column wraps
-        line = _progress_line(time.monotonic() - run.started, ok, failed, server.refresh_calls, run.current, width)
+        line = _progress_line(time.monotonic() - started, ok, failed, calls, current, width)
         print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=err, flush=True)
     if tty:
         print(file=err)
@@ -504,3 +532,433 @@ def _summary(
     ok = not failures and not stuck and not revoked and server.refresh_calls == issued and bool(done)
     print("result: OK, one refresh call per expiry and every request succeeded" if ok else "result: FAILED", file=out)
     return 0 if ok else 1
+
+
+# -- demo --hosts: the clients in processes that share only Redis --------------------------------
+
+#: Seconds a host process gets to start (Python, requests, redis-py) and a redis-server to answer.
+HOST_START_TIMEOUT = 60.0
+#: Seconds a host may run past the end of the demo before it counts as stuck and is killed.
+HOST_GRACE = 30.0
+#: Seconds between two progress reports of a host to the demo process.
+HOST_REPORT_INTERVAL = 0.25
+REDIS_INSTALL_HELP = (
+    "demo --hosts needs Redis: give --redis URL, or install redis-server (Debian/Ubuntu: `apt-get install "
+    "redis-server`; macOS: `brew install redis`) so that the demo can start one on 127.0.0.1"
+)
+# Runs one host; sys.path as the demo process has it, so the host runs the same package.
+_HOST_CODE = "from requests_tokenrefresh._demo import host_main; host_main()"
+
+
+class _HostsError(ValueError):
+    """``demo --hosts`` cannot run: no redis-server, or a host process that did not start."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """End ``process`` (one the demo started), by its PID: SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+class _LocalRedis:
+    """A redis-server on 127.0.0.1 on a free port, without persistence, for one demo run."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _LocalRedis:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise _HostsError(REDIS_INSTALL_HELP)
+        logfile = os.path.join(self.directory, "redis.log")
+        for _ in range(3):  # another program may take the free port before the server binds it
+            port = _free_port()
+            command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
+            command += ["--save", "", "--appendonly", "no", "--dir", self.directory, "--logfile", logfile]
+            self.process = subprocess.Popen(  # noqa: S603 - redis-server from PATH, fixed arguments
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops the server in order
+            )
+            if self._ready(port):
+                self.url = f"redis://127.0.0.1:{port}/0"
+                return self
+            _stop_process(self.process)
+        raise _HostsError(f"the redis-server the demo started did not answer: {_last_line(logfile) or 'no log'}")
+
+    def _ready(self, port: int) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + HOST_START_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            _stop_process(self.process)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+class _Host:
+    """One host process and what it reported (its stdout is one JSON object a line)."""
+
+    def __init__(self, number: int, process: subprocess.Popen[str], stderr_path: str) -> None:
+        self.number = number
+        self.process = process
+        self.stderr_path = stderr_path
+        self.ok = self.failed = 0
+        self.result: dict[str, Any] | None = None
+        self.ready = threading.Event()
+        self.done = threading.Event()  # its stdout ended
+        self.reader = threading.Thread(target=self._read, name=f"demo-host-{number}", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                if message.get("ready"):
+                    self.ready.set()
+                if "result" in message:
+                    self.result = message["result"]
+                self.ok, self.failed = int(message.get("ok", self.ok)), int(message.get("failed", self.failed))
+        except (OSError, ValueError):  # the pipe was closed by stop()
+            pass
+        finally:
+            self.done.set()
+
+    def send(self, line: str) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except OSError:  # it has exited: its missing report says so
+            pass
+
+    def why_not(self) -> str:
+        """Why it gave no result, in a few words."""
+        status = self.process.poll()
+        state = "is still running" if status is None else f"exited with status {status}"
+        last = _last_line(self.stderr_path)
+        return f"host {self.number} {state} without a report" + (f" ({last})" if last else "")
+
+
+def _start_hosts(count: int, config: dict[str, Any], workdir: str) -> list[_Host]:
+    """Start ``count`` host processes, each with its own cache, data and config directories and no keyring."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hosts = []
+    for number in range(1, count + 1):
+        directory = os.path.join(workdir, f"host-{number}")
+        os.makedirs(directory)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_KEYRING", "REQUESTS_TOKENREFRESH"))}
+        env.update(
+            XDG_CACHE_HOME=os.path.join(directory, "cache"),  # the lock directory: none shared
+            XDG_DATA_HOME=os.path.join(directory, "data"),
+            XDG_CONFIG_HOME=os.path.join(directory, "config"),
+            PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",  # a keyring use would fail loudly
+            PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        )
+        stderr_path = os.path.join(directory, "stderr.txt")
+        with open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed code
+                [sys.executable, "-c", _HOST_CODE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                cwd=directory,
+                env=env,
+                text=True,
+                start_new_session=True,  # Ctrl-C reaches the demo, which ends the hosts by PID
+            )
+        host = _Host(number, process, stderr_path)
+        hosts.append(host)
+        host.send(json.dumps({**config, "number": number}))  # on stdin: a Redis password stays out of argv
+    return hosts
+
+
+def _stop_hosts(hosts: list[_Host]) -> None:
+    """End every host process still running, by PID: SIGTERM to all, then SIGKILL to any left."""
+    for host in hosts:
+        if host.process.poll() is None:
+            host.process.terminate()
+    deadline = time.monotonic() + 5
+    for host in hosts:
+        try:
+            host.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            host.process.kill()
+            host.process.wait(5)
+    for host in hosts:
+        host.reader.join(5)
+        for stream in (host.process.stdin, host.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _wait_ready(hosts: list[_Host]) -> None:
+    deadline = time.monotonic() + HOST_START_TIMEOUT
+    for host in hosts:
+        while not host.ready.is_set():
+            if host.done.is_set() or time.monotonic() > deadline:
+                raise _HostsError(f"a host process did not start: {host.why_not()}")
+            host.ready.wait(0.1)
+
+
+def _forget(storage: RedisStorage) -> None:
+    """Delete the demo's record and the lease's keys (the key is this run's own)."""
+    with contextlib.suppress(Exception):
+        storage._client.delete(storage.key, *storage._keys.values())
+
+
+def run_hosts_demo(
+    *,
+    hosts: int,
+    threads: int,
+    duration: float,
+    ttl: float,
+    leeway: float,
+    redis_url: str | None,
+    keep: bool = False,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Run the demo's clients in ``hosts`` processes that share only Redis; return 0 if all went well, else 1.
+
+    The token server runs in this process; every host mounts its own adapter over its own
+    :class:`RedisStorage` on one key, in its own cache directory, with no keyring. Without
+    ``redis_url``, a redis-server is started on 127.0.0.1 for the run (:data:`REDIS_INSTALL_HELP`
+    if there is none).
+    """
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="requests-tokenrefresh-demo-hosts-"))
+        if redis_url is None:
+            redis_url = stack.enter_context(_LocalRedis(workdir)).url
+            origin = "a redis-server the demo started (no persistence; stopped at the end)"
+        else:
+            origin = "the given server"
+        mark = secrets.token_hex(8)
+        storage = RedisStorage(redis_url, key=f"requests-tokenrefresh-demo:{mark}")  # a key of this run only
+        stack.callback(storage.close)
+        server = stack.enter_context(_TimedAuthServer(ttl=ttl, rotation="reuse-detection", host="127.0.0.1"))
+        window = min(leeway, ttl / 2)
+        print(
+            f"server:   {server.url} (loopback): access tokens live {ttl:g} s, refresh tokens rotate, "
+            "presenting one twice revokes the family",
+            file=out,
+        )
+        server_login = server.issue()
+        server.revoke_access_tokens()
+        seed = Token.from_response({**server_login, _MARK: mark}, now=time.time() - ttl - 1)
+        storage.save(seed)
+        if not keep:
+            stack.callback(_forget, storage)
+        print(f"redis:    {storage.location}, {origin}; key {storage.key}", file=out)
+        print(
+            f"hosts:    {hosts} processes x {threads} threads for {duration:g} s, sharing nothing but that key "
+            "(each its own cache directory, no keyring); the stored token has expired, so every host needs the "
+            f"first refresh at once; later refreshes start {window:g} s before expiry (leeway {leeway:g} s, at "
+            "most half the lifetime)",
+            file=out,
+            flush=True,
+        )
+        config = {
+            "redis_url": redis_url,
+            "key": storage.key,
+            "token_url": server.token_url,
+            "api": server.url + "/api/items",
+            "threads": threads,
+            "duration": duration,
+            "leeway": leeway,
+        }
+        fleet: list[_Host] = []
+        stack.callback(_stop_hosts, fleet)  # also on Ctrl-C: no host outlives the demo
+        fleet += _start_hosts(hosts, config, workdir)
+        _wait_ready(fleet)
+        stop = threading.Event()
+        current = [seed]
+
+        def sample() -> tuple[float, int, int, int, Token]:
+            with contextlib.suppress(TokenStorageError):  # Redis busy or gone: show the last one read
+                current[0] = storage.load() or current[0]
+            ok, failed = sum(h.ok for h in fleet), sum(h.failed for h in fleet)
+            return started, ok, failed, server.refresh_calls, current[0]
+
+        started = time.monotonic()
+        for host in fleet:
+            host.send("go")
+        progress = threading.Thread(target=_show_progress, args=(stop, sample, err), daemon=True)
+        progress.start()
+        try:
+            end = started + duration + HOST_GRACE + 15
+            for host in fleet:
+                host.done.wait(max(0.0, end - time.monotonic()))
+        finally:
+            stop.set()
+            progress.join(5)
+        _stop_hosts(fleet)
+        return _hosts_summary(fleet, server, time.monotonic() - started, threads, keep, storage.key, out)
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _hosts_summary(
+    fleet: list[_Host], server: AuthServer, elapsed: float, threads: int, keep: bool, key: str, out: TextIO
+) -> int:
+    with server.lock:
+        log = list(server.token_log)
+    presented = [entry["refresh_token"] for entry in log]
+    issued = sum(1 for entry in log if entry["status"] == 200)
+    reused = len(presented) - len(set(presented))
+    revoked = server.revoked
+    results = [host.result for host in fleet]
+    failures: dict[str, int] = {}
+    print(f"summary after {elapsed:.1f} s with {len(fleet)} hosts x {threads} threads:", file=out)
+    for host, result in zip(fleet, results, strict=True):
+        if result is None:
+            print(f"  host {host.number:<14} {host.ok} ok, {host.failed} failed; {host.why_not()}", file=out)
+            continue
+        latency = f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
+        print(
+            f"  host {host.number:<14} {result['ok']} ok, {result['failed'] + result['stuck']} failed; refresh "
+            f"calls made {result['refreshes']}; request latency {latency}",
+            file=out,
+        )
+        for message, count in result["failures"]:
+            failures[message] = failures.get(message, 0) + count
+        if result["stuck"]:
+            failures[f"threads still running {HOST_GRACE:g} s after the end"] = result["stuck"]
+    ok = sum(r["ok"] for r in results if r is not None)
+    failed = sum(r["failed"] + r["stuck"] for r in results if r is not None)
+    failed += sum(host.failed for host, r in zip(fleet, results, strict=True) if r is None)
+    print(f"  requests            {ok} ok, {failed} failed (all hosts)", file=out)
+    print(
+        f"  refresh calls       {server.refresh_calls} for {issued} expiries across all hosts (new access tokens "
+        f"issued after the seed); refresh tokens presented twice: {reused}; token family revoked: "
+        f"{'yes' if revoked else 'no'}",
+        file=out,
+    )
+    for message, count in sorted(failures.items(), key=lambda item: -item[1])[:5]:
+        print(f"  failure: {count} x {message}", file=out)
+    for host, result in zip(fleet, results, strict=True):
+        if result is None:
+            print(f"  failure: {host.why_not()}", file=out)
+    if keep:
+        print(f"the demo's Redis key {key} has been kept (without --keep it is deleted)", file=out)
+    good = (
+        None not in results and not failed and not revoked and not reused and server.refresh_calls == issued and ok > 0
+    )
+    print(
+        f"result: OK, one refresh call per expiry across {len(fleet)} hosts and every request succeeded"
+        if good
+        else "result: FAILED",
+        file=out,
+    )
+    return 0 if good else 1
+
+
+def host_main() -> None:
+    """One host of ``demo --hosts``: read its settings on stdin, say ready, wait for ``go``, run, report.
+
+    Its stdout carries one JSON object a line: ``{"ready": true}``, then ``{"ok": N, "failed": N}``
+    every :data:`HOST_REPORT_INTERVAL` seconds, then ``{"result": {...}}``.
+    """
+    line = sys.stdin.readline()
+    if not line:
+        return  # the demo has gone
+    config = json.loads(line)
+    threads = int(config["threads"])
+
+    def report(message: dict[str, Any]) -> None:
+        print(json.dumps(message), flush=True)
+
+    storage = RedisStorage(config["redis_url"], key=config["key"])
+    seed = storage.load()  # what the adapter reads at start anyway
+    if seed is None:
+        raise SystemExit(f"host {config['number']}: the demo's Redis key {config['key']} holds no token")
+    run = _Run(threads, seed)
+    refreshes = [0]
+
+    def on_refresh(token: Token) -> None:  # called on the host that refreshed only
+        run.on_refresh(token)
+        refreshes[0] += 1
+
+    adapter = TokenRefreshAdapter(
+        storage, token_url=config["token_url"], leeway=config["leeway"], on_refresh=on_refresh, pool_maxsize=threads
+    )
+    session = requests.Session()
+    session.mount(config["api"].rsplit("/api/", 1)[0] + "/", adapter)
+    workers = [
+        threading.Thread(target=_worker, args=(run, session, config["api"], i), name=f"demo-{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    report({"ready": True})
+    if sys.stdin.readline().strip() != "go":
+        run.stop.set()
+        run.go.set()
+        return
+    run.started = time.monotonic()
+    run.deadline = run.started + float(config["duration"])
+    run.go.set()
+    while any(worker.is_alive() for worker in workers) and time.monotonic() < run.deadline + HOST_GRACE:
+        run.stop.wait(HOST_REPORT_INTERVAL)
+        ok, failed = run.counts()
+        report({"ok": ok, "failed": failed})
+    run.stop.set()
+    ok, failed = run.counts()
+    messages = [message for entries in run.failed for *_, message in entries]
+    latencies = [finished - started for entries in run.done for started, finished, *_ in entries]
+    report(
+        {
+            "result": {
+                "ok": ok,
+                "failed": failed,
+                "stuck": sum(worker.is_alive() for worker in workers),
+                "refreshes": refreshes[0],
+                "p50_ms": _percentile(latencies, 50) * 1000,
+                "p99_ms": _percentile(latencies, 99) * 1000,
+                "failures": [[m, messages.count(m)] for m in sorted(set(messages))[:5]],
+            },
+            "ok": ok,
+            "failed": failed,
+        }
+    )
+    session.close()
+    storage.close()

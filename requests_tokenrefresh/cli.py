@@ -1,7 +1,9 @@
 """The ``requests-tokenrefresh`` command (also ``python -m requests_tokenrefresh``).
 
-``demo`` shows the adapter against a strict loopback OAuth server; ``status``, ``import``,
-``refresh`` and ``clear`` look after the token a :class:`KeyringStorage` keeps in the OS keyring.
+``demo`` shows the adapter against a strict loopback OAuth server (``--hosts N``: in N processes
+that share only Redis); ``status``, ``import``, ``refresh`` and ``clear`` look after the token a
+:class:`KeyringStorage` keeps in the OS keyring (``--service``/``--username``) or a
+:class:`RedisStorage` keeps in Redis (``--redis URL --key KEY``).
 No command prints a token, a refresh token or a client secret unless given ``--show-secrets``
 (``refresh`` writes a token it could not store in the keyring to a file only the user can read);
 errors are one line on stderr and exit status 1 (usage errors: 2).
@@ -33,16 +35,22 @@ import requests
 
 from . import __version__
 from ._redact import fingerprint
+from ._redis import RedisStorage
 from .adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT, TokenRefreshAdapter
 from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError, TokenRefreshError, TokenStorageError
-from .storage import KeyringStorage
+from .storage import KeyringStorage, RefreshLease, TokenStorage
 from .tokens import RECORD_VERSION, Token, _number
 
-__all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "build_parser", "describe", "main"]
+__all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "REDIS_URL_ENV", "build_parser", "describe", "main"]
 
 PROG = "requests-tokenrefresh"
 #: Environment variable read for ``refresh --client-secret`` (a secret in argv is visible to other users).
 CLIENT_SECRET_ENV = "REQUESTS_TOKENREFRESH_CLIENT_SECRET"
+#: Environment variable read when ``--key`` comes without ``--redis`` (a password in argv is visible to other users).
+REDIS_URL_ENV = "REQUESTS_TOKENREFRESH_REDIS_URL"
+#: Client threads of the demo in one process, and of each host with ``demo --hosts``.
+DEMO_THREADS = 32
+DEMO_HOST_THREADS = 8
 #: The keyring entry the demo stores its token in.
 DEMO_SERVICE = "requests-tokenrefresh-demo"
 DEMO_USERNAME = "demo"
@@ -53,7 +61,7 @@ expired but has a refresh token to renew it; 1 if the stored token has expired a
 token, if nothing is stored, or on any error."""
 
 REFRESH_EPILOG = """\
-If the keyring cannot store the new token, it is written to a new file only you can read (see
+If the keyring (or Redis) cannot store the new token, it is written to a new file only you can read (see
 --unsaved-token-file) and the command fails: store it later with `import FILE`."""
 
 # 9999-12-31 23:59:59 UTC: epoch seconds beyond this are not a date (milliseconds, usually).
@@ -71,21 +79,30 @@ class _CommandError(Exception):
     """A problem with what the user asked for; printed as one line, exit status 1."""
 
 
-class _CommandStorage(KeyringStorage):
-    """The keyring entry as ``refresh`` uses it: it notes a failed save, and may keep the record.
+class _Noting:
+    """What ``refresh`` notes about its storage: whether the latest save failed, and a delete not done.
+
+    The adapter deletes the stored token when the token endpoint answers ``invalid_grant``;
+    ``refresh`` is a test command, where a wrong ``--token-url`` or ``--client-id`` earns that
+    answer too, so a delete does nothing unless ``--delete-on-invalid-grant`` asked for it.
+    """
+
+    allow_delete = True
+    save_error: TokenStorageError | None = None  # of the latest save, if it failed
+    kept = False  # a delete was asked for and not done
+    url_from_env = False  # Redis only: the URL came from REDIS_URL_ENV, so messages need not repeat it
+
+
+class _CommandStorage(_Noting, KeyringStorage):
+    """The keyring entry as ``refresh`` uses it (see :class:`_Noting`).
 
     A subclass rather than a wrapper, so the adapter still gets the entry's own inter-process
-    refresh lock. The adapter deletes the stored token when the token endpoint answers
-    ``invalid_grant``; ``refresh`` is a test command, where a wrong ``--token-url`` or
-    ``--client-id`` earns that answer too, so :meth:`delete` does nothing unless
-    ``--delete-on-invalid-grant`` asked for it.
+    refresh lock; the lock's save calls :meth:`save`.
     """
 
     def __init__(self, service: str, username: str, *, allow_delete: bool) -> None:
         super().__init__(service, username)
         self.allow_delete = allow_delete
-        self.save_error: TokenStorageError | None = None  # of the latest save, if it failed
-        self.kept = False  # a delete was asked for and not done
 
     def save(self, token: Token) -> None:
         try:
@@ -102,43 +119,151 @@ class _CommandStorage(KeyringStorage):
             self.kept = True
 
 
-def _storage(args: argparse.Namespace) -> KeyringStorage:
+class _CommandRedisStorage(_Noting, RedisStorage):
+    """The Redis key as the commands use it (see :class:`_Noting`).
+
+    A rotated token is stored by the lease's conditional write, not by :meth:`save`, so the
+    lease is wrapped to note a failed save; the lease itself (and its fencing) is Redis's own.
+    """
+
+    def __init__(self, url: str, key: str, *, allow_delete: bool = True, url_from_env: bool = False) -> None:
+        super().__init__(url, key)
+        self.allow_delete = allow_delete
+        self.url_from_env = url_from_env
+
+    def refresh_lease(self, timeout: float) -> RefreshLease:
+        return _NotingLease(super().refresh_lease(timeout), self)
+
+    def delete(self) -> None:
+        if self.allow_delete:
+            super().delete()
+        else:
+            self.kept = True
+
+
+class _NotingLease(RefreshLease):
+    """A lease that passes every call to ``lease`` and notes on ``noting`` whether its save failed."""
+
+    def __init__(self, lease: RefreshLease, noting: _Noting) -> None:
+        super().__init__(lease.storage)
+        self._lease = lease
+        self._noting = noting
+
+    def __enter__(self) -> RefreshLease:
+        self._lease.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lease.__exit__(*exc_info)
+
+    def load(self) -> Token | None:
+        token = self._lease.load()
+        self.interrupted = self._lease.interrupted
+        return token
+
+    def check(self, seconds: float) -> None:
+        self._lease.check(seconds)
+
+    def extend(self, seconds: float) -> None:
+        self._lease.extend(seconds)
+
+    def save(self, token: Token) -> None:
+        try:
+            self._lease.save(token)
+        except TokenStorageError as exc:
+            self._noting.save_error = exc
+            raise
+        self._noting.save_error = None
+
+
+def _redis_storage(args: argparse.Namespace, *, allow_delete: bool = True) -> _CommandRedisStorage:
+    url = args.redis if args.redis is not None else os.environ.get(REDIS_URL_ENV, "")
+    try:
+        return _CommandRedisStorage(url, args.key, allow_delete=allow_delete, url_from_env=args.redis is None)
+    except ImportError as exc:  # redis-py is an optional extra: its message names it
+        raise _CommandError(str(exc)) from exc
+
+
+def _storage(args: argparse.Namespace) -> TokenStorage:
+    if args.key is not None:
+        return _redis_storage(args)
     return KeyringStorage(args.service, args.username)
 
 
-def _entry_args(storage: KeyringStorage) -> str:
+def _where(storage: TokenStorage, quoted: bool = False) -> str:
+    """Where the token lives, for messages; a Redis URL without its password."""
+    if isinstance(storage, RedisStorage):
+        return (
+            f"Redis key {storage.key!r} at {storage.location}"
+            if quoted
+            else f"Redis key {storage.key} at {storage.location}"
+        )
+    assert isinstance(storage, KeyringStorage)
+    if quoted:
+        return f"keyring entry {storage.service!r}/{storage.username!r}"
+    return f"keyring entry {storage.service}/{storage.username}"
+
+
+def _store_name(storage: TokenStorage) -> str:
+    return "Redis" if isinstance(storage, RedisStorage) else "the keyring"
+
+
+def _entry_args(storage: TokenStorage) -> str:
+    if isinstance(storage, RedisStorage):
+        key = f"--key {shlex.quote(storage.key)}"
+        if isinstance(storage, _Noting) and storage.url_from_env:
+            return key  # the URL (and its password) stays in the environment variable
+        return f"--redis {shlex.quote(storage.location)} {key}"  # a password shows as ***
+    assert isinstance(storage, KeyringStorage)
     return f"--service {shlex.quote(storage.service)} --username {shlex.quote(storage.username)}"
 
 
-def _load(storage: KeyringStorage) -> Token | None:
+def _load(storage: TokenStorage) -> Token | None:
     """The stored token, or None; a record that is not a token is a :class:`_CommandError` that says what to do."""
     try:
         return storage.load()
     except TokenStorageError as exc:
+        if isinstance(storage, RedisStorage) and not isinstance(exc.__cause__, (ValueError, RecursionError)):
+            raise  # Redis itself failed (unreachable, refused): asking again would only wait again
         problem = _record_problem(storage)
         if problem is None:
             raise  # the keyring itself failed
         raise _CommandError(problem) from exc
 
 
-def _load_token(storage: KeyringStorage) -> Token:
+def _load_token(storage: TokenStorage) -> Token:
     token = _load(storage)
     if token is None:
-        raise _CommandError(f"no token is stored in keyring entry {storage.service!r}/{storage.username!r}")
+        raise _CommandError(f"no token is stored in {_where(storage, quoted=True)}")
     return token
 
 
-def _record_problem(storage: KeyringStorage) -> str | None:
-    """Why the entry's value is not a token record, or None if it cannot be read (or is one)."""
+def _read_raw(storage: TokenStorage) -> Any:
+    """The stored value as it is, without parsing it."""
+    if isinstance(storage, RedisStorage):
+        raw = storage._client.get(storage.key)  # the record's own key: RedisStorage keeps the client
+        return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    assert isinstance(storage, KeyringStorage)
+    backend = storage.backend if storage.backend is not None else keyring.get_keyring()
+    return backend.get_password(storage.service, storage.username)
+
+
+def _record_problem(storage: TokenStorage) -> str | None:
+    """Why the stored value is not a token record, or None if it cannot be read (or is one)."""
     try:
-        backend = storage.backend if storage.backend is not None else keyring.get_keyring()
-        raw = backend.get_password(storage.service, storage.username)
-    except Exception:  # the keyring failed: the caller reports its error
+        raw = _read_raw(storage)
+    except Exception:  # the store failed: the caller reports its error
         return None
     if not isinstance(raw, str):
         return None
-    entry = f"the keyring entry {storage.service!r}/{storage.username!r}"
+    entry = f"the {_where(storage, quoted=True)}"
     clear = f"delete it with `{PROG} clear {_entry_args(storage)}` and log in again"
+    if isinstance(storage, RedisStorage):
+        shown = "redis-cli" + ("" if storage.location.startswith("unix:") else f" -u {shlex.quote(storage.location)}")
+        read = f"{shown} GET {shlex.quote(storage.key)}"
+    else:
+        assert isinstance(storage, KeyringStorage)
+        read = f"keyring get {shlex.quote(storage.service)} {shlex.quote(storage.username)}"
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:  # its position, never the value: it may be a secret
@@ -148,8 +273,7 @@ def _record_problem(storage: KeyringStorage) -> str | None:
     if isinstance(record, dict) and "version" not in record and isinstance(record.get("access_token"), str):
         return (
             f"{entry} holds a token response, not a token record (it has no version field); store it as a "
-            f"record, keeping the token, with `keyring get {shlex.quote(storage.service)} "
-            f"{shlex.quote(storage.username)} | {PROG} import {_entry_args(storage)}`"
+            f"record, keeping the token, with `{read} | {PROG} import {_entry_args(storage)}`"
         )
     version = record.get("version") if isinstance(record, dict) else None
     if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
@@ -216,7 +340,7 @@ def _printable(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c)[0] == "C" else c for c in text)
 
 
-def _print_status(storage: KeyringStorage, info: dict[str, Any]) -> None:
+def _print_status(storage: TokenStorage, info: dict[str, Any]) -> None:
     if info["expires_at"] is None:
         expires = "unknown (no expires_in and no JWT exp): the adapter relies on 401 responses"
     elif info["expired"]:
@@ -227,8 +351,13 @@ def _print_status(storage: KeyringStorage, info: dict[str, Any]) -> None:
     if info["has_refresh_token"]:
         fingerprints += f", refresh token {info['refresh_token_fingerprint']}"
     usable = "yes" if not info["expired"] else _EXPIRED[info["has_refresh_token"]]
+    if isinstance(storage, RedisStorage):
+        where = ("Redis key", f"{storage.key} at {storage.location}")
+    else:
+        assert isinstance(storage, KeyringStorage)
+        where = ("keyring entry", f"{storage.service} / {storage.username}")
     rows = [
-        ("keyring entry", f"{storage.service} / {storage.username}"),
+        where,
         ("token type", info["token_type"]),
         ("scope", info["scope"] if info["scope"] is not None else "-"),
         ("expires", expires),
@@ -247,7 +376,12 @@ def _status(args: argparse.Namespace) -> int:
     storage = _storage(args)
     info = describe(_load_token(storage), show_secrets=args.show_secrets)
     if args.json:
-        print(json.dumps({"service": storage.service, "username": storage.username, **info}, indent=2))
+        if isinstance(storage, RedisStorage):
+            names = {"redis": storage.location, "key": storage.key}
+        else:
+            assert isinstance(storage, KeyringStorage)
+            names = {"service": storage.service, "username": storage.username}
+        print(json.dumps({**names, **info}, indent=2))
     else:
         _print_status(storage, info)
     return 0 if info["usable"] else 1
@@ -337,7 +471,7 @@ def _import(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _CommandError(f"{source}: {exc}") from exc
     storage.save(token)
-    print(f"stored token {fingerprint(token.access_token)} in keyring entry {storage.service}/{storage.username}")
+    print(f"stored token {fingerprint(token.access_token)} in {_where(storage)}")
     _print_status(storage, describe(token))
     return 0
 
@@ -389,8 +523,11 @@ def _write_unsaved(token: Token, path: str | None) -> str:
     return path
 
 
-def _unsaved(storage: _CommandStorage, new: Token, rotated: bool, path: str | None) -> _CommandError:
-    """The error for a refreshed token the keyring did not store; the token goes to a file first."""
+def _unsaved(
+    storage: _CommandStorage | _CommandRedisStorage, new: Token, rotated: bool, path: str | None
+) -> _CommandError:
+    """The error for a refreshed token the store did not store; the token goes to a file first."""
+    store = _store_name(storage)
     why = " ".join(str(storage.save_error).split())
     what = "a new refresh token (the old one is spent)" if rotated else "a new access token"
     written, problems = None, []
@@ -402,18 +539,22 @@ def _unsaved(storage: _CommandStorage, new: Token, rotated: bool, path: str | No
             problems.append(_file_error("write", candidate or "the unsaved-token file", exc))
     if written is None:
         return _CommandError(
-            f"the token endpoint issued {what}, but the keyring could not store it ({why}) and "
+            f"the token endpoint issued {what}, but {store} could not store it ({why}) and "
             f"{'; '.join(problems)}: it is lost, log in again"
         )
     return _CommandError(
-        f"the token endpoint issued {what}, but the keyring could not store it ({why}); it was written to "
-        f"{written} (readable by you only): when the keyring works, run "
+        f"the token endpoint issued {what}, but {store} could not store it ({why}); it was written to "
+        f"{written} (readable by you only): when {store} works, run "
         f"`{PROG} import {_entry_args(storage)} {shlex.quote(written)}` and delete the file"
     )
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    storage = _CommandStorage(args.service, args.username, allow_delete=args.delete_on_invalid_grant)
+    storage: _CommandStorage | _CommandRedisStorage
+    if args.key is not None:
+        storage = _redis_storage(args, allow_delete=args.delete_on_invalid_grant)
+    else:
+        storage = _CommandStorage(args.service, args.username, allow_delete=args.delete_on_invalid_grant)
     old = _load_token(storage)
     if old.refresh_token is None:
         raise _CommandError("the stored token has no refresh token: log in again and import a new token")
@@ -480,23 +621,37 @@ def _clear(args: argparse.Namespace) -> int:
     except _CommandError:
         stored = True  # a record that is not a token: it is deleted too
     if not stored:
-        print(f"nothing is stored in keyring entry {storage.service}/{storage.username}: nothing to delete")
+        print(f"nothing is stored in {_where(storage)}: nothing to delete")
         return 0
     storage.delete()
-    print(f"deleted the token in keyring entry {storage.service}/{storage.username}")
+    print(f"deleted the token in {_where(storage)}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.hosts is not None:
+        from ._demo import run_hosts_demo
+
+        return run_hosts_demo(
+            hosts=args.hosts,
+            threads=args.threads or DEMO_HOST_THREADS,
+            duration=args.duration,
+            ttl=args.ttl,
+            leeway=args.leeway,
+            redis_url=args.redis,
+            keep=args.keep,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
     from ._demo import run_demo  # defines a keyring backend class: load it only for the demo
 
     return run_demo(
-        threads=args.threads,
+        threads=args.threads or DEMO_THREADS,
         duration=args.duration,
         ttl=args.ttl,
         leeway=args.leeway,
-        service=args.service,
-        username=args.username,
+        service=args.service or DEMO_SERVICE,
+        username=args.username or DEMO_USERNAME,
         keep=args.keep,
         timeline=args.timeline,
         out=sys.stdout,
@@ -504,9 +659,51 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _store_problem(args: argparse.Namespace) -> str | None:
+    """Why the options do not name exactly one store (keyring entry or Redis key), or None."""
+    keyring_options = [name for name, value in (("--service", args.service), ("--username", args.username)) if value]
+    redis_options = [name for name, value in (("--redis", args.redis), ("--key", args.key)) if value is not None]
+    if keyring_options and redis_options:
+        return (
+            f"{' and '.join(keyring_options)} (a keyring entry) and {' and '.join(redis_options)} (a Redis key) "
+            "name two different stores: give --service and --username, or --redis and --key"
+        )
+    if redis_options:
+        if args.key is None:
+            return "--redis needs --key KEY, the Redis key of the token record"
+        if not args.key.strip():
+            return "--key needs a non-empty Redis key"
+        if args.redis is None and not os.environ.get(REDIS_URL_ENV):
+            return f"--key needs --redis URL (or the URL in the environment variable {REDIS_URL_ENV})"
+        return None
+    if not keyring_options:
+        return "name the token's store: --service and --username (keyring entry), or --redis and --key (Redis key)"
+    if len(keyring_options) == 1:
+        other = "--username" if keyring_options[0] == "--service" else "--service"
+        return f"{keyring_options[0]} needs {other} too: the keyring entry is named by both"
+    return None
+
+
+def _demo_problem(args: argparse.Namespace) -> str | None:
+    """Why the demo's options do not fit together, or None."""
+    if args.hosts is None:
+        return "--redis needs --hosts N: the demo without --hosts runs in one process" if args.redis else None
+    single = [name for name in ("service", "username", "timeline") if getattr(args, name)]
+    if single:
+        options = " and ".join(f"--{name}" for name in single)
+        return f"{options} {'is' if len(single) == 1 else 'are'} for the demo in one process, not with --hosts"
+    return None
+
+
 def _count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1024:
         raise argparse.ArgumentTypeError(f"not a whole number from 1 to 1024: {text!r}")
+    return int(text)
+
+
+def _hosts(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"not a whole number of host processes from 1 to 64: {text!r}")
     return int(text)
 
 
@@ -529,14 +726,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:  # noqa: A002 - argparse's name
-        return commands.add_parser(name, help=help, description=help, **kwargs)
+        sub = commands.add_parser(name, help=help, description=help, **kwargs)
+        sub.set_defaults(parser=sub)  # for a usage error found after parsing
+        return sub
 
-    def entry(sub: argparse.ArgumentParser, service: str | None = None, username: str | None = None) -> None:
-        sub.add_argument("--service", required=service is None, default=service, help="keyring service name")
-        sub.add_argument("--username", required=username is None, default=username, help="keyring user name")
+    def entry(sub: argparse.ArgumentParser) -> None:
+        # Two pairs, one of them required: argparse's exclusive groups take single options, so
+        # main() checks the pairs (_store_problem) and reports a usage error.
+        ring = sub.add_argument_group("the token in the OS keyring")
+        ring.add_argument("--service", help="keyring service name")
+        ring.add_argument("--username", help="keyring user name")
+        shared = sub.add_argument_group("or the token in Redis, shared by hosts")
+        shared.add_argument(
+            "--redis",
+            metavar="URL",
+            help=f"redis://, rediss:// or unix:// URL (a password in it is never printed; better: set {REDIS_URL_ENV})",
+        )
+        shared.add_argument("--key", help="the Redis key of the token record")
+        sub.set_defaults(check=_store_problem)
 
     demo = command("demo", "run many threads through several token expiries against a strict loopback OAuth server")
-    demo.add_argument("--threads", type=_count, default=32, help="client threads (default: 32)")
+    demo.add_argument(
+        "--threads",
+        type=_count,
+        help=f"client threads (default: {DEMO_THREADS}; with --hosts, {DEMO_HOST_THREADS} per host)",
+    )
     demo.add_argument("--duration", type=_seconds, default=10.0, help="seconds of requests (default: 10)")
     demo.add_argument("--ttl", type=_seconds, default=3.0, help="access token lifetime in seconds (default: 3)")
     demo.add_argument(
@@ -545,14 +759,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LEEWAY,
         help="refresh this many seconds before expiry, at most half the lifetime (default: 60)",
     )
-    entry(demo, DEMO_SERVICE, DEMO_USERNAME)
-    demo.add_argument("--keep", action="store_true", help="keep the demo's token in the keyring at the end")
+    demo.add_argument("--service", help=f"keyring service name (default: {DEMO_SERVICE})")
+    demo.add_argument("--username", help=f"keyring user name (default: {DEMO_USERNAME})")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the demo's token (keyring entry or Redis key) at the end"
+    )
     demo.add_argument(
         "--timeline",
         metavar="FILE",
         help="also write every request and token endpoint call to FILE as JSON (input of docs/timeline.py)",
     )
-    demo.set_defaults(func=_demo)
+    demo.add_argument(
+        "--hosts",
+        type=_hosts,
+        metavar="N",
+        help="run the clients in N processes that share only Redis, with a RedisStorage each",
+    )
+    demo.add_argument(
+        "--redis",
+        metavar="URL",
+        help="with --hosts: the Redis to use (default: a redis-server the demo starts on 127.0.0.1)",
+    )
+    demo.set_defaults(func=_demo, check=_demo_problem)
 
     status = command("status", "show the stored token: type, scope, expiry, fingerprints", epilog=STATUS_EPILOG)
     entry(status)
@@ -592,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument(
         "--unsaved-token-file",
         metavar="FILE",
-        help="where to write the new token if the keyring cannot store it (default: a new file in the user "
+        help="where to write the new token if the keyring (or Redis) cannot store it (default: a new file in the user "
         "data directory, such as ~/.local/share/requests-tokenrefresh)",
     )
     refresh.set_defaults(func=_refresh)
@@ -609,6 +837,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):  # a stored value the encoding lacks must not end the command
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    problem = args.check(args)
+    if problem is not None:  # a usage error, exit status 2, with the command's usage line
+        args.parser.error(problem)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
