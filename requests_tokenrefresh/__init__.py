@@ -15,11 +15,14 @@ from .adapters import TokenRefreshAdapter
 from .exceptions import (
     InsecureTransportError,
     LeaseLostError,
+    LoginError,
     RefreshError,
+    RevocationError,
     SessionExpiredError,
     TokenRefreshError,
     TokenStorageError,
 )
+from .login import ProviderMetadata, discover, login_browser, login_device, logout
 from .storage import KeyringStorage, MemoryStorage, RefreshLease, TokenStorage
 from .tokens import Token, TokenState
 
@@ -30,11 +33,14 @@ __all__ = [
     "InsecureTransportError",
     "KeyringStorage",
     "LeaseLostError",
+    "LoginError",
     "MemoryStorage",
+    "ProviderMetadata",
     "RedisStorage",
     "RefreshError",
     "RefreshLease",
     "Refresher",
+    "RevocationError",
     "SessionExpiredError",
     "Token",
     "TokenRefreshAdapter",
@@ -43,6 +49,10 @@ __all__ = [
     "TokenStorage",
     "TokenStorageError",
     "__version__",
+    "discover",
+    "login_browser",
+    "login_device",
+    "logout",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

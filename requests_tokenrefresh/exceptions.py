@@ -6,7 +6,9 @@ Every exception this package raises derives from :class:`TokenRefreshError`, whi
     requests.RequestException
      └── TokenRefreshError
           ├── RefreshError                 the token endpoint (or refresher) failed
-          │    └── SessionExpiredError     the refresh token is gone or rejected: log in again
+          │    ├── SessionExpiredError     the refresh token is gone or rejected: log in again
+          │    ├── LoginError              a login or discovery step failed; nothing was stored
+          │    └── RevocationError         a token could not be revoked at logout
           ├── TokenStorageError            the token store (keyring) failed or holds a bad record
           │    └── LeaseLostError          a shared refresh lease ran out or another holder wrote
           └── InsecureTransportError       a token would go over plain http (also a ValueError)
@@ -23,7 +25,9 @@ import requests
 __all__ = [
     "InsecureTransportError",
     "LeaseLostError",
+    "LoginError",
     "RefreshError",
+    "RevocationError",
     "SessionExpiredError",
     "TokenRefreshError",
     "TokenStorageError",
@@ -83,6 +87,34 @@ class SessionExpiredError(RefreshError):
     def __init__(self, message: str, *, error: str = "invalid_grant", **kwargs: Any) -> None:
         kwargs["retryable"] = False
         super().__init__(message, error=error, **kwargs)
+
+
+class LoginError(RefreshError):
+    """A login, discovery or revocation step failed; nothing was stored.
+
+    ``error`` is the OAuth error code (``access_denied``, ``expired_token``, ``invalid_grant``
+    ...) or one of ours (``timeout``, ``port_in_use``, ``invalid_metadata``, ``missing_endpoint``,
+    ``network_error``). Messages never contain a code, verifier, token or client secret.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str, *, error: str = "login_failed", **kwargs: Any) -> None:
+        super().__init__(message, error=error, **kwargs)
+
+
+class RevocationError(RefreshError):
+    """A token could not be revoked at the revocation endpoint (RFC 7009).
+
+    Attributes:
+        deleted: whether the local record was deleted anyway (a logout always tries).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str, *, error: str = "revocation_failed", deleted: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, error=error, **kwargs)
+        self.deleted = deleted
 
 
 class TokenStorageError(TokenRefreshError):

@@ -28,11 +28,14 @@ PUBLIC_NAMES = {
     "InsecureTransportError",
     "KeyringStorage",
     "LeaseLostError",
+    "LoginError",
     "MemoryStorage",
+    "ProviderMetadata",
     "RedisStorage",
     "RefreshError",
     "RefreshLease",
     "Refresher",
+    "RevocationError",
     "SessionExpiredError",
     "Token",
     "TokenRefreshAdapter",
@@ -41,6 +44,10 @@ PUBLIC_NAMES = {
     "TokenStorage",
     "TokenStorageError",
     "__version__",
+    "discover",
+    "login_browser",
+    "login_device",
+    "logout",
 }
 
 
