@@ -11,29 +11,28 @@ The refresh path runs straight down: adapter -> coordinator -> storage lease -> 
 
 Rule 1: only this module reads or writes the current token, the flight and the retry times; they
         are guarded by the one ``threading.Condition``. The one read without it is the fast path:
-        ``fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
+        ``_fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
         so a reader sees the old pair or the new one, never a mix. It is set only while nothing
         needs deciding (a token outside its refresh window, no forced refresh, nothing unsaved).
-        The adapter's ``send()`` reads it too, before calling :meth:`token_for_request`: on every
-        request a method call is a cost worth saving; it never writes it.
 Rule 2: no network or storage I/O, and no user callback, while the condition is held. Decide under
         the lock, do the I/O outside it, publish the outcome and ``notify_all()`` under it.
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
         retryable :class:`RefreshError` and retires the flight, so a hung leader cannot block the
         adapter forever; the late outcome of a retired flight is dropped.
-Rule 4: at most one flight at a time, so at most one refresh per expiry; and no refresh within
-        MIN_REFRESH_INTERVAL of the last one made here: a token that a refresh has just returned is
-        sent even if it is already short of time (a lifetime shorter than the refresh took), and
-        left to the server to reject, rather than refreshed in a loop. A token adopted from the
-        store is adopted only while fresh, so the interval never makes a request send a dead one.
+Rule 4: at most one flight at a time, so at most one refresh per expiry; and no proactive refresh
+        within MIN_REFRESH_INTERVAL of the last refresh or adoption. A token that this adapter's
+        own refresh has just returned is sent even if it has already expired (a lifetime shorter
+        than the refresh took) and left to the server to reject, rather than refreshed in a loop;
+        any other expired token is refreshed first, whatever the interval.
 Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) the refresh
         runs in a background thread and every request keeps sending with the valid token; if that
         refresh fails for a reason other than a rejected refresh token, the old token is used
         until it really expires. The background thread is joined by :meth:`close` and, being
         non-daemon, by interpreter exit: a rotated token is never lost to a process ending.
 Rule 6: a rejection (401) for a token that has already been replaced is answered with the current
-        token, not with another refresh, if that token is fresh; a replay never uses a token that
-        is expired or inside its refresh window without refreshing it first. A token that a
+        token, not with another refresh. A replay never uses, and the store is never adopted
+        from, a token that has expired or is within REPLAY_MARGIN of it (a tenth of its
+        lifetime, if less): that one is refreshed first. A token that a
         refresh has just returned and that was then rejected on the replay is *doubted*: for
         NEW_TOKEN_GRACE seconds (at most half its lifetime) a rejection of it is returned to the
         caller without a refresh. An endpoint that always answers 401 then costs one rotation,
@@ -64,6 +63,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import math
 import os
 import threading
 import time
@@ -87,10 +87,15 @@ ADVISORY_RETRY_DELAY = 5.0
 MIN_REFRESH_INTERVAL = 1.0
 #: Seconds before saving a token that could not be saved is tried again.
 SAVE_RETRY_DELAY = 5.0
+#: Seconds before expiry within which a token is not replayed with nor adopted (Rule 6; a tenth
+#: of the lifetime if less).
+REPLAY_MARGIN = 1.0
 #: Seconds during which a new token rejected on its replay is not refreshed again (Rule 6).
 NEW_TOKEN_GRACE = 30.0
 #: Seconds between two attempts to save a rotated token inside the lease (Rule 7).
 SAVE_RETRY_INTERVAL = 0.5
+#: Seconds before a refresh token's known expiry at which to warn (a quarter of its lifetime if less).
+REFRESH_TOKEN_WARNING = 86400.0
 
 
 class _Kind(enum.Enum):
@@ -129,7 +134,7 @@ class Coordinator:
             hold it for a whole refresh).
         wait_timeout: the longest a thread waits for another thread's flight.
         clock: epoch seconds now.
-        on_refresh, on_session_expired: the adapter's callbacks.
+        on_refresh, on_session_expired, on_refresh_token_expiring: the adapter's callbacks.
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[Token], object] | None = None,
         on_session_expired: Callable[[SessionExpiredError], object] | None = None,
+        on_refresh_token_expiring: Callable[[Token], object] | None = None,
     ) -> None:
         self._storage = storage
         self._grant = grant
@@ -155,6 +161,7 @@ class Coordinator:
         self._clock = clock
         self._on_refresh = on_refresh
         self._on_session_expired = on_session_expired
+        self._on_refresh_token_expiring = on_refresh_token_expiring
         self._store_mutex = threading.Lock()  # a reset's write vs a refresh's save (Rule 10)
         self._init_state()
         _coordinators.add(self)
@@ -168,17 +175,18 @@ class Coordinator:
         self._advisory_after = 0.0  # no advisory refresh before this epoch time
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
-        self._refreshed_at = float("-inf")  # epoch time the current token was returned by a refresh here
+        self._refreshed_at = float("-inf")  # epoch time the current token was refreshed or adopted
+        self._own_refresh = False  # ... and whether this adapter's grant returned it (Rule 4)
         self._doubted_until = float("-inf")  # the current token was rejected on its replay (Rule 6)
+        self._warned_refresh_token: str | None = None  # its expiry is near, and was told
         self._background: threading.Thread | None = None
-        #: The fast path's snapshot (Rule 1): (token, fresh until), replaced whole; None to decide.
-        self.fresh: tuple[Token, float] | None = None
+        self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
 
     # -- what the adapter asks -------------------------------------------------------------
 
     def token_for_request(self) -> Token:
         """Return a token to send a request with, loading or refreshing it first if needed."""
-        fresh = self.fresh
+        fresh = self._fresh
         if fresh is not None and self._clock() < fresh[1]:
             return fresh[0]  # steady state: no lock taken
         while True:
@@ -205,7 +213,7 @@ class Coordinator:
         if token is None:
             return (flight, None, False) if flight is not None else (self._begin(_Kind.LOAD), None, True)
         state = token.state(now, self._leeway)
-        if now - self._refreshed_at < MIN_REFRESH_INTERVAL:
+        if now - self._refreshed_at < MIN_REFRESH_INTERVAL and (state is TokenState.STALE or self._own_refresh):
             state = TokenState.FRESH  # Rule 4: just refreshed; no refresh loop
         if state is TokenState.INVALID or (flight is not None and flight.forced):
             # Expired, or the server already rejected it: sending it is pointless.
@@ -236,7 +244,7 @@ class Coordinator:
                         return result
                     continue
                 if token is not None and used is not None and token.access_token != used.access_token:
-                    if token.state(now, self._leeway) is TokenState.FRESH:
+                    if _usable(token, now):
                         log.debug("401 for replaced token %s: replaying", fingerprint(used.access_token))
                         return token  # Rule 6
                     mine = self._begin(_Kind.REFRESH)  # never replay with a dying token
@@ -261,7 +269,7 @@ class Coordinator:
                 token, flight = self._token, self._flight
                 now = self._clock()
                 if token is not None and token.access_token != used.access_token:
-                    return token if token.state(now, self._leeway) is TokenState.FRESH else None
+                    return token if _usable(token, now) else None
                 if flight is None or flight.kind is not _Kind.REFRESH:
                     if token is not None and now - self._refreshed_at < self._grace(token):
                         self._doubted_until = self._refreshed_at + self._grace(token)
@@ -338,11 +346,11 @@ class Coordinator:
         """Publish the fast path's (token, fresh-until) pair, or None when there is something to decide."""
         token, flight = self._token, self._flight
         if token is None or self._unsaved or (flight is not None and (flight.forced or flight.kind is _Kind.RESET)):
-            self.fresh = None
+            self._fresh = None
         elif token.expires_at is None:
-            self.fresh = (token, float("inf"))
+            self._fresh = (token, float("inf"))
         else:
-            self.fresh = (token, token.expires_at - token.refresh_window(self._leeway))
+            self._fresh = (token, token.expires_at - token.refresh_window(self._leeway))
 
     def _wait(self, flight: _Flight) -> Token | None:
         """Wait for ``flight``; return its token if it was a refresh, raise its error if it failed."""
@@ -384,6 +392,7 @@ class Coordinator:
         clear: bool = False,
         unsaved: bool | None = None,
         refreshed: bool = False,
+        adopted: bool = False,
         advisory_after: float | None = None,
         save_after: float | None = None,
     ) -> bool:
@@ -402,8 +411,8 @@ class Coordinator:
                     self._unsaved = unsaved
                 if current is not None or clear:
                     self._doubted_until = float("-inf")
-                if refreshed:
-                    self._refreshed_at = now
+                if refreshed or adopted:
+                    self._refreshed_at, self._own_refresh = now, refreshed
                 if advisory_after is not None:
                     self._advisory_after = now + advisory_after
                 if save_after is not None:
@@ -462,6 +471,7 @@ class Coordinator:
             raise missing
         log.debug("loaded token %s from storage", fingerprint(stored.access_token))
         self._publish(flight, None, None, current=stored, unsaved=False)
+        self._check_refresh_expiry(stored)
 
     def _run_save(self, flight: _Flight, token: Token) -> None:
         try:
@@ -496,10 +506,9 @@ class Coordinator:
             )
             return self._end_session(flight, lease, old, deleted)
         base = stored or old  # the token whose refresh token is presented: the newest
-        fresh = base is not None and base.state(self._clock(), self._leeway) is TokenState.FRESH
-        if base is not None and fresh and (old is None or base.access_token != old.access_token):
+        if base is not None and _usable(base, self._clock()) and (old is None or base.access_token != old.access_token):
             log.info("adopting token %s refreshed elsewhere", fingerprint(base.access_token))
-            return self._done(flight, base, unsaved=False, refreshed=False)
+            return self._done(flight, base, unsaved=False, own=False)
         if lease.interrupted:
             log.warning("an earlier refresh of this token was interrupted; its refresh token may be spent")
         try:
@@ -515,7 +524,7 @@ class Coordinator:
             return None  # a reset came meanwhile (Rule 10): this token belongs to no one now
         saved, unsaved = outcome
         if saved is not new:
-            return self._done(flight, saved, unsaved=False, refreshed=False)  # another holder's newer token
+            return self._done(flight, saved, unsaved=False, own=False)  # another holder's newer token
         log.info(
             "refreshed token %s -> %s (refresh token %s -> %s), expires in %s",
             fingerprint(base.access_token if base else None),
@@ -524,9 +533,31 @@ class Coordinator:
             fingerprint(new.refresh_token),
             "unknown" if new.expires_at is None else f"{new.expires_at - self._clock():.0f}s",
         )
-        result = self._done(flight, new, unsaved, refreshed=True)
+        result = self._done(flight, new, unsaved, own=True)
         self._callback(self._on_refresh, new)
+        self._check_refresh_expiry(new)
         return result
+
+    def _check_refresh_expiry(self, token: Token) -> None:
+        """Warn once per refresh token whose end (if the server said) is near: log in again before it."""
+        expires_at = token.refresh_token_expires_at
+        if expires_at is None:
+            return
+        now = self._clock()
+        lifetime = None if token.obtained_at is None else expires_at - token.obtained_at
+        window = REFRESH_TOKEN_WARNING if lifetime is None else min(REFRESH_TOKEN_WARNING, lifetime / 4)
+        if expires_at - now > window:
+            return
+        with self._cond:
+            if self._warned_refresh_token == token.refresh_token:
+                return
+            self._warned_refresh_token = token.refresh_token
+        log.warning(
+            "refresh token %s %s: log in again before then",
+            fingerprint(token.refresh_token),
+            "has expired" if expires_at <= now else f"expires in {expires_at - now:.0f}s",
+        )
+        self._callback(self._on_refresh_token_expiring, token)
 
     def _save_in_lease(self, flight: _Flight, lease: RefreshLease, new: Token) -> tuple[Token, bool] | None:
         """Save ``new`` before the lease is released (Rule 7).
@@ -563,10 +594,17 @@ class Coordinator:
             with contextlib.suppress(LeaseLostError):  # then the save says whether a newer token is there
                 lease.extend(self._refresh_timeout)
 
-    def _done(self, flight: _Flight, token: Token, unsaved: bool, refreshed: bool) -> Token | None:
+    def _done(self, flight: _Flight, token: Token, unsaved: bool, own: bool) -> Token | None:
         """Publish a refresh's (or an adopted) token; return it to the leader unless a reset dropped the flight."""
         self._publish(
-            flight, token, None, current=token, unsaved=unsaved, refreshed=refreshed, save_after=SAVE_RETRY_DELAY
+            flight,
+            token,
+            None,
+            current=token,
+            unsaved=unsaved,
+            refreshed=own,
+            adopted=not own,
+            save_after=SAVE_RETRY_DELAY,
         )
         with self._cond:
             return token if flight.epoch == self._epoch else None
@@ -584,7 +622,7 @@ class Coordinator:
                 "refresh token rejected, but the store holds a newer token %s: adopting it",
                 fingerprint(stored.access_token),
             )
-            return self._done(flight, stored, unsaved=False, refreshed=False)
+            return self._done(flight, stored, unsaved=False, own=False)
         log.warning("session expired (%s); deleting the stored token", exc.error)
         try:
             self._storage.delete()
@@ -602,6 +640,14 @@ class Coordinator:
             callback(argument)
         except Exception:
             log.exception("the %s callback raised; ignoring it", getattr(callback, "__name__", "user"))
+
+
+def _usable(token: Token, now: float) -> bool:
+    """Whether ``token`` may be replayed with or adopted: not expired, nor about to be (Rule 6)."""
+    if token.expires_at is None:
+        return True
+    lifetime = math.inf if token.obtained_at is None else token.expires_at - token.obtained_at
+    return token.expires_at - now > min(REPLAY_MARGIN, lifetime / 10)
 
 
 def _reason(exc: Exception) -> str:

@@ -24,7 +24,7 @@ import requests
 from ._redact import fingerprint, without_request
 from ._retry import TRANSIENT_ERRORS
 from ._urls import is_secure, origin, proxy_for, without_userinfo
-from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
+from .exceptions import InsecureTransportError, LoginError, RefreshError, SessionExpiredError
 from .tokens import Token
 
 __all__ = [
@@ -66,8 +66,9 @@ class OAuthRefreshGrant:
 
     def __init__(
         self,
-        token_url: str,
+        token_url: str | None,
         *,
+        issuer: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
         client_auth: str = "basic",
@@ -75,7 +76,8 @@ class OAuthRefreshGrant:
         allow_insecure_http: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.token_url = token_url
+        self.token_url = token_url  # None: the issuer's, found by discovery at the first request
+        self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
         self.client_auth = client_auth
@@ -98,14 +100,35 @@ class OAuthRefreshGrant:
                 self._session, self._session_pid = session, os.getpid()
             return self._session
 
-    def _check_route(self, session: requests.Session) -> None:
+    def _endpoint(self, session: requests.Session, timeout: float) -> str:
+        """The token endpoint: ``token_url``, or the issuer's (OpenID Connect / RFC 8414 discovery)."""
+        if self.token_url is not None:
+            return self.token_url
+        from ._discovery import discover  # only adapters given an issuer need it
+
+        assert self.issuer is not None
+        try:
+            metadata = discover(
+                self.issuer, session=session, timeout=timeout, allow_insecure_http=self.allow_insecure_http
+            )
+            self.token_url = metadata.endpoint("token_endpoint", allow_insecure_http=self.allow_insecure_http)
+        except LoginError as exc:
+            # The server may be back soon (network, 5xx); a missing or wrong document will not.
+            raise RefreshError(
+                f"discovery of {origin(self.issuer)} failed: {exc}",
+                error=exc.error,
+                retryable=exc.retryable or exc.error == "network_error",
+            ) from None
+        return self.token_url
+
+    def _check_route(self, session: requests.Session, url: str) -> None:
         """Refuse to send secrets over plain http through a proxy that is not on this machine."""
-        if self.allow_insecure_http or self.token_url.startswith("https://"):
+        if self.allow_insecure_http or url.startswith("https://"):
             return
-        if not is_secure(self.token_url, session.proxies, session.trust_env):
-            proxy = proxy_for(self.token_url, session.proxies, session.trust_env) or ""
+        if not is_secure(url, session.proxies, session.trust_env):
+            proxy = proxy_for(url, session.proxies, session.trust_env) or ""
             raise InsecureTransportError(
-                f"refusing to send the refresh token over plain http to {origin(self.token_url)} through the "
+                f"refusing to send the refresh token over plain http to {origin(url)} through the "
                 f"proxy {origin(proxy) if '://' in proxy else proxy!r}, which is not this machine; use https, "
                 "exclude the host with NO_PROXY, or pass allow_insecure_http=True"
             )
@@ -133,18 +156,19 @@ class OAuthRefreshGrant:
                 if self.client_secret is not None:
                     data["client_secret"] = self.client_secret
         session = self.session
-        self._check_route(session)
+        url = self._endpoint(session, timeout)
+        self._check_route(session, url)
         sent_at = self.clock()
         deadline = time.monotonic() + timeout
         log.debug(
             "%s grant to %s with refresh token %s",
             data["grant_type"],
-            without_userinfo(self.token_url),
+            without_userinfo(url),
             fingerprint(token.refresh_token if token else None),
         )
         try:
             response = session.post(
-                self.token_url,
+                url,
                 data=data,
                 auth=auth,
                 headers={"Accept": "application/json"},

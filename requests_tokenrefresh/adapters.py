@@ -20,7 +20,7 @@ from ._coordinator import Coordinator
 from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant, Refresher
 from ._redact import fingerprint
 from ._urls import check_url, is_secure, is_under, origin, without_userinfo
-from .exceptions import InsecureTransportError, SessionExpiredError
+from .exceptions import InsecureTransportError, LoginError, RevocationError, SessionExpiredError, TokenStorageError
 from .storage import TokenStorage
 from .tokens import Token
 
@@ -53,6 +53,8 @@ _MAX_REPLAYS = 2
 class _Settings:
     storage: TokenStorage
     token_url: str | None
+    issuer: str | None
+    revocation_url: str | None
     grant_type: str
     refresher: Refresher | None
     client_id: str | None
@@ -64,6 +66,7 @@ class _Settings:
     refresh_timeout: float
     on_refresh: Callable[[Token], object] | None
     on_session_expired: Callable[[SessionExpiredError], object] | None
+    on_refresh_token_expiring: Callable[[Token], object] | None
     base_url: str | None
     allow_insecure_http: bool
     clock: Callable[[], float]
@@ -90,6 +93,10 @@ class TokenRefreshAdapter(HTTPAdapter):
     Args:
         storage: where the token is loaded from and saved to.
         token_url: the OAuth 2.0 token endpoint for the refresh_token grant (RFC 6749 §6).
+        issuer: instead of ``token_url``, the authorization server (``"https://id.example.com"``):
+            its token endpoint is read from its OpenID Connect / RFC 8414 metadata at the first
+            refresh (once per process), and its revocation endpoint at :meth:`logout`.
+        revocation_url: where :meth:`logout` revokes the tokens (RFC 7009), if not the issuer's.
         grant_type: ``"refresh_token"`` (the default), or ``"client_credentials"`` (RFC 6749
             §4.4) for a service account: each new token is fetched with ``client_id`` and
             ``client_secret`` alone, the first one too (nothing needs to be stored first), with the
@@ -106,6 +113,9 @@ class TokenRefreshAdapter(HTTPAdapter):
         on_refresh: called with the new :class:`Token` after every successful refresh made by this
             adapter, in the thread that made it (a background thread for a refresh in the window).
         on_session_expired: called with the :class:`SessionExpiredError`, once per expiry.
+        on_refresh_token_expiring: called with the :class:`Token` (once per refresh token) when
+            the server said when the refresh token expires and that is less than a day away (a
+            quarter of its lifetime, if shorter): log in again before then. A WARNING is logged too.
         base_url: if given, only requests under this URL get the token.
         allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
             not loopback (or through a proxy that is not).
@@ -128,6 +138,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         storage: TokenStorage,
         *,
         token_url: str | None = None,
+        issuer: str | None = None,
+        revocation_url: str | None = None,
         grant_type: str = "refresh_token",
         refresher: Refresher | None = None,
         client_id: str | None = None,
@@ -139,6 +151,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
         on_refresh: Callable[[Token], object] | None = None,
         on_session_expired: Callable[[SessionExpiredError], object] | None = None,
+        on_refresh_token_expiring: Callable[[Token], object] | None = None,
         base_url: str | None = None,
         allow_insecure_http: bool = False,
         clock: Callable[[], float] = time.time,
@@ -146,20 +159,21 @@ class TokenRefreshAdapter(HTTPAdapter):
     ) -> None:
         if not isinstance(storage, TokenStorage):
             raise ValueError(f"storage must be a TokenStorage, not {type(storage).__name__}")
-        if (token_url is None) == (refresher is None):
-            raise ValueError("give exactly one of token_url= (OAuth 2.0) and refresher= (a callable)")
+        if sum(x is not None for x in (token_url, issuer, refresher)) != 1:
+            raise ValueError("give exactly one of token_url= or issuer= (OAuth 2.0) and refresher= (a callable)")
         if refresher is not None and not callable(refresher):
             raise ValueError("refresher must be callable")
         if not isinstance(allow_insecure_http, bool):
             raise ValueError("allow_insecure_http must be True or False")
-        if token_url is not None:
-            check_url("token_url", token_url, allow_insecure_http)
+        for name, url in (("token_url", token_url), ("issuer", issuer), ("revocation_url", revocation_url)):
+            if url is not None:
+                check_url(name, url, allow_insecure_http)
         if base_url is not None:
             check_url("base_url", base_url, True)
         if grant_type not in GRANT_TYPES:
             raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {grant_type!r}")
-        if grant_type == "client_credentials" and (token_url is None or client_id is None):
-            raise ValueError("grant_type='client_credentials' needs token_url= and client_id=")
+        if grant_type == "client_credentials" and (refresher is not None or client_id is None):
+            raise ValueError("grant_type='client_credentials' needs token_url= or issuer=, and client_id=")
         if client_auth not in CLIENT_AUTH_METHODS:
             raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
         for name, text in (("client_id", client_id), ("client_secret", client_secret)):
@@ -169,7 +183,13 @@ class TokenRefreshAdapter(HTTPAdapter):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
         codes = _status_codes(refresh_status_codes)
-        for name, fn in (("on_refresh", on_refresh), ("on_session_expired", on_session_expired), ("clock", clock)):
+        callbacks = {
+            "on_refresh": on_refresh,
+            "on_session_expired": on_session_expired,
+            "on_refresh_token_expiring": on_refresh_token_expiring,
+            "clock": clock,
+        }
+        for name, fn in callbacks.items():
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be callable")
         if "max_retries" in kwargs:
@@ -177,6 +197,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._settings = _Settings(
             storage=storage,
             token_url=token_url,
+            issuer=issuer,
+            revocation_url=revocation_url,
             grant_type=grant_type,
             refresher=refresher,
             client_id=client_id,
@@ -188,6 +210,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             refresh_timeout=float(refresh_timeout),
             on_refresh=on_refresh,
             on_session_expired=on_session_expired,
+            on_refresh_token_expiring=on_refresh_token_expiring,
             base_url=base_url,
             allow_insecure_http=allow_insecure_http,
             clock=clock,
@@ -202,12 +225,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._base_url = s.base_url
         self._allow_http = s.allow_insecure_http
         self._refresh_codes = s.refresh_status_codes
-        self._clock = s.clock
         self._grant: OAuthRefreshGrant | CallableGrant
-        if s.token_url is not None:
+        if s.refresher is None:
             kind = ClientCredentialsGrant if s.grant_type == "client_credentials" else OAuthRefreshGrant
             self._grant = kind(
                 s.token_url,
+                issuer=s.issuer,
                 client_id=s.client_id,
                 client_secret=s.client_secret,
                 client_auth=s.client_auth,
@@ -216,7 +239,6 @@ class TokenRefreshAdapter(HTTPAdapter):
                 clock=s.clock,
             )
         else:
-            assert s.refresher is not None
             self._grant = CallableGrant(s.refresher, clock=s.clock)
         self._coordinator = Coordinator(
             s.storage,
@@ -229,6 +251,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             clock=s.clock,
             on_refresh=s.on_refresh,
             on_session_expired=s.on_session_expired,
+            on_refresh_token_expiring=s.on_refresh_token_expiring,
         )
 
     @property
@@ -266,8 +289,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             return super().send(request, stream, timeout, verify, cert, proxies)
         if not self._allow_http and not url.startswith("https://"):  # requests lower-cases the scheme
             self._check_transport(url, proxies)
-        fresh = self._coordinator.fresh  # the coordinator's lock-free snapshot (its Rule 1)
-        token = fresh[0] if fresh is not None and self._clock() < fresh[1] else self._coordinator.token_for_request()
+        token = self._coordinator.token_for_request()
         request.headers["Authorization"] = token.authorization
         if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
             log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
@@ -319,20 +341,53 @@ class TokenRefreshAdapter(HTTPAdapter):
             raise TypeError(f"save_token() takes a Token, not {type(token).__name__}")
         self._coordinator.reset(token)
 
-    def logout(self) -> None:
-        """Sign out: delete the stored token and stop sending it, from the next request on.
+    def logout(self, *, revoke: bool = True) -> None:
+        """Sign out: stop sending the token, delete it from the storage, then revoke it.
 
         Requests then raise :class:`SessionExpiredError` (``no_token``) until a token is saved
         again (:meth:`save_token`). A refresh under way in another thread is dropped, never saved.
-        Other processes sharing the storage stop at their next store read.
+        Other processes sharing the storage stop at their next store read. With ``revoke`` and a
+        revocation endpoint (``revocation_url``, or the ``issuer``'s), the refresh token and then
+        the access token are revoked (RFC 7009) once nothing here can use them any more.
 
         Raises:
+            RevocationError: a token could not be revoked; ``deleted`` is True: the local
+                record is gone all the same.
             TokenStorageError: the storage failed; the token is no longer used here, but may still
-                be stored.
+                be stored (nothing was revoked).
 
         .. versionadded:: 0.2
         """
+        token = self._coordinator.current()
+        if token is None:
+            try:
+                token = self._settings.storage.load()
+            except TokenStorageError:
+                token = None  # the reset below reports the storage's trouble
         self._coordinator.reset(None)
+        s = self._settings
+        if not revoke or token is None or (s.revocation_url is None and s.issuer is None):
+            return
+        from .login import revoke_token  # only a logout that revokes needs it
+
+        try:
+            revoke_token(
+                token,
+                revocation_url=s.revocation_url,
+                issuer=s.issuer,
+                client_id=s.client_id,
+                client_secret=s.client_secret,
+                client_auth=s.client_auth,
+                timeout=s.refresh_timeout,
+                allow_insecure_http=s.allow_insecure_http,
+            )
+        except RevocationError as exc:
+            exc.deleted = True
+            raise
+        except LoginError as exc:
+            if exc.error != "missing_endpoint":
+                raise RevocationError(f"{exc} (the local record was deleted)", error=exc.error, deleted=True) from None
+            log.debug("the issuer publishes no revocation endpoint: nothing to revoke")
 
     def _replay(
         self, request: requests.PreparedRequest, rejected: requests.Response, used: Token, options: dict[str, Any]
@@ -399,7 +454,12 @@ class TokenRefreshAdapter(HTTPAdapter):
 
     def __repr__(self) -> str:
         s = self._settings
-        where = f"token_url={without_userinfo(s.token_url)!r}" if s.token_url else f"refresher={s.refresher!r}"
+        if s.token_url:
+            where = f"token_url={without_userinfo(s.token_url)!r}"
+        elif s.issuer:
+            where = f"issuer={without_userinfo(s.issuer)!r}"
+        else:
+            where = f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
 

@@ -21,7 +21,7 @@ from typing import Any
 from ._jwt import read_times
 from ._redact import fingerprint
 
-__all__ = ["RECORD_VERSION", "Token", "TokenState"]
+__all__ = ["RECORD_VERSION", "REFRESH_TOKEN_EXPIRES_AT", "Token", "TokenState"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ _LATEST = 253402300799.0
 
 #: Version of the stored JSON layout (the ``"version"`` field of :meth:`Token.to_record`).
 RECORD_VERSION = 1
+#: The ``extra`` key under which a refresh token's expiry (epoch seconds) is kept.
+REFRESH_TOKEN_EXPIRES_AT = "refresh_token_expires_at"
+# Token response fields that give the refresh token's lifetime in seconds.
+_REFRESH_LIFETIMES = ("refresh_token_expires_in", "refresh_expires_in")
 
 # Fields of a token response / record that Token models; everything else is extra data.
 _KNOWN = frozenset({"access_token", "refresh_token", "token_type", "expires_in", "expires_at", "obtained_at", "scope"})
@@ -153,6 +157,13 @@ class Token:
         if isinstance(response.get("extra"), Mapping):  # a stored record nests its extra data
             del extra["extra"]
             extra.update(response["extra"])
+        for name in _REFRESH_LIFETIMES:
+            lifetime = _number(response.get(name))
+            if lifetime is not None and lifetime > 0 and now + lifetime < _LATEST:
+                # Relative to this response: kept as a time, so a later refresh whose answer
+                # does not repeat it (obtained_at moves on) does not stretch it.
+                extra[REFRESH_TOKEN_EXPIRES_AT] = now + lifetime
+                break
         return cls(
             access_token=access,
             refresh_token=refresh,
@@ -225,6 +236,19 @@ class Token:
         if remaining <= self.refresh_window(leeway):
             return TokenState.STALE
         return TokenState.FRESH
+
+    @property
+    def refresh_token_expires_at(self) -> float | None:
+        """When the refresh token expires (epoch seconds), if the server said; else None.
+
+        Servers that say send ``refresh_token_expires_in`` (GitHub, Microsoft) or
+        ``refresh_expires_in`` (Keycloak) with the token; :meth:`from_response` keeps it as a time
+        in ``extra["refresh_token_expires_at"]``.
+
+        .. versionadded:: 0.2
+        """
+        value = _number(self.extra.get(REFRESH_TOKEN_EXPIRES_AT))
+        return value if value is not None and 0 <= value <= _LATEST else None
 
     @functools.cached_property
     def authorization(self) -> str:
