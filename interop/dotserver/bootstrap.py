@@ -26,7 +26,19 @@ def main() -> None:
         authorization_grant_type=Application.GRANT_PASSWORD,
         user=user,
     )
-    json.dump({"client_id": app.client_id, "client_secret": secret, "username": "alice", "password": "alice-pw"}, sys.stdout)
+    # A public client for the browser login (authorization code + PKCE, RFC 8252 loopback redirect:
+    # DOT accepts any port for a registered http://127.0.0.1 redirect URI).
+    Application.objects.create(
+        name="interop-cli",
+        client_id="interop-cli",
+        client_type=Application.CLIENT_PUBLIC,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris="http://127.0.0.1/callback",
+        user=user,
+        skip_authorization=False,  # show the consent page
+    )
+    client = {"client_id": app.client_id, "client_secret": secret, "username": "alice", "password": "alice-pw"}
+    json.dump({**client, "public_client_id": "interop-cli"}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,27 @@ ROOT_URLCONF = "dotserver.urls"
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
     "oauth2_provider",
 ]
-MIDDLEWARE = ["dotserver.views.CountingMiddleware"]
+MIDDLEWARE = [
+    "dotserver.views.CountingMiddleware",
+    # For the browser logins: DOT's /o/authorize/ needs a logged-in user (LoginRequiredMixin),
+    # and its consent form and our login form are CSRF-protected.
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [os.path.join(os.path.dirname(__file__), "templates")],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+LOGIN_URL = "/accounts/login/"
+STATIC_URL = "/static/"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
