@@ -26,7 +26,7 @@ from .login import ProviderMetadata, discover, login_browser, login_device, logo
 from .storage import KeyringStorage, MemoryStorage, RefreshLease, TokenStorage
 from .tokens import Token, TokenState
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FileStorage",
