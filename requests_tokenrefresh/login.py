@@ -22,16 +22,14 @@ import os
 import secrets
 import sys
 import time
-import webbrowser
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote, urlencode
 
 import requests
 
 from ._discovery import DEFAULT_TIMEOUT, ProviderMetadata, check_endpoint, discover
 from ._grant import CLIENT_AUTH_METHODS, CONNECT_TIMEOUT, _clean, _no_auth, _read_before
-from ._loopback import Callback, LoopbackListener
 from ._redact import fingerprint, without_request
 from ._urls import is_secure, origin
 from .exceptions import (
@@ -43,6 +41,9 @@ from .exceptions import (
 )
 from .storage import TokenStorage
 from .tokens import Token
+
+if TYPE_CHECKING:
+    from ._loopback import Callback
 
 __all__ = [
     "DEFAULT_DEVICE_INTERVAL",
@@ -298,6 +299,10 @@ def login_browser(
         raise ValueError("client_id must be a non-empty string")
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
+    import webbrowser  # here: it and the loopback listener (http.server) are heavy to import
+
+    from ._loopback import LoopbackListener
+
     out = sys.stderr if stream is None else stream
     client = _Client(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
     try:

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import filelock
-import keyring
-import keyring.errors
-import platformdirs
+if TYPE_CHECKING:
+    import filelock
+
+# keyring, filelock and platformdirs are imported where they are used: together they cost more to
+# import than requests does, and a program that uses MemoryStorage or Redis needs none of them.
 
 from ._redact import fingerprint
 from .exceptions import TokenStorageError
@@ -217,6 +218,8 @@ class KeyringStorage(TokenStorage):
         return _FileLease(self, self.lock_path, timeout)
 
     def _keyring(self) -> Any:
+        import keyring
+
         return self.backend if self.backend is not None else keyring.get_keyring()
 
     def load(self) -> Token | None:
@@ -280,12 +283,16 @@ class KeyringStorage(TokenStorage):
         try:
             self._call("delete", lambda kr: kr.delete_password(self.service, self.username))
         except TokenStorageError as exc:
+            import keyring.errors
+
             if not isinstance(exc.__cause__, keyring.errors.PasswordDeleteError):
                 raise
             # keyring raises PasswordDeleteError when there is nothing to delete.
             log.debug("nothing to delete in keyring entry %s/%s", self.service, self.username)
 
     def _call(self, action: str, op: Any, token: Token | None = None) -> Any:
+        import keyring.errors
+
         try:
             return op(self._keyring())
         except keyring.errors.NoKeyringError as exc:
@@ -314,6 +321,8 @@ class KeyringStorage(TokenStorage):
 
 
 def _default_lock_dir() -> str:
+    import platformdirs
+
     return os.path.join(platformdirs.user_cache_dir("requests-tokenrefresh"), "locks")
 
 
@@ -327,6 +336,8 @@ class _FileLease(RefreshLease):
         self._lock: filelock.BaseFileLock | None = None
 
     def __enter__(self) -> RefreshLease:
+        import filelock
+
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             lock = filelock.FileLock(self.path, timeout=self.timeout)
