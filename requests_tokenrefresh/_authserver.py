@@ -1,5 +1,8 @@
 """A small OAuth 2.0 token endpoint and protected API on loopback, for the demo, tests and benchmarks.
 
+Its public home is :mod:`requests_tokenrefresh.testing`, which re-exports :class:`AuthServer` and
+:class:`Canned`; this module keeps the implementation (and the name the package's own tests import).
+
 It behaves like a strict production server: refresh tokens rotate, and presenting a refresh token
 that was already used revokes the whole token family (RFC 9700 §4.14), so a client that refreshes
 twice with one refresh token logs its user out. Every call is counted and logged so that tests can
@@ -27,8 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-__all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES"]
+__all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "ROTATION_MODES"]
 
+#: ``rotation``: "none" (the refresh token stays the same), "rotate" (every refresh returns a new
+#: one; an old one gets ``invalid_grant``), "reuse-detection" (rotation, and presenting an old one
+#: also revokes its whole family, RFC 9700 §4.14).
 ROTATION_MODES = ("none", "rotate", "reuse-detection")
 #: ``authorize_mode``: the login page's behaviour. "form": a form the user submits (Allow / Deny);
 #: "auto-approve": the page submits itself (a headless browser); "wrong-state": the redirect
@@ -42,7 +48,30 @@ _DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 @dataclasses.dataclass
 class Canned:
-    """A response the token endpoint gives instead of a token, for fault tests."""
+    """A response the token endpoint gives instead of a token, for fault tests.
+
+    Append instances to :attr:`AuthServer.canned`; each token request takes the first one and is
+    answered with it (and counted in :attr:`AuthServer.refresh_calls`) instead of being processed,
+    so the refresh token it carried is *not* spent. Once the list is empty the server answers
+    normally again.
+
+    Args:
+        status: the HTTP status, e.g. ``503``, ``429`` or ``400``.
+        body: the body: bytes as they are, a str encoded as UTF-8, a dict as JSON, e.g.
+            ``{"error": "invalid_grant"}``. Empty by default.
+        headers: extra response headers, e.g. ``{"Retry-After": "2"}``. ``Content-Type:
+            application/json`` is sent unless replaced here.
+        delay: seconds to wait before sending the answer (a slow server).
+        trickle: seconds between two bytes of the body (a server that dribbles its answer; the
+            ``Content-Length`` is right, the body just takes ``len(body) * trickle`` seconds).
+
+    Example::
+
+        server.canned += [Canned(503), Canned(429, headers={"Retry-After": "1"})]
+        server.canned.append(Canned(400, {"error": "invalid_grant"}))  # an early revocation
+
+    .. versionadded:: 0.2
+    """
 
     status: int
     body: bytes | str | dict[str, Any] = b""
@@ -60,19 +89,86 @@ class _Family:
 
 
 class AuthServer:
-    """Token endpoint at ``/token``; any other path is an API that needs a valid bearer token.
+    """An OAuth 2.0 authorization server and a protected API on loopback, in a thread of this process.
+
+    ``POST /token`` is the token endpoint (grants ``refresh_token``, ``client_credentials``,
+    ``authorization_code`` with PKCE and the device code); any other path is the protected API:
+    it answers ``200`` and a JSON object (``ok``, the request body's ``length`` and ``sha256``)
+    to a request whose ``Authorization: Bearer`` token is valid and unexpired, and ``401`` with
+    ``WWW-Authenticate: Bearer error="invalid_token"`` otherwise. The login endpoints are there
+    too: ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``
+    (metadata), ``/authorize`` (a login form), ``/device_authorization`` and ``/device`` (RFC
+    8628), ``/revoke`` (RFC 7009).
+
+    By default it behaves like a strict production server: access tokens live an hour, refresh
+    tokens rotate, and a refresh token presented twice revokes its whole family. Tokens expire
+    in real time (:func:`time.time`); a client under a :class:`~requests_tokenrefresh.testing.FakeClock`
+    sees its token expire earlier, while the server still accepts it.
+
+    Use it as a context manager (or call :meth:`start` and :meth:`stop`)::
+
+        with AuthServer(ttl=60, rotation="reuse-detection") as server:
+            token = Token.from_response(server.issue())          # a login
+            adapter = TokenRefreshAdapter(MemoryStorage(token), token_url=server.token_url)
+            session.mount(server.url + "/", adapter)
+            session.get(server.url + "/items")
+            server.revoke_access_tokens()                         # the next call gets 401,
+            session.get(server.url + "/items")                    # refreshes and replays
+            assert server.refresh_calls == 1 and not server.revoked
+
+    Every attribute below may be read or set while the server runs; the counters and logs are
+    updated under :attr:`lock`.
 
     Args:
         ttl: access token lifetime in seconds (``expires_in``).
         rotation: ``"none"``, ``"rotate"``, or ``"reuse-detection"`` (rotation, and reuse of an
-            old refresh token revokes the family).
+            old refresh token revokes the family); see :data:`ROTATION_MODES`.
         reuse_grace: seconds during which the refresh token just replaced is still accepted (as
             Xero, Auth0, Okta and Cognito allow): it gets a new access token and the current
             refresh token, and revokes nothing. 0 (the default) is a server without one.
-        client_id, client_secret: if set, the token endpoint requires these (Basic or form body).
+        client_id, client_secret: if set, the token endpoint requires these (Basic or form body),
+            and the ``client_credentials`` grant is enabled.
         jwt: issue access tokens as unsigned-looking JWTs with an ``exp`` claim instead of
             opaque strings (the client reads ``exp`` without verifying).
-        host: the loopback address to listen on.
+        host: the loopback address to listen on (on a free port).
+
+    Attributes:
+        refresh_calls (int): requests to ``/token`` so far, of any grant, canned ones included.
+        api_calls (int): requests to the protected API so far.
+        api_rejections (int): API requests answered ``401``.
+        token_log (list[dict]): one entry per ``/token`` request: ``t`` (epoch seconds),
+            ``refresh_token`` (the one presented, or None) and ``status``.
+        api_log (list[dict]): one entry per API request: ``t``, ``token`` and ``status``.
+        canned (list[Canned]): scripted answers, served in order by ``/token`` before any real
+            one.
+        denied_paths (set[str]): API paths that answer ``401`` whatever the token (a step-up
+            login, a missing entitlement).
+        ttl (float): as the argument; may be changed between requests.
+        rotation (str): as the argument.
+        reuse_grace (float): as the argument.
+        refresh_expires_in (float | None): when set, token responses carry
+            ``refresh_expires_in`` (the refresh token's lifetime, as Keycloak sends it).
+        authorize_mode (str): the login page's behaviour, one of :data:`AUTHORIZE_MODES`.
+        device_mode (str): the device grant's behaviour, one of :data:`DEVICE_MODES`.
+        device_interval (float | None): the polling ``interval`` sent (None: not sent).
+        device_expires_in (int): the device code's lifetime.
+        device_complete (bool): whether ``verification_uri_complete`` is sent.
+        revocation_mode (str): ``"ok"``, or ``"fail"`` (``/revoke`` answers ``503``).
+        metadata_format (str): ``"oidc"`` (both metadata documents), ``"rfc8414"`` (only RFC
+            8414's) or ``"none"``.
+        metadata_omit (set[str]): fields left out of the metadata.
+        metadata_extra (dict): fields added to (or replaced in) the metadata.
+        issuer_override (str | None): the issuer the metadata names instead of :attr:`url`.
+        login_log (list[dict]): one entry per authorization code or device grant answered.
+        revocation_log (list[dict]): one entry per revocation request: ``token``, ``hint``.
+        codes (dict): the authorization codes issued and not yet redeemed.
+        devices (dict): the device codes issued: ``user_code``, ``approved``, ``polls`` ...
+        lock (threading.Lock): guards the counters, logs and token tables.
+        gate (threading.Event): ``/token`` waits on it (up to 60 s) while it is clear; see
+            :meth:`hold_refresh`.
+
+    .. versionadded:: 0.2
+       Public, as :class:`requests_tokenrefresh.testing.AuthServer`.
     """
 
     def __init__(
@@ -130,10 +226,12 @@ class AuthServer:
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> AuthServer:
+        """Start serving in a daemon thread; return the server itself."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Release held token requests, stop serving and close the listening socket."""
         self.gate.set()
         self._server.shutdown()
         self._server.server_close()
@@ -147,18 +245,26 @@ class AuthServer:
 
     @property
     def url(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:PORT`` (no trailing slash)."""
         host, port = self._server.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     @property
     def token_url(self) -> str:
+        """The token endpoint, :attr:`url` + ``/token``: the adapter's ``token_url``."""
         return self.url + "/token"
 
     # -- test controls ----------------------------------------------------------------------
 
     def issue(self) -> dict[str, Any]:
-        """Start a new token family (a login) and return its token response."""
+        """Start a new token family (a login) and return its token response.
+
+        Returns:
+            The JSON object a token endpoint sends (``access_token``, ``refresh_token``,
+            ``expires_in``, ``token_type``, ``scope``): give it to
+            :meth:`Token.from_response <requests_tokenrefresh.Token.from_response>`.
+        """
         with self.lock:
             family = len(self._families) + 1
             refresh = self._new_refresh(family)
@@ -230,6 +336,15 @@ class AuthServer:
         return body
 
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
+        """Answer one ``POST /token`` (called by the HTTP handler): count and log it, then grant.
+
+        Args:
+            form: the decoded form body.
+            authorization: the ``Authorization`` header, if any.
+
+        Returns:
+            The status and either the JSON object to send or the :class:`Canned` answer.
+        """
         with self.lock:
             self.refresh_calls += 1
             number = self.refresh_calls
@@ -294,6 +409,13 @@ class AuthServer:
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
 
     def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
+        """Answer one request to the protected API (called by the HTTP handler).
+
+        Returns:
+            ``200`` and ``{"ok": True, "length": ..., "sha256": ...}`` (of the request body) for a
+            valid bearer token on a path not in :attr:`denied_paths`, else ``401`` and
+            ``{"error": "invalid_token"}``.
+        """
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
         with self.lock:
             self.api_calls += 1
@@ -307,6 +429,7 @@ class AuthServer:
         return 200, {"ok": True, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
     def requests_with(self, token: str) -> Iterator[dict[str, Any]]:
+        """The :attr:`api_log` entries of the API requests that carried the access token ``token``."""
         return (e for e in list(self.api_log) if e["token"] == token)
 
     # -- the login endpoints ----------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 No test reaches the machine's keyring. keyring's own choice of backend is its fail backend, in
 this process and in every subprocess that names none; each test gets its own keyring from the
-autouse ``memory_keyring`` fixture. That keyring is a dict by default. With
+autouse ``memory_keyring`` fixture. That keyring is a dict by default (the testing kit's
+:class:`~requests_tokenrefresh.testing.MemoryKeyring`). With
 ``RTR_TEST_KEYRING=secretservice`` it is the Secret Service of the private D-Bus session that
 ``.ci/secret-service`` starts (gnome-keyring in a temporary directory) and nothing else: the
 run stops on any other session bus or when no Secret Service is there, and a test whose keyring
@@ -27,32 +28,7 @@ import requests
 
 from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
 from requests_tokenrefresh._authserver import AuthServer
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend that keeps passwords in a dict; never the machine's keyring."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[tuple[str, str], str] = {}
-        self.writes = 0
-        self.reads = 0
-
-    def get_password(self, service: str, username: str) -> str | None:
-        self.reads += 1
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.writes += 1
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        try:
-            del self.entries[(service, username)]
-        except KeyError:
-            raise keyring.errors.PasswordDeleteError("not found") from None
+from requests_tokenrefresh.testing import MemoryKeyring, use_keyring
 
 
 class SecretServiceKeyring(MemoryKeyring):
@@ -139,15 +115,13 @@ def memory_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     KeyringStorage keeps its refresh lock files) moves to the test's temporary directory too.
     """
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    previous = keyring.get_keyring()
     backend = (
         SecretServiceKeyring(secret_service()) if keyring_under_test_name() == "secretservice" else MemoryKeyring()
     )
-    keyring.set_keyring(backend)
     try:
-        yield backend
+        with use_keyring(backend):
+            yield backend
     finally:
-        keyring.set_keyring(previous)
         if isinstance(backend, SecretServiceKeyring):
             backend.clear()
 

@@ -1,0 +1,184 @@
+"""Fakes for testing code that uses requests-tokenrefresh: an OAuth server, a keyring, a clock.
+
+This module owns the testing kit's public names:
+
+* :class:`AuthServer`: a real OAuth 2.0 authorization server and protected API on loopback, with
+  modes for rotation, reuse detection, a reuse grace window, scripted failures (:class:`Canned`),
+  held refreshes and revocations, and counters of what it saw;
+* :class:`MemoryKeyring` and :func:`use_keyring`: a keyring backend in a dict, installed for a
+  block and then replaced by the previous one, so that a test never reaches the machine's keyring;
+* :class:`FakeClock`: epoch seconds that move only when the test moves them, for ``clock=``.
+
+It imports neither pytest nor anything outside the package's dependencies: the demo, benchmarks
+and ``unittest`` suites can use it. The pytest plugin :mod:`requests_tokenrefresh.pytest_plugin`
+(``pytest -p requests_tokenrefresh.pytest_plugin``) serves these fakes as the fixtures
+``auth_server``, ``token_keyring``, ``fake_clock`` and ``token_session``.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import TypeVar, overload
+
+import keyring
+import keyring.backend
+import keyring.errors
+
+from ._authserver import AUTHORIZE_MODES, DEVICE_MODES, ROTATION_MODES, AuthServer, Canned
+
+__all__ = [
+    "AUTHORIZE_MODES",
+    "DEVICE_MODES",
+    "ROTATION_MODES",
+    "AuthServer",
+    "Canned",
+    "FakeClock",
+    "MemoryKeyring",
+    "use_keyring",
+]
+
+_Backend = TypeVar("_Backend", bound=keyring.backend.KeyringBackend)
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring backend that keeps passwords in a dict of this process, and counts its calls.
+
+    Install it with :func:`use_keyring` (or ``keyring.set_keyring``), or give it to
+    :class:`~requests_tokenrefresh.KeyringStorage` as ``backend=``. Its priority is -1, below
+    keyring's fail backend, so keyring's own backend detection never picks it.
+
+    Attributes:
+        entries (dict[tuple[str, str], str]): the stored passwords by ``(service, username)``;
+            a test may read or change it.
+        reads (int): calls of :meth:`get_password`.
+        writes (int): calls of :meth:`set_password`.
+        deletes (int): calls of :meth:`delete_password`, including those for a missing entry.
+
+    .. versionadded:: 0.2
+    """
+
+    # Defining a subclass registers it with keyring's detection: never let it win there.
+    priority = -1
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # reads KEYRING_PROPERTY_* like every backend
+        self.entries: dict[tuple[str, str], str] = {}
+        self.reads = 0
+        self.writes = 0
+        self.deletes = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        """Return the password stored for ``service`` and ``username``, or None."""
+        self.reads += 1
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        """Store ``password`` for ``service`` and ``username``, replacing any."""
+        self.writes += 1
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        """Delete the password stored for ``service`` and ``username``.
+
+        Raises:
+            keyring.errors.PasswordDeleteError: there is none.
+        """
+        self.deletes += 1
+        try:
+            del self.entries[(service, username)]
+        except KeyError:
+            raise keyring.errors.PasswordDeleteError("not found") from None
+
+    def __repr__(self) -> str:
+        # Never the passwords: they are tokens.
+        return f"MemoryKeyring(<{len(self.entries)} entries>, reads={self.reads}, writes={self.writes})"
+
+
+@overload
+def use_keyring() -> contextlib.AbstractContextManager[MemoryKeyring]: ...
+
+
+@overload
+def use_keyring(backend: _Backend) -> contextlib.AbstractContextManager[_Backend]: ...
+
+
+def use_keyring(
+    backend: keyring.backend.KeyringBackend | None = None,
+) -> contextlib.AbstractContextManager[keyring.backend.KeyringBackend]:
+    """Install ``backend`` as keyring's backend for a ``with`` block, then put the previous one back.
+
+    ::
+
+        with use_keyring() as backend:      # a new MemoryKeyring
+            KeyringStorage("my-api", "alice").save(token)
+        assert backend.writes == 1
+
+    The previous backend is the one :func:`keyring.get_keyring` returns on entry (keyring
+    chooses one then if none was chosen yet; nothing is read from it or written to it). The
+    backend is process-wide: do not use this in tests that run in parallel threads.
+
+    Args:
+        backend: the backend to install; a new :class:`MemoryKeyring` if None.
+
+    Returns:
+        A context manager whose ``with`` block runs with ``backend`` installed; ``as`` gives the
+        backend.
+
+    .. versionadded:: 0.2
+    """
+    return _installed(MemoryKeyring() if backend is None else backend)
+
+
+@contextlib.contextmanager
+def _installed(backend: _Backend) -> Iterator[_Backend]:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+class FakeClock:
+    """Epoch seconds that move only when the test moves them; pass it as the adapter's ``clock=``.
+
+    ::
+
+        clock = FakeClock()
+        adapter = TokenRefreshAdapter(storage, token_url=server.token_url, clock=clock)
+        clock.advance(3600)   # the access token has expired, as far as the adapter knows
+
+    Calling the clock returns :attr:`now`. Tokens the adapter obtains count their ``expires_in``
+    from it, so they expire when it is moved past their lifetime, not in real time. It does not
+    move :class:`AuthServer`'s clock: the server keeps real time.
+
+    Args:
+        start: the initial epoch seconds; the current time if None.
+
+    Attributes:
+        now (float): the current fake time; a test may set it directly.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now: float = time.time() if start is None else float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        """Return :attr:`now`."""
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` (backward if negative) and return the new time."""
+        with self._lock:
+            self.now += seconds
+            return self.now
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self.now!r})"

@@ -1,0 +1,249 @@
+"""The public testing kit: the fakes of requests_tokenrefresh.testing, and its pytest plugin run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keyring
+import keyring.backends.fail
+import keyring.errors
+import pytest
+import requests
+
+from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenRefreshAdapter, _authserver, testing
+from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, MemoryKeyring, use_keyring
+
+pytest_plugins = ["pytester"]
+
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "testing.rst"
+
+# More of a user's tests, run beside the ten-line test file of docs/testing.rst.
+USER_TESTS = """
+import keyring
+import requests
+from requests_tokenrefresh import KeyringStorage, Token
+from requests_tokenrefresh.testing import Canned, MemoryKeyring
+
+
+def fetch_report(session: requests.Session, base_url: str) -> dict:  # the code under test
+    response = session.get(base_url + "/reports/1")
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_failed_refresh_is_retried(auth_server, token_session, fake_clock):
+    auth_server.canned.append(Canned(503, {"error": "temporarily_unavailable"}))
+    fake_clock.advance(3600)
+    assert fetch_report(token_session, auth_server.url)["ok"]
+    assert [entry["status"] for entry in auth_server.token_log] == [503, 200]
+
+
+def test_the_login_is_kept_in_the_keyring(auth_server, token_keyring, tmp_path):
+    KeyringStorage("my-api", "alice", lock_dir=str(tmp_path)).save(Token.from_response(auth_server.issue()))
+    assert token_keyring.writes == 1
+    assert ("my-api", "alice") in token_keyring.entries
+    assert keyring.get_keyring() is token_keyring
+
+
+def test_no_fixture_is_autouse():
+    assert not isinstance(keyring.get_keyring(), MemoryKeyring)
+"""
+
+STRICT_INI = """
+[pytest]
+addopts = --strict-markers --strict-config
+filterwarnings = error
+xfail_strict = true
+"""
+
+
+def documented_example() -> str:
+    """The test file of docs/testing.rst: its first python code block."""
+    _, found, rest = DOCS_PAGE.read_text(encoding="utf-8").partition(".. code-block:: python\n\n")
+    assert found, f"no python code block in {DOCS_PAGE}"
+    lines = []
+    for line in rest.splitlines():
+        if line and not line.startswith("   "):
+            break
+        lines.append(line[3:])
+    return "\n".join(lines).strip() + "\n"
+
+
+def test_the_documented_test_file_and_a_users_tests_pass_with_the_plugin(pytester: pytest.Pytester) -> None:
+    example = documented_example()
+    assert "def test_" in example
+    pytester.makeini(STRICT_INI)
+    pytester.makepyfile(test_documented=example, test_user=USER_TESTS)
+
+    result = pytester.runpytest_subprocess(
+        "-p", "requests_tokenrefresh.pytest_plugin", "-p", "no:cacheprovider", timeout=90
+    )
+
+    result.assert_outcomes(passed=4)
+
+
+def test_a_conftest_may_import_the_kit_and_name_the_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makeini(STRICT_INI)  # pytest warns (here: fails) if a plugin module was imported before it is named
+    pytester.makeconftest(
+        "from requests_tokenrefresh.testing import AuthServer\n"
+        'pytest_plugins = ["requests_tokenrefresh.pytest_plugin"]\n'
+    )
+    pytester.makepyfile(test_user="def test_it(auth_server, fake_clock):\n    assert auth_server.url\n")
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+
+    result.assert_outcomes(passed=1)
+
+
+def test_the_fixtures_need_the_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="def test_it(auth_server):\n    pass\n")
+
+    result = pytester.runpytest("-p", "no:cacheprovider")  # in this process: nothing registered it here either
+
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'auth_server' not found*"])
+
+
+def test_importing_the_kit_does_not_import_pytest() -> None:
+    code = "import sys, requests_tokenrefresh.testing; assert 'pytest' not in sys.modules, 'pytest imported'"
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_kit_re_exports_the_server() -> None:
+    assert testing.AuthServer is _authserver.AuthServer
+    assert testing.Canned is _authserver.Canned
+    assert set(testing.__all__) >= {"AuthServer", "Canned", "FakeClock", "MemoryKeyring", "use_keyring"}
+
+
+# --- FakeClock --------------------------------------------------------------------------------
+
+
+def test_fake_clock_moves_only_when_advanced() -> None:
+    clock = FakeClock(1_000.0)
+
+    assert clock() == clock.now == 1_000.0
+    assert clock.advance(59.5) == 1_059.5
+    assert clock() == 1_059.5
+    clock.now = 5.0
+    assert clock() == 5.0
+    assert repr(clock) == "FakeClock(now=5.0)"
+
+
+def test_fake_clock_starts_at_the_current_time() -> None:
+    before = time.time()
+    clock = FakeClock()
+
+    assert before <= clock() <= time.time()
+
+
+def test_fake_clock_expires_the_adapters_token() -> None:
+    clock = FakeClock()
+    with AuthServer(ttl=60, rotation="rotate") as server:
+        storage = MemoryStorage(Token.from_response(server.issue(), now=clock()))
+        adapter = TokenRefreshAdapter(storage, token_url=server.token_url, clock=clock)
+        with requests.Session() as session:
+            session.mount(server.url + "/", adapter)
+            assert session.get(server.url + "/a").status_code == 200
+            clock.advance(60)
+            assert session.get(server.url + "/b").status_code == 200
+            assert session.get(server.url + "/c").status_code == 200
+
+        assert server.refresh_calls == 1
+        token = storage.load()
+        assert token is not None
+        assert token.expires_at == pytest.approx(clock() + 60, abs=1)
+
+
+# --- MemoryKeyring and use_keyring ------------------------------------------------------------
+
+
+def test_memory_keyring_counts_and_keeps_entries() -> None:
+    backend = MemoryKeyring()
+
+    assert backend.get_password("svc", "alice") is None
+    backend.set_password("svc", "alice", "s3cret-token")
+    assert backend.get_password("svc", "alice") == "s3cret-token"
+    assert backend.entries == {("svc", "alice"): "s3cret-token"}
+    backend.delete_password("svc", "alice")
+    with pytest.raises(keyring.errors.PasswordDeleteError):
+        backend.delete_password("svc", "alice")
+
+    assert (backend.reads, backend.writes, backend.deletes) == (2, 1, 2)
+    assert backend.entries == {}
+
+
+def test_memory_keyring_repr_shows_no_secret() -> None:
+    backend = MemoryKeyring()
+    backend.set_password("svc", "alice", "s3cret-token")
+
+    assert "s3cret" not in repr(backend)
+    assert "1 entries" in repr(backend)
+
+
+def test_memory_keyring_is_never_chosen_by_keyring_itself() -> None:
+    assert MemoryKeyring.viable
+    assert MemoryKeyring.priority < keyring.backends.fail.Keyring.priority
+
+
+def test_memory_keyring_backs_keyring_storage(tmp_path: Path) -> None:
+    backend = MemoryKeyring()
+    storage = KeyringStorage("svc", "alice", backend=backend, lock_dir=str(tmp_path))
+
+    storage.save(Token("at-1", "rt-1", expires_at=2e9))
+
+    assert storage.load() == Token("at-1", "rt-1", expires_at=2e9)
+    assert backend.writes == 1
+    assert backend.reads >= 1
+
+
+def test_use_keyring_installs_the_backend_and_restores_the_previous_one() -> None:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+
+    with use_keyring(backend) as installed:
+        assert installed is backend
+        assert keyring.get_keyring() is backend
+        keyring.set_password("svc", "alice", "x")
+
+    assert keyring.get_keyring() is previous
+    assert backend.entries == {("svc", "alice"): "x"}
+
+
+def test_use_keyring_restores_after_an_exception() -> None:
+    previous = keyring.get_keyring()
+
+    with pytest.raises(RuntimeError, match="boom"), use_keyring():
+        raise RuntimeError("boom")
+
+    assert keyring.get_keyring() is previous
+
+
+def test_use_keyring_without_a_backend_gives_a_new_memory_keyring() -> None:
+    with use_keyring() as first, use_keyring() as second:
+        assert isinstance(first, MemoryKeyring)
+        assert first is not second
+        assert keyring.get_keyring() is second
+    with use_keyring() as third:
+        assert third.entries == {}
+
+
+# --- AuthServer through the kit ---------------------------------------------------------------
+
+
+def test_canned_answers_come_first_and_spend_no_refresh_token() -> None:
+    with AuthServer(rotation="reuse-detection") as server:
+        refresh = server.issue()["refresh_token"]
+        server.canned.append(Canned(429, {"error": "slow_down"}, headers={"Retry-After": "1"}))
+        form = {"grant_type": "refresh_token", "refresh_token": refresh}
+        with requests.Session() as session:
+            first = session.post(server.token_url, data=form, timeout=10)
+            second = session.post(server.token_url, data=form, timeout=10)
+
+    assert (first.status_code, first.headers["Retry-After"], first.json()) == (429, "1", {"error": "slow_down"})
+    assert second.status_code == 200
+    assert server.refresh_calls == 2
+    assert not server.revoked
