@@ -32,11 +32,13 @@ Rule 5: a token that is still valid is never waited for. In the refresh window (
 Rule 6: a rejection (401) for a token that has already been replaced is answered with the current
         token, not with another refresh. A replay never uses, and the store is never adopted
         from, a token that has expired or is within REPLAY_MARGIN of it (a tenth of its
-        lifetime, if less): that one is refreshed first. A token that a
-        refresh has just returned and that was then rejected on the replay is *doubted*: for
-        NEW_TOKEN_GRACE seconds (at most half its lifetime) a rejection of it is returned to the
-        caller without a refresh. An endpoint that always answers 401 then costs one rotation,
-        not one per call, and stalls no other request behind refreshes.
+        lifetime, if less): that one is refreshed first. A token that a refresh has just returned
+        and that was then rejected on the replay is *doubted*; once a request with it has
+        succeeded (the token is good: the endpoint is what refuses), for NEW_TOKEN_GRACE seconds
+        (at most half its lifetime) a rejection of it is returned to the caller without a
+        refresh. An endpoint that always answers 401 then costs one rotation, not one per call,
+        and stalls no other request behind refreshes; a token revoked right after it was issued
+        (never a success) is still refreshed.
 Rule 7: a rotated token is saved before it is published, inside the lease; a failed save is retried
         (the lease extended) until refresh_timeout runs out, and only then published unsaved, kept
         in memory and saved again later. A refresh token is never dropped.
@@ -178,6 +180,9 @@ class Coordinator:
         self._refreshed_at = float("-inf")  # epoch time the current token was refreshed or adopted
         self._own_refresh = False  # ... and whether this adapter's grant returned it (Rule 4)
         self._doubted_until = float("-inf")  # the current token was rejected on its replay (Rule 6)
+        self._doubt_proven = False  # ... and has since carried a request that succeeded
+        #: Read without the lock by the adapter after each response: is note_success() wanted?
+        self.doubting = False
         self._warned_refresh_token: str | None = None  # its expiry is near, and was told
         self._background: threading.Thread | None = None
         self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
@@ -248,7 +253,13 @@ class Coordinator:
                         log.debug("401 for replaced token %s: replaying", fingerprint(used.access_token))
                         return token  # Rule 6
                     mine = self._begin(_Kind.REFRESH)  # never replay with a dying token
-                elif token is not None and used is not None and not explicit and now < self._doubted_until:
+                elif (
+                    token is not None
+                    and used is not None
+                    and not explicit
+                    and self._doubt_proven
+                    and now < self._doubted_until
+                ):
                     log.debug("401 for doubted token %s: returned, not refreshed", fingerprint(used.access_token))
                     return None  # Rule 6: the endpoint, not the token, says no
                 else:
@@ -273,6 +284,7 @@ class Coordinator:
                 if flight is None or flight.kind is not _Kind.REFRESH:
                     if token is not None and now - self._refreshed_at < self._grace(token):
                         self._doubted_until = self._refreshed_at + self._grace(token)
+                        self._doubt_proven, self.doubting = False, True
                     return None
                 try:
                     result = self._wait(flight)
@@ -280,6 +292,12 @@ class Coordinator:
                     return None
                 if result is not None:
                     return result
+
+    def note_success(self, used: Token) -> None:
+        """A request with ``used`` got an answer other than a rejection: a doubted token is good (Rule 6)."""
+        with self._cond:
+            if self._token is not None and self._token.access_token == used.access_token:
+                self._doubt_proven, self.doubting = True, False
 
     def current(self) -> Token | None:
         """The token in memory, if any, without loading or refreshing."""
@@ -410,7 +428,7 @@ class Coordinator:
                 if unsaved is not None:
                     self._unsaved = unsaved
                 if current is not None or clear:
-                    self._doubted_until = float("-inf")
+                    self._doubted_until, self._doubt_proven, self.doubting = float("-inf"), False, False
                 if refreshed or adopted:
                     self._refreshed_at, self._own_refresh = now, refreshed
                 if advisory_after is not None:

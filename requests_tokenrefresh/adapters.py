@@ -299,6 +299,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
             response = self._replay(request, response, token, options)
             status = response.status_code
+        elif self._coordinator.doubting:  # rarely: a new token was rejected on its replay
+            self._coordinator.note_success(token)
         if 300 <= status < 400 and response.is_redirect:
             # requests builds the next hop from a copy of `request` and keeps Authorization when
             # the origin stays the same, whichever adapter then sends it. Leave no token on it:

@@ -372,3 +372,17 @@ def test_user_info_in_token_url_is_kept_out_of_repr_and_logs(caplog: pytest.LogC
             adapter.refresh()
         adapter.close()
     assert "hunter2" not in caplog.text
+
+
+def test_a_new_token_revoked_right_after_its_issue_is_refreshed_not_doubted(session_for: Any, expired: Any) -> None:
+    # Found by the schedule test over hosts: a replay rejected because the server revoked the
+    # brand-new token must not make every later 401 for it go unanswered.
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        session, _ = session_for(srv, expired(srv.issue()))
+        srv.denied_paths.add("/api/once")  # the replay of the first request is refused ...
+        assert session.get(f"{srv.url}/api/once").status_code == 401
+        assert srv.refresh_calls == 2  # the expiry's refresh, and one for the 401: its token is doubted
+        srv.denied_paths.clear()
+        srv.revoke_access_tokens()  # ... and the new token is revoked before it ever worked
+        assert session.get(f"{srv.url}/api/other").status_code == 200  # refreshed, replayed
+        assert srv.refresh_calls == 3
