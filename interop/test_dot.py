@@ -54,6 +54,8 @@ class Server:
     username: str
     password: str
     public_client_id: str = ""
+    service_client_id: str = ""
+    service_client_secret: str = ""
 
     @property
     def token_url(self) -> str:
@@ -528,3 +530,35 @@ def test_browser_login_cancelled_on_dot_consent_page(dot: Server, monkeypatch: p
     assert storage.load() is None
     assert browser.final is not None
     assert "The login failed (access_denied)" in browser.final.text
+
+
+def test_client_credentials_service_account_through_dot(dot: Server) -> None:
+    """A service account: the adapter fetches its first token itself, and a new one after a 401."""
+    storage = MemoryStorage()  # nothing stored: client credentials need no login
+    adapter = TokenRefreshAdapter(
+        storage,
+        token_url=dot.token_url,
+        grant_type="client_credentials",
+        client_id=dot.service_client_id,
+        client_secret=dot.service_client_secret,
+    )
+    session = requests.Session()
+    session.mount(dot.url + "/api/", adapter)
+    with session:
+        assert session.get(dot.api, timeout=10).status_code == 200
+        first = storage.load()
+        assert first is not None
+        assert first.refresh_token is None  # RFC 6749 §4.4.3: none for this grant
+        revoked = requests.post(
+            dot.url + "/o/revoke_token/",
+            data={"token": first.access_token},
+            auth=(dot.service_client_id, dot.service_client_secret),
+            timeout=10,
+        )
+        assert revoked.status_code == 200
+        response = session.get(dot.api, timeout=10)  # 401, a new token, the replay
+        assert response.status_code == 200
+        assert [r.status_code for r in response.history] == [401]
+        second = storage.load()
+        assert second is not None
+        assert second.access_token != first.access_token

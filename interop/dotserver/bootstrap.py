@@ -1,4 +1,4 @@
-"""Create the database, a user and a confidential password-grant client; print the client as JSON.
+"""Create the database, a user and the clients (password grant, public PKCE, client credentials); print them as JSON.
 
 Run as ``python -m dotserver.bootstrap`` with DJANGO_SETTINGS_MODULE=dotserver.settings.
 """
@@ -37,8 +37,19 @@ def main() -> None:
         user=user,
         skip_authorization=False,  # show the consent page
     )
+    # A service account: the client credentials grant (RFC 6749 §4.4), no user in the loop.
+    service_secret = "interop-service-secret"
+    Application.objects.create(
+        name="interop-service",
+        client_id="interop-service",
+        client_secret=service_secret,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=user,
+    )
     client = {"client_id": app.client_id, "client_secret": secret, "username": "alice", "password": "alice-pw"}
-    json.dump({**client, "public_client_id": "interop-cli"}, sys.stdout)
+    service = {"service_client_id": "interop-service", "service_client_secret": service_secret}
+    json.dump({**client, "public_client_id": "interop-cli", **service}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def _me(request: HttpRequest) -> JsonResponse:
     auth = request.headers.get("Authorization", "")
     with _lock:
         _tokens_seen.add(auth)
-    return JsonResponse({"user": request.resource_owner.username})
+    owner = request.resource_owner  # None for a client credentials token in some DOT versions
+    return JsonResponse({"user": getattr(owner, "username", None)})
 
 
 def me(request: HttpRequest) -> HttpResponse:
