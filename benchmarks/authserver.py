@@ -1,6 +1,6 @@
 """The token endpoint + API for the benchmarks, in a process of its own.
 
-Runs :class:`requests_tokenrefresh._authserver.AuthServer` on 127.0.0.1 and takes commands as JSON
+Runs :class:`requests_tokenrefresh.testing.AuthServer` on 127.0.0.1 and takes commands as JSON
 lines on stdin, answering each with one JSON line on stdout, so that the client process measures
 only the client. Started by ``benchmarks/_control.py``; not meant to be run by hand.
 
@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 
 class BenchAuthServer(AuthServer):

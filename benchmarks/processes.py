@@ -28,7 +28,7 @@ import keyring
 import requests
 
 from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 from requests_tokenrefresh._demo import DEMO_KEYRING_ENV, DemoFileKeyring
 
 SERVICE, USERNAME = "bench-processes", "bench"

@@ -12,7 +12,7 @@ import time
 import requests
 
 from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 
 def main() -> int:

@@ -27,8 +27,7 @@ import pytest
 import requests
 
 from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
-from requests_tokenrefresh._authserver import AuthServer
-from requests_tokenrefresh.testing import MemoryKeyring, use_keyring
+from requests_tokenrefresh.testing import AuthServer, MemoryKeyring, use_keyring
 
 
 class SecretServiceKeyring(MemoryKeyring):

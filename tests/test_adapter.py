@@ -27,7 +27,7 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorageError,
 )
-from requests_tokenrefresh._authserver import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 Session = tuple[requests.Session, TokenRefreshAdapter]
 

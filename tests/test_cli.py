@@ -28,8 +28,8 @@ from typing import Any
 import jwt
 import pytest
 
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh._demo import DemoFileKeyring
+from requests_tokenrefresh.testing import AuthServer
 
 FILE_BACKEND = "requests_tokenrefresh._demo.DemoFileKeyring"
 FAIL_BACKEND = "keyring.backends.fail.Keyring"

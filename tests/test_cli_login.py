@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 FILE_BACKEND = "requests_tokenrefresh._demo.DemoFileKeyring"
 ENTRY = ["--service", "example-api", "--username", "alice"]

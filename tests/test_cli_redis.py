@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 from .redis_support import INSTALL_HELP, RedisServer, free_port, redis_server_path, wait_for
 

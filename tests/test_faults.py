@@ -40,7 +40,7 @@ from requests_tokenrefresh import (
     TokenStorageError,
 )
 from requests_tokenrefresh import _coordinator as coordinator
-from requests_tokenrefresh._authserver import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 SERVICE, USER = "fault-api", "alice"
 CLIENT_ID, CLIENT_SECRET = "fault-app", "cs-Sup3rS3cretClientValue"

@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from requests_tokenrefresh import Token, TokenRefreshAdapter, TokenStorage, TokenStorageError
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh._filestorage import FileStorage
+from requests_tokenrefresh.testing import AuthServer
 from tests.file_worker import token as record
 
 WORKER = Path(__file__).with_name("file_worker.py")

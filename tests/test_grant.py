@@ -16,8 +16,8 @@ import requests
 import responses
 
 from requests_tokenrefresh import RefreshError, SessionExpiredError, Token
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh._grant import OAuthRefreshGrant, parse_retry_after
+from requests_tokenrefresh.testing import AuthServer
 
 TOKEN_URL = "https://auth.example.test/oauth/token"
 ELSEWHERE = "https://elsewhere.example.test/collect"

@@ -28,8 +28,8 @@ from requests_tokenrefresh import (
     Token,
     TokenRefreshAdapter,
 )
-from requests_tokenrefresh._authserver import AuthServer, Canned
 from requests_tokenrefresh._urls import is_loopback, is_secure
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 # -- data loss -------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from requests_tokenrefresh import MemoryStorage, RefreshError, RevocationError, Token
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh._discovery import _clear_cache
+from requests_tokenrefresh.testing import AuthServer
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ from requests_tokenrefresh import (
     Token,
     TokenRefreshError,
 )
-from requests_tokenrefresh._authserver import AuthServer, Canned
 from requests_tokenrefresh._discovery import _clear_cache, metadata_urls
 from requests_tokenrefresh.login import (
     discover,
@@ -43,6 +42,7 @@ from requests_tokenrefresh.login import (
     revoke_token,
     should_use_device_flow,
 )
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 URL_IN_TEXT = re.compile(r"http://\S+/authorize\?\S+")
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')

@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from requests_tokenrefresh import KeyringStorage
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh.login import login_browser
+from requests_tokenrefresh.testing import AuthServer
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -22,7 +22,7 @@ import requests
 from keyrings.alt.file import PlaintextKeyring
 
 from requests_tokenrefresh import KeyringStorage, SessionExpiredError, Token, TokenRefreshAdapter
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 WORKER = Path(__file__).with_name("mp_worker.py")
 SERVICE, USER = "mp-api", "carol"

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from requests_tokenrefresh import LeaseLostError, Token, TokenStorageError
-from requests_tokenrefresh._authserver import AuthServer
 from requests_tokenrefresh._redis import INSTALL_HELP, RedisStorage
+from requests_tokenrefresh.testing import AuthServer
 
 from .redis_support import INSTALL_HELP as SERVER_HELP
 from .redis_support import RedisServer, free_port, redis_server_path, wait_for

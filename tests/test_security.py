@@ -56,7 +56,7 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorageError,
 )
-from requests_tokenrefresh._authserver import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 ACCESS = "at-SECRET-access-4f1c9e"
 REFRESH = "rt-SECRET-refresh-b72d05"

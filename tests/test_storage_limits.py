@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter, TokenStorageError
-from requests_tokenrefresh._authserver import AuthServer
+from requests_tokenrefresh.testing import AuthServer
 
 
 class WinVaultKeyring(keyring.backend.KeyringBackend):

@@ -47,8 +47,8 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorage,
 )
-from requests_tokenrefresh._authserver import AuthServer, Canned
 from requests_tokenrefresh._redact import fingerprint
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 #: Seconds one refresh may take, retries included (the adapter's refresh_timeout).
 REFRESH_TIMEOUT = 1.5
