@@ -190,15 +190,15 @@ class AuthServer:
         self.client_id = client_id
         self.client_secret = client_secret
         self.jwt = jwt
-        self.lock = threading.Lock()
-        self.refresh_calls = 0
-        self.api_calls = 0
-        self.api_rejections = 0
+        self.lock: threading.Lock = threading.Lock()
+        self.refresh_calls: int = 0
+        self.api_calls: int = 0
+        self.api_rejections: int = 0
         self.token_log: list[dict[str, Any]] = []  # one entry per token endpoint call
         self.api_log: list[dict[str, Any]] = []  # one entry per API call: token, status, body digest
         self.canned: list[Canned] = []  # served in order by /token before any real answer
         self.denied_paths: set[str] = set()  # API paths that answer 401 whatever the token (2FA, entitlement)
-        self.gate = threading.Event()  # /token waits on it while hold_refresh is set
+        self.gate: threading.Event = threading.Event()  # /token waits on it while hold_refresh is set
         self.gate.set()
         self._drop_upto = 0  # token requests numbered up to this are dropped after the gate
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)

@@ -81,7 +81,7 @@ from .tokens import Token, TokenState
 
 __all__ = ["Coordinator"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Seconds before a failed advisory (STALE) refresh is tried again.
 ADVISORY_RETRY_DELAY = 5.0

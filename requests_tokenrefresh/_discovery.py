@@ -25,7 +25,7 @@ from .exceptions import InsecureTransportError, LoginError
 
 __all__ = ["DEFAULT_TIMEOUT", "ProviderMetadata", "check_endpoint", "discover", "metadata_urls"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Seconds to wait for each HTTP request to the authorization server.
 DEFAULT_TIMEOUT = 30.0

@@ -40,7 +40,7 @@ from .tokens import RECORD_VERSION, Token
 
 __all__ = ["FileStorage"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -75,9 +75,9 @@ class FileStorage(TokenStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock_path: str | os.PathLike[str] | None = None) -> None:
-        self.path = _absolute(path, "path")
+        self.path: str = _absolute(path, "path")
         #: The inter-process refresh lock file.
-        self.lock_path = _absolute(lock_path, "lock_path") if lock_path is not None else self.path + ".lock"
+        self.lock_path: str = _absolute(lock_path, "lock_path") if lock_path is not None else self.path + ".lock"
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""

@@ -40,7 +40,7 @@ __all__ = [
 #: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
 Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: ``client_auth`` values: HTTP Basic (RFC 6749 §2.3.1, the default) or in the form body.
 CLIENT_AUTH_METHODS = ("basic", "post")

@@ -10,7 +10,7 @@ import math
 
 __all__ = ["read_expiry", "read_times"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 
 def read_expiry(token: str) -> float | None:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["Callback", "LoopbackListener"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 # Seconds an idle browser connection (a speculative preconnect) may hold a handler thread.
 _IDLE = 10.0

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStorage"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Seconds a client built from a URL waits to connect, and for each answer.
 DEFAULT_SOCKET_TIMEOUT = 5.0
@@ -163,11 +163,11 @@ class RedisStorage(TokenStorage):
         if not math.isfinite(lease_margin) or lease_margin < 0:
             raise ValueError("lease_margin must be a finite number of seconds >= 0")
         self.key = key
-        self.lease_margin = float(lease_margin)
+        self.lease_margin: float = float(lease_margin)
         self._redis = module
         self._url: str | None = None
         if isinstance(client_or_url, str):
-            self.location = _redacted(client_or_url)
+            self.location: str = _redacted(client_or_url)
             self._client = _from_url(module, client_or_url, self.location)
             self._url = client_or_url
         elif isinstance(client_or_url, module.Redis) or type(client_or_url).__name__ == "RedisCluster":

@@ -21,7 +21,7 @@ from .tokens import Token
 
 __all__ = ["MAX_ATTEMPTS", "TRANSIENT_ERRORS", "refresh_with_retries"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Attempts at most for one refresh, the first included.
 MAX_ATTEMPTS = 4

@@ -33,7 +33,7 @@ __all__ = [
     "TokenRefreshAdapter",
 ]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Seconds before expiry at which a proactive refresh starts (at most half the token lifetime).
 DEFAULT_LEEWAY = 60.0
@@ -131,7 +131,7 @@ class TokenRefreshAdapter(HTTPAdapter):
     .. versionadded:: 0.1
     """
 
-    __attrs__ = [*HTTPAdapter.__attrs__, "_settings"]
+    __attrs__: list[str] = [*HTTPAdapter.__attrs__, "_settings"]
 
     def __init__(
         self,

@@ -60,7 +60,7 @@ __all__ = [
     "should_use_device_flow",
 ]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Seconds a login waits for the user (the browser's redirect, or the device's approval).
 DEFAULT_LOGIN_TIMEOUT = 300.0

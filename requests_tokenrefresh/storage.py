@@ -28,7 +28,7 @@ from .tokens import RECORD_VERSION, Token
 
 __all__ = ["KeyringStorage", "MemoryStorage", "RefreshLease", "TokenStorage"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 #: Bytes one Windows Credential Manager entry holds (CRED_MAX_CREDENTIAL_BLOB_SIZE).
 WINDOWS_CREDENTIAL_BYTES = 2560
@@ -211,7 +211,7 @@ class KeyringStorage(TokenStorage):
         directory = os.fspath(lock_dir) if lock_dir is not None else _default_lock_dir()
         entry = hashlib.sha256(f"{service}\0{username}".encode()).hexdigest()[:24]
         #: The inter-process refresh lock file (it holds no secret; the OS frees it if its holder dies).
-        self.lock_path = os.path.join(directory, f"{entry}.lock")
+        self.lock_path: str = os.path.join(directory, f"{entry}.lock")
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""

@@ -68,9 +68,9 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # reads KEYRING_PROPERTY_* like every backend
         self.entries: dict[tuple[str, str], str] = {}
-        self.reads = 0
-        self.writes = 0
-        self.deletes = 0
+        self.reads: int = 0
+        self.writes: int = 0
+        self.deletes: int = 0
 
     def get_password(self, service: str, username: str) -> str | None:
         """Return the password stored for ``service`` and ``username``, or None."""

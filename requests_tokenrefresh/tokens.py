@@ -23,7 +23,7 @@ from ._redact import fingerprint
 
 __all__ = ["RECORD_VERSION", "REFRESH_TOKEN_EXPIRES_AT", "Token", "TokenState"]
 
-log = logging.getLogger(__name__)
+log: logging.Logger = logging.getLogger(__name__)
 
 # Expiry times past this (year 9999) are nonsense; they are treated as unknown.
 _LATEST = 253402300799.0
