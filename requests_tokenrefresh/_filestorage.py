@@ -35,8 +35,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .exceptions import TokenStorageError
-from .storage import RefreshLease, TokenStorage, _describe, _FileLease
-from .tokens import RECORD_VERSION, Token
+from .storage import _NEWER_RECORD_ADVICE, RefreshLease, TokenStorage, _describe, _FileLease, _record_kind
+from .tokens import Token
 
 __all__ = ["FileStorage"]
 
@@ -139,15 +139,14 @@ class FileStorage(TokenStorage):
 
     def _advice(self, record: Any) -> str:
         """What to do about a file that holds ``record`` (parsed JSON, or None), which is no token record."""
-        if isinstance(record, dict):
-            version = record.get("version")
-            if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
-                return "it was written by a newer version of requests-tokenrefresh: upgrade this one to read it"
-            if version is None and isinstance(record.get("access_token"), str):
-                return (
-                    "it looks like a token response stored by hand: store it with "
-                    "FileStorage.save(Token.from_response(response)) instead"
-                )
+        kind = _record_kind(record)
+        if kind == "newer":
+            return _NEWER_RECORD_ADVICE
+        if kind == "response":
+            return (
+                "it looks like a token response stored by hand: store it with "
+                "FileStorage.save(Token.from_response(response)) instead"
+            )
         return f"it is left as it is: remove it (`rm {shlex.quote(self.path)}`) and log in again"
 
     def save(self, token: Token) -> None:

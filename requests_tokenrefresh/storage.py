@@ -239,15 +239,14 @@ class KeyringStorage(TokenStorage):
     def _advice(self, record: Any) -> str:
         """What to do about an entry that holds ``record`` (parsed JSON, or None), which is no token record."""
         names = f"--service {self.service} --username {self.username}"
-        if isinstance(record, dict):
-            version = record.get("version")
-            if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
-                return "it was written by a newer version of requests-tokenrefresh: upgrade this one to read it"
-            if version is None and isinstance(record.get("access_token"), str):
-                return (
-                    "it looks like a token response stored by hand: keep the token by importing it, "
-                    f"`keyring get {self.service} {self.username} | requests-tokenrefresh import {names} -`"
-                )
+        kind = _record_kind(record)
+        if kind == "newer":
+            return _NEWER_RECORD_ADVICE
+        if kind == "response":
+            return (
+                "it looks like a token response stored by hand: keep the token by importing it, "
+                f"`keyring get {self.service} {self.username} | requests-tokenrefresh import {names} -`"
+            )
         return (
             f"remove it with `requests-tokenrefresh clear {names}` (or `keyring del {self.service} "
             f"{self.username}`) and log in again"
@@ -356,6 +355,22 @@ class _FileLease(RefreshLease):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+#: What to do about a record of a later RECORD_VERSION.
+_NEWER_RECORD_ADVICE = "it was written by a newer version of requests-tokenrefresh: upgrade this one to read it"
+
+
+def _record_kind(record: Any) -> str:
+    """Of a stored value that is no token record: ``"newer"`` (a later record version),
+    ``"response"`` (a token response stored as it came), or ``"other"``."""
+    if isinstance(record, dict):
+        version = record.get("version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
+            return "newer"
+        if version is None and isinstance(record.get("access_token"), str):
+            return "response"
+    return "other"
 
 
 def _describe(exc: Exception) -> str:
