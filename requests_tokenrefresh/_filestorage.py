@@ -35,7 +35,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .exceptions import TokenStorageError
-from .storage import _NEWER_RECORD_ADVICE, RefreshLease, TokenStorage, _describe, _FileLease, _record_kind
+from .storage import (
+    _NEWER_RECORD_ADVICE,
+    RefreshLease,
+    TokenStorage,
+    _describe,
+    _FileLease,
+    _load_filelock,
+    _record_kind,
+)
 from .tokens import Token
 
 __all__ = ["FileStorage"]
@@ -78,6 +86,7 @@ class FileStorage(TokenStorage):
         self.path: str = _absolute(path, "path")
         #: The inter-process refresh lock file.
         self.lock_path: str = _absolute(lock_path, "lock_path") if lock_path is not None else self.path + ".lock"
+        _load_filelock()
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""

@@ -212,6 +212,7 @@ class KeyringStorage(TokenStorage):
         entry = hashlib.sha256(f"{service}\0{username}".encode()).hexdigest()[:24]
         #: The inter-process refresh lock file (it holds no secret; the OS frees it if its holder dies).
         self.lock_path: str = os.path.join(directory, f"{entry}.lock")
+        _load_filelock()
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""
@@ -317,6 +318,16 @@ class KeyringStorage(TokenStorage):
 
     def __repr__(self) -> str:
         return f"KeyringStorage(service={self.service!r}, username={self.username!r})"
+
+
+def _load_filelock() -> None:
+    """Import filelock now, in the thread that makes the storage.
+
+    Not lazily inside the first refresh: that may run in the background while the interpreter
+    exits, and there filelock's import of concurrent.futures fails on Python 3.10 ("can't
+    register atexit after shutdown"), which would lose a rotated refresh token.
+    """
+    import filelock  # noqa: F401
 
 
 def _default_lock_dir() -> str:
