@@ -248,7 +248,11 @@ def _read_before(response: requests.Response, deadline: float) -> None:
 
     watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), abort)
     watchdog.daemon = True
-    watchdog.start()
+    with contextlib.suppress(RuntimeError):
+        # Python 3.12 starts no thread while the interpreter exits, when a script's background
+        # refresh may still run: then the read is bounded per read only, rather than the answer
+        # lost (a rotated refresh token the server has already issued).
+        watchdog.start()
     try:
         body = response.content
     except requests.RequestException:

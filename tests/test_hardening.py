@@ -75,7 +75,7 @@ def test_a_script_that_ends_during_a_background_refresh_keeps_the_rotated_token(
         deadline = time.monotonic() + 30
         while srv.refresh_calls == 0 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
-        time.sleep(0.3)  # the script's main thread is done by now
+        time.sleep(1.0)  # the script's main thread has printed and reached interpreter exit by now
         srv.release_refresh()
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err[-2000:]
