@@ -7,6 +7,8 @@ This module owns the testing kit's public names:
   held refreshes and revocations, and counters of what it saw;
 * :class:`MemoryKeyring` and :func:`use_keyring`: a keyring backend in a dict, installed for a
   block and then replaced by the previous one, so that a test never reaches the machine's keyring;
+  it can fail chosen calls, as a locked or broken platform keyring does;
+* :class:`FileKeyring`: a keyring backend in a JSON file that several processes can share;
 * :class:`FakeClock`: epoch seconds that move only when the test moves them, for ``clock=``.
 
 It imports neither pytest nor anything outside the package's dependencies: the demo, benchmarks
@@ -30,6 +32,7 @@ import keyring.backend
 import keyring.errors
 
 from ._authserver import AUTHORIZE_MODES, DEVICE_MODES, ROTATION_MODES, AuthServer, Canned
+from ._filekeyring import FileKeyring
 
 __all__ = [
     "AUTHORIZE_MODES",
@@ -38,11 +41,15 @@ __all__ = [
     "AuthServer",
     "Canned",
     "FakeClock",
+    "FileKeyring",
     "MemoryKeyring",
     "use_keyring",
 ]
 
 _Backend = TypeVar("_Backend", bound=keyring.backend.KeyringBackend)
+
+#: The operations of a keyring backend, by the name :meth:`MemoryKeyring.fail` takes.
+_OPERATIONS = ("get", "set", "delete")
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):
@@ -52,12 +59,22 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
     :class:`~requests_tokenrefresh.KeyringStorage` as ``backend=``. Its priority is -1, below
     keyring's fail backend, so keyring's own backend detection never picks it.
 
+    To see what your code does when the keyring is locked or broken, make calls fail with
+    :meth:`fail`::
+
+        backend.fail("set")            # the next save raises keyring.errors.KeyringLocked
+
     Attributes:
         entries (dict[tuple[str, str], str]): the stored passwords by ``(service, username)``;
             a test may read or change it.
-        reads (int): calls of :meth:`get_password`.
-        writes (int): calls of :meth:`set_password`.
-        deletes (int): calls of :meth:`delete_password`, including those for a missing entry.
+        reads (int): calls of :meth:`get_password`, failed ones included.
+        writes (int): calls of :meth:`set_password`, failed ones included.
+        deletes (int): calls of :meth:`delete_password`, including failed ones and those for a
+            missing entry.
+        failures (dict[str, list[Exception | None]]): what the next calls of each operation
+            (``"get"``, ``"set"``, ``"delete"``) do, in order: each call takes the first item of
+            its list; an exception is raised, None lets the call through. :meth:`fail` fills it;
+            a test may change it, and ``failures.clear()`` lets every call through again.
 
     .. versionadded:: 0.2
     """
@@ -71,15 +88,62 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         self.reads: int = 0
         self.writes: int = 0
         self.deletes: int = 0
+        self.failures: dict[str, list[Exception | None]] = {}
+
+    def fail(self, *operations: str, times: int = 1, after: int = 0, error: Exception | None = None) -> None:
+        """Make calls of ``operations`` fail, as a locked or broken platform keyring does.
+
+        Of each operation, the next ``after`` calls go through, the ``times`` calls after them
+        raise ``error`` and change nothing, and later calls go through again::
+
+            backend.fail("set")                      # the next save fails
+            backend.fail("get", after=1, times=2)    # the second and third reads from now fail
+            backend.fail(error=OSError(5, "I/O error"))  # the next call of each operation fails
+
+        A later :meth:`fail` of an operation replaces what is left of an earlier one.
+
+        Args:
+            operations: ``"get"`` (:meth:`get_password`), ``"set"`` (:meth:`set_password`),
+                ``"delete"`` (:meth:`delete_password`); all three if none is named.
+            times: how many calls fail.
+            after: how many calls go through first.
+            error: what each failing call raises (the same object every time); a new
+                :class:`keyring.errors.KeyringLocked` for each call if None.
+
+        Raises:
+            ValueError: an operation is none of those three, or ``times`` or ``after`` is negative.
+
+        .. versionadded:: 0.2
+        """
+        unknown = set(operations) - set(_OPERATIONS)
+        if unknown or times < 0 or after < 0:
+            raise ValueError(
+                f"fail() takes operations among {', '.join(_OPERATIONS)} and counts of 0 or more, "
+                f"not operations={operations!r}, times={times!r}, after={after!r}"
+            )
+        for operation in operations or _OPERATIONS:
+            script: list[Exception | None] = [None] * after
+            for _ in range(times):
+                script.append(keyring.errors.KeyringLocked("the keyring is locked") if error is None else error)
+            self.failures[operation] = script
+
+    def _outcome(self, operation: str) -> None:
+        script = self.failures.get(operation)
+        if script:
+            error = script.pop(0)
+            if error is not None:
+                raise error
 
     def get_password(self, service: str, username: str) -> str | None:
         """Return the password stored for ``service`` and ``username``, or None."""
         self.reads += 1
+        self._outcome("get")
         return self.entries.get((service, username))
 
     def set_password(self, service: str, username: str, password: str) -> None:
         """Store ``password`` for ``service`` and ``username``, replacing any."""
         self.writes += 1
+        self._outcome("set")
         self.entries[(service, username)] = password
 
     def delete_password(self, service: str, username: str) -> None:
@@ -89,6 +153,7 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
             keyring.errors.PasswordDeleteError: there is none.
         """
         self.deletes += 1
+        self._outcome("delete")
         try:
             del self.entries[(service, username)]
         except KeyError:

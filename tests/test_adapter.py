@@ -27,19 +27,9 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorageError,
 )
-from requests_tokenrefresh.testing import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock
 
 Session = tuple[requests.Session, TokenRefreshAdapter]
-
-
-class Clock:
-    """Real time plus an offset the test moves forward to make tokens expire."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.mark.parametrize("rotation", ["none", "rotate", "reuse-detection"])
@@ -60,15 +50,15 @@ def test_64_threads_on_an_expired_token_make_one_refresh(
 
 
 def test_several_expiries_one_refresh_each_and_rotation_kept(run_threads: Any, session_for: Any) -> None:
-    clock = Clock()
+    clock = FakeClock()
     with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
-        first = Token.from_response(srv.issue())
+        first = Token.from_response(srv.issue(), now=clock())
         storage = MemoryStorage(first)
         session, _ = session_for(srv, None, storage=storage, clock=clock)
         statuses: list[int] = []
         refresh_tokens = {first.refresh_token}
         for expiry in range(1, 4):
-            clock.offset += 3600  # the adapter now sees the token as expired
+            clock.advance(3600)  # the adapter now sees the token as expired
             run_threads(64, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
             assert srv.refresh_calls == expiry
             stored = storage.load()
@@ -256,11 +246,11 @@ def test_hung_token_endpoint_does_not_block_threads_forever(expired: Any, run_th
 
 
 def test_advisory_window_refresh_blocks_no_request(server: AuthServer, session_for: Any) -> None:
-    clock = Clock()
-    first = Token.from_response(server.issue())
+    clock = FakeClock()
+    first = Token.from_response(server.issue(), now=clock())
     storage = MemoryStorage(first)
     session, _ = session_for(server, None, storage=storage, clock=clock, leeway=60)
-    clock.offset = 3600 - 30  # 30 s left: inside the 60 s window, still valid
+    clock.advance(3600 - 30)  # 30 s left: inside the 60 s window, still valid
     server.hold_refresh()
     # The request that notices the window starts the refresh in the background and goes on.
     triggering = session.get(f"{server.url}/api")
@@ -283,11 +273,11 @@ def test_advisory_window_refresh_blocks_no_request(server: AuthServer, session_f
 def test_failed_advisory_refresh_keeps_the_valid_token(
     server: AuthServer, session_for: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
-    token = Token.from_response(server.issue())
+    clock = FakeClock()
+    token = Token.from_response(server.issue(), now=clock())
     storage = MemoryStorage(token)
     session, _ = session_for(server, None, storage=storage, clock=clock, refresh_timeout=0.5)
-    clock.offset = 3600 - 30
+    clock.advance(3600 - 30)
     server.canned = [Canned(500, "oops")] * 20
     with caplog.at_level(logging.WARNING, logger="requests_tokenrefresh"):
         assert session.get(f"{server.url}/api").status_code == 200
@@ -336,15 +326,15 @@ def test_rotated_token_is_kept_in_memory_when_saving_fails_and_saved_later(
                 raise TokenStorageError("keyring locked")
             super().save(token)
 
-    clock = Clock()
-    old = Token.from_response(server.issue())
+    clock = FakeClock()
+    old = Token.from_response(server.issue(), now=clock())
     storage = BrokenStorage(old)
     session, _ = session_for(server, None, storage=storage, clock=clock, refresh_timeout=1)
     server.revoke_access_tokens()
     assert session.get(f"{server.url}/api").status_code == 200  # the rotated token is in use
     assert storage.load() == old  # ... but not saved yet
     storage.broken = False
-    clock.offset += 10  # past the save retry delay
+    clock.advance(10)  # past the save retry delay
     assert session.get(f"{server.url}/api").status_code == 200
     saved = storage.load()
     assert saved is not None
@@ -622,7 +612,7 @@ def test_a_redirect_out_of_base_url_on_the_same_host_does_not_carry_the_token(se
 
 
 def test_client_credentials_fetches_the_first_token_and_each_new_one(run_threads: Any, session_for: Any) -> None:
-    clock = Clock()
+    clock = FakeClock()
     with AuthServer(ttl=3600, client_id="svc", client_secret="s3cret") as srv:
         storage = MemoryStorage()  # nothing stored: the grant makes the first token
         session, _ = session_for(
@@ -637,7 +627,7 @@ def test_client_credentials_fetches_the_first_token_and_each_new_one(run_threads
         statuses: list[int] = []
         run_threads(32, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
         assert srv.refresh_calls == 1  # one token for 32 threads
-        clock.offset += 3600  # expired: one new token, fetched the same way
+        clock.advance(3600)  # expired: one new token, fetched the same way
         run_threads(32, lambda i: statuses.append(session.get(f"{srv.url}/api").status_code))
         assert srv.refresh_calls == 2
         srv.revoke_access_tokens()  # a 401: one new token and a replay

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import keyring.backend
 import keyring.backends.fail
-import keyring.errors
 import pytest
 import requests
 
@@ -40,7 +38,7 @@ from requests_tokenrefresh import (
     TokenStorageError,
 )
 from requests_tokenrefresh import _coordinator as coordinator
-from requests_tokenrefresh.testing import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned, MemoryKeyring
 
 SERVICE, USER = "fault-api", "alice"
 CLIENT_ID, CLIENT_SECRET = "fault-app", "cs-Sup3rS3cretClientValue"
@@ -51,45 +49,6 @@ DROP = object()  # in rotated(): remove this field from the token response
 
 
 # --- test doubles ------------------------------------------------------------------------------
-
-
-class FlakyKeyring(keyring.backend.KeyringBackend):
-    """An in-memory keyring whose get/set/delete fail on the call numbers listed in ``fail``."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[tuple[str, str], str] = {}
-        self.fail: dict[str, set[int]] = {"get": set(), "set": set(), "delete": set()}
-        self.calls = {"get": 0, "set": 0, "delete": 0}
-        self.error: Callable[[], Exception] = lambda: keyring.errors.KeyringLocked("the collection is locked")
-
-    def _maybe_fail(self, op: str) -> None:
-        self.calls[op] += 1
-        if self.calls[op] in self.fail[op]:
-            raise self.error()
-
-    def heal(self) -> None:
-        self.fail = {"get": set(), "set": set(), "delete": set()}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        self._maybe_fail("get")
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self._maybe_fail("set")
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self._maybe_fail("delete")
-        try:
-            del self.entries[(service, username)]
-        except KeyError:
-            raise keyring.errors.PasswordDeleteError("not found") from None
-
-    def raw(self) -> str | None:
-        return self.entries.get((SERVICE, USER))
 
 
 class RawServer:
@@ -162,7 +121,7 @@ class RawServer:
 class Env:
     srv: AuthServer
     old: Token
-    keyring: FlakyKeyring
+    keyring: MemoryKeyring
     storage: TokenStorage
     token_url: str
     monkeypatch: pytest.MonkeyPatch
@@ -170,8 +129,11 @@ class Env:
     secrets: list[str]
     adapter: TokenRefreshAdapter | None = None
 
+    def raw(self) -> str | None:
+        return self.keyring.entries.get((SERVICE, USER))
+
     def stored(self) -> Token | None:
-        raw = self.keyring.raw()
+        raw = self.raw()
         return None if raw is None else Token.from_record(json.loads(raw))
 
 
@@ -244,11 +206,11 @@ def closed_port(env: Env) -> str:
     return f"http://127.0.0.1:{port}/token"
 
 
-def keyring_fails(op: str, *calls: int, error: Callable[[], Exception] | None = None) -> Inject:
+def keyring_fails(op: str, times: int = 1, after: int = 0, error: Exception | None = None) -> Inject:
+    """Of the keyring's calls of ``op`` after the seed is saved, the ``times`` after the first ``after`` fail."""
+
     def inject(env: Env) -> None:
-        env.keyring.fail[op] = set(calls)
-        if error is not None:
-            env.keyring.error = error
+        env.keyring.fail(op, times=times, after=after, error=error)
 
     return inject
 
@@ -261,7 +223,7 @@ def stored_raw(raw: str) -> Inject:
 
 
 def no_keyring(env: Env) -> None:
-    env.keyring = FlakyKeyring()  # empty: nothing can be stored anywhere
+    env.keyring = MemoryKeyring()  # empty: nothing can be stored anywhere
     env.storage = KeyringStorage(SERVICE, USER, backend=keyring.backends.fail.Keyring())
 
 
@@ -325,7 +287,7 @@ def saved_later(env: Env) -> None:
     stored = env.stored()
     assert stored is not None
     assert stored.refresh_token != env.old.refresh_token
-    assert env.keyring.calls["set"] == 3  # the seed, the failed save, the save on the next request
+    assert env.keyring.writes == 3  # the seed, the failed save, the save on the next request
 
 
 def one_save_in_the_lease(env: Env) -> None:
@@ -336,7 +298,7 @@ def one_save_in_the_lease(env: Env) -> None:
 def saved_in_lease(env: Env) -> None:
     assert env.adapter is not None
     assert not env.adapter._coordinator._unsaved
-    assert env.keyring.calls["set"] == 3  # the seed, the failed save, the retry before the lease ended
+    assert env.keyring.writes == 3  # the seed, the failed save, the retry before the lease ended
 
 
 def no_retry_wait(env: Env) -> None:
@@ -468,7 +430,7 @@ FAULTS = [
     ),
     Fault(
         "invalid_grant-keyring-delete-fails",
-        both(canned(Canned(400, {"error": "invalid_grant"})), keyring_fails("delete", 1)),
+        both(canned(Canned(400, {"error": "invalid_grant"})), keyring_fails("delete")),
         TERMINAL,
         "old",
         fired=True,
@@ -534,14 +496,14 @@ FAULTS = [
     Fault("closed-without-answer", raw_server("close"), TRANSIENT, "old", followup=None, error="connection_error"),
     Fault("truncated-body", raw_server("truncate"), TRANSIENT, "old", followup=None, error="connection_error"),
     # the keyring
-    Fault("keyring-load-fails", keyring_fails("get", 1, 2), STORAGE, "old"),  # read twice: again in the lease
-    Fault("keyring-load-fails-once", keyring_fails("get", 1), OK, "new"),
+    Fault("keyring-load-fails", keyring_fails("get", times=2), STORAGE, "old"),  # read twice: again in the lease
+    Fault("keyring-load-fails-once", keyring_fails("get"), OK, "new"),
     Fault(
-        "keyring-load-fails-in-refresh", keyring_fails("get", 2, error=lambda: OSError(5, "I/O error")), STORAGE, "old"
+        "keyring-load-fails-in-refresh", keyring_fails("get", after=1, error=OSError(5, "I/O error")), STORAGE, "old"
     ),
     Fault(
         "keyring-save-fails-after-rotation",
-        both(keyring_fails("set", 2), one_save_in_the_lease),
+        both(keyring_fails("set"), one_save_in_the_lease),
         OK,
         "old",
         check=kept_in_memory_unsaved,
@@ -549,7 +511,7 @@ FAULTS = [
     Fault(
         "keyring-save-fails-then-saved-later",
         both(
-            keyring_fails("set", 2),
+            keyring_fails("set"),
             one_save_in_the_lease,
             lambda env: env.monkeypatch.setattr(coordinator, "SAVE_RETRY_DELAY", 0.0),
         ),
@@ -557,7 +519,7 @@ FAULTS = [
         "old",
         check=saved_later,
     ),
-    Fault("keyring-save-fails-once-retried-in-the-lease", keyring_fails("set", 2), OK, "new", check=saved_in_lease),
+    Fault("keyring-save-fails-once-retried-in-the-lease", keyring_fails("set"), OK, "new", check=saved_in_lease),
     Fault("stored-record-not-json", stored_raw('{"version": 1, "access_tok'), STORAGE, "old", followup=None),
     Fault("stored-record-other-version", stored_raw('{"version": 99}'), STORAGE, "old", followup=None),
     Fault(
@@ -592,7 +554,7 @@ def test_fault(row: Fault, monkeypatch: pytest.MonkeyPatch, log_text: pytest.Log
             old = Token(first.access_token, first.refresh_token, expires_at=now - 1, obtained_at=now - 3601)
         else:  # valid for 30 s more: inside the default 60 s refresh window
             old = Token(first.access_token, first.refresh_token, expires_at=now + 30, obtained_at=now - 3570)
-        backend = FlakyKeyring()
+        backend = MemoryKeyring()
         env = Env(
             srv=srv,
             old=old,
@@ -605,7 +567,7 @@ def test_fault(row: Fault, monkeypatch: pytest.MonkeyPatch, log_text: pytest.Log
         )
         env.storage.save(old)
         row.inject(env)
-        raw_before = env.keyring.raw()
+        raw_before = env.raw()
         expirations: list[SessionExpiredError] = []
         adapter = env.adapter = TokenRefreshAdapter(
             env.storage,
@@ -652,7 +614,7 @@ def test_fault(row: Fault, monkeypatch: pytest.MonkeyPatch, log_text: pytest.Log
                 assert secret not in message, "a secret in the error message"
 
         # what is stored afterwards: tokens are never lost
-        raw_after = env.keyring.raw()
+        raw_after = env.raw()
         if row.stored == "old":
             assert raw_after == raw_before
         elif row.stored == "none":
@@ -669,7 +631,7 @@ def test_fault(row: Fault, monkeypatch: pytest.MonkeyPatch, log_text: pytest.Log
 
         # no spurious sign-out later: with the fault gone, the next request works
         srv.canned = []
-        env.keyring.heal()
+        env.keyring.failures.clear()
         if row.followup == "ok":
             assert session.get(f"{srv.url}/api", timeout=5).status_code == 200
             assert not srv.revoked

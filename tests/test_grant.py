@@ -17,7 +17,7 @@ import responses
 
 from requests_tokenrefresh import RefreshError, SessionExpiredError, Token
 from requests_tokenrefresh._grant import OAuthRefreshGrant, parse_retry_after
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, FakeClock
 
 TOKEN_URL = "https://auth.example.test/oauth/token"
 ELSEWHERE = "https://elsewhere.example.test/collect"
@@ -28,16 +28,6 @@ CLIENT_SECRET = "s3cr3t value:with/colon+plus"
 SECRETS = (ACCESS, REFRESH, CLIENT_SECRET)
 
 
-class Clock:
-    """Epoch seconds that move only when a test moves them."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def mock() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
@@ -45,12 +35,12 @@ def mock() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture
-def make_grant(clock: Clock) -> Iterator[Callable[..., OAuthRefreshGrant]]:
+def make_grant(clock: FakeClock) -> Iterator[Callable[..., OAuthRefreshGrant]]:
     """``make_grant(**options)``: a grant on TOKEN_URL with the fake clock, closed after the test."""
     grants: list[OAuthRefreshGrant] = []
 
@@ -249,7 +239,7 @@ def test_no_refresh_token_means_session_expired_without_a_request(
 
 
 def test_expiry_counts_from_when_the_request_was_sent(
-    mock: responses.RequestsMock, make_grant: Callable[..., OAuthRefreshGrant], previous: Token, clock: Clock
+    mock: responses.RequestsMock, make_grant: Callable[..., OAuthRefreshGrant], previous: Token, clock: FakeClock
 ) -> None:
     sent_at = clock.now
 

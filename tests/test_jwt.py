@@ -8,20 +8,15 @@ import logging
 import time
 from typing import Any
 
-import jwt
 import pytest
 
 from requests_tokenrefresh._jwt import read_expiry
 
-KEY = "unit-test-hs256-signing-key-of-at-least-32-bytes"
+from .jwt_support import make_jwt
 
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def make_jwt(claims: dict[str, Any]) -> str:
-    return jwt.encode(claims, KEY, algorithm="HS256")
 
 
 HEADER = b64(b'{"alg":"HS256","typ":"JWT"}')
@@ -30,23 +25,23 @@ HEADER = b64(b'{"alg":"HS256","typ":"JWT"}')
 def test_reads_exp_of_a_signed_jwt() -> None:
     exp = int(time.time()) + 3600
 
-    assert read_expiry(make_jwt({"sub": "alice", "exp": exp})) == float(exp)
+    assert read_expiry(make_jwt(sub="alice", exp=exp)) == float(exp)
 
 
 def test_expired_jwt_still_gives_its_exp() -> None:
     exp = int(time.time()) - 3600
 
-    assert read_expiry(make_jwt({"exp": exp})) == float(exp)
+    assert read_expiry(make_jwt(exp=exp)) == float(exp)
 
 
 def test_signature_is_not_verified() -> None:
-    header, payload, _ = make_jwt({"exp": 1_700_000_000}).split(".")
+    header, payload, _ = make_jwt(exp=1_700_000_000).split(".")
 
     assert read_expiry(f"{header}.{payload}.{b64(b'not the signature')}") == 1_700_000_000.0
 
 
 def test_float_exp_is_kept() -> None:
-    assert read_expiry(make_jwt({"exp": 1_700_000_000.5})) == 1_700_000_000.5
+    assert read_expiry(make_jwt(exp=1_700_000_000.5)) == 1_700_000_000.5
 
 
 @pytest.mark.parametrize("token", ["opaque-access-token", "a.b", "a.b.c.d", ""])
@@ -61,7 +56,7 @@ def test_opaque_token_gives_none(token: str) -> None:
         "..",
         f"{HEADER}.{b64(b'not json')}.sig",
         f"{HEADER}.{b64(b'[1, 2]')}.sig",
-        f"{b64(b'not json')}.{make_jwt({'exp': 1_700_000_000}).split('.')[1]}.sig",
+        f"{b64(b'not json')}.{make_jwt(exp=1_700_000_000).split('.')[1]}.sig",
     ],
 )
 def test_malformed_jwt_gives_none(token: str) -> None:
@@ -69,17 +64,17 @@ def test_malformed_jwt_gives_none(token: str) -> None:
 
 
 def test_jwt_without_exp_gives_none() -> None:
-    assert read_expiry(make_jwt({"sub": "alice"})) is None
+    assert read_expiry(make_jwt(sub="alice")) is None
 
 
 @pytest.mark.parametrize("exp", ["soon", "1700000000", True, None, [1_700_000_000], {"at": 1}])
 def test_non_numeric_exp_gives_none(exp: Any) -> None:
-    assert read_expiry(make_jwt({"exp": exp})) is None
+    assert read_expiry(make_jwt(exp=exp)) is None
 
 
 @pytest.mark.parametrize("exp", [float("nan"), float("inf"), 10**400], ids=["nan", "inf", "10**400"])
 def test_non_finite_exp_gives_none(exp: float) -> None:
-    assert read_expiry(make_jwt({"exp": exp})) is None
+    assert read_expiry(make_jwt(exp=exp)) is None
 
 
 def test_malformed_jwt_debug_log_does_not_contain_the_token(caplog: pytest.LogCaptureFixture) -> None:

@@ -41,8 +41,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import keyring
-import keyring.backend
-import keyring.errors
 import pytest
 import requests
 
@@ -56,7 +54,7 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorageError,
 )
-from requests_tokenrefresh.testing import AuthServer, Canned
+from requests_tokenrefresh.testing import AuthServer, Canned, MemoryKeyring, use_keyring
 
 ACCESS = "at-SECRET-access-4f1c9e"
 REFRESH = "rt-SECRET-refresh-b72d05"
@@ -777,29 +775,17 @@ def test_a_redirect_to_plain_http_on_a_remote_host_is_refused(
 # -- secrets: logs, reprs, exceptions, pickles, files -----------------------------------------------------
 
 
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """An in-memory keyring; with ``echo_on_write`` its writes fail quoting what they were given (some do)."""
+class EchoingKeyring(MemoryKeyring):
+    """The kit's keyring; with ``echo_on_write``, its writes fail quoting what they were given (some do)."""
 
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self, echo_on_write: bool = False) -> None:
+    def __init__(self, echo_on_write: bool = True) -> None:
         super().__init__()
-        self.entries: dict[tuple[str, str], str] = {}
-        self.writes = 0
         self.echo_on_write = echo_on_write
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.entries.get((service, username))
 
     def set_password(self, service: str, username: str, password: str) -> None:
         if self.echo_on_write:
             raise RuntimeError(f"cannot store {password!r} for {service}/{username}")
-        self.writes += 1
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.entries.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError("not found")
+        super().set_password(service, username, password)
 
 
 def forms(secret: str) -> set[str]:
@@ -901,8 +887,6 @@ def _closed_port() -> int:
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     """The full flow, once per module, with HOME/XDG/TMPDIR/cwd in a fresh directory."""
     root = tmp_path_factory.mktemp("flow")
-    backend = MemoryKeyring()
-    previous = keyring.get_keyring()
     with pytest.MonkeyPatch.context() as mp:
         for name in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "TMPDIR"):
             (root / name.lower()).mkdir()
@@ -910,11 +894,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
         mp.setattr(tempfile, "tempdir", str(root / "tmpdir"))
         (root / "cwd").mkdir()
         mp.chdir(root / "cwd")
-        keyring.set_keyring(backend)
-        try:
+        with use_keyring():  # and then the MonkeyPatch context restores HOME, XDG_*, TMPDIR and the cwd
             return _run_flow(root)
-        finally:
-            keyring.set_keyring(previous)  # and the context restores HOME, XDG_*, TMPDIR and the cwd
 
 
 def _run_flow(root: Path) -> Flow:
@@ -1093,14 +1074,14 @@ def test_tokens_are_written_to_no_file(flow: Flow) -> None:
 
 
 def test_a_keyring_error_message_does_not_quote_the_record() -> None:
-    storage = KeyringStorage("security-api", "carol", backend=MemoryKeyring(echo_on_write=True))
+    storage = KeyringStorage("security-api", "carol", backend=EchoingKeyring())
     with pytest.raises(TokenStorageError) as info:
         storage.save(Token(ACCESS, REFRESH))
     assert leaks(str(info.value) + repr(info.value.args), {ACCESS, REFRESH}) == []
 
 
 def test_a_keyring_error_traceback_does_not_quote_the_record() -> None:
-    storage = KeyringStorage("security-api", "carol", backend=MemoryKeyring(echo_on_write=True))
+    storage = KeyringStorage("security-api", "carol", backend=EchoingKeyring())
     with pytest.raises(TokenStorageError) as info:
         storage.save(Token(ACCESS, REFRESH))
     assert leaks(exception_text(info.value), {ACCESS, REFRESH}) == []
@@ -1112,7 +1093,7 @@ def test_a_failed_save_during_refresh_logs_no_secret(
     """Rule 7: the rotated token cannot be saved and is kept in memory; the warning names no secret."""
     issued = Token.from_response(server.issue())
     now = time.time()
-    backend = MemoryKeyring()
+    backend = EchoingKeyring(echo_on_write=False)
     storage = KeyringStorage("security-api", "dave", backend=backend, lock_dir=tmp_path)
     storage.save(Token(issued.access_token, issued.refresh_token, expires_at=now - 1, obtained_at=now - 3601))
     backend.echo_on_write = True  # from now on every write fails, quoting the record

@@ -9,52 +9,21 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keyring
-import keyring.backend
 import keyring.backends.fail
 import keyring.errors
 import pytest
 
 from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenStorage, TokenStorageError
-
-if TYPE_CHECKING:
-    from tests.conftest import MemoryKeyring
+from requests_tokenrefresh.testing import MemoryKeyring
 
 SERVICE = "example-api"
 USERNAME = "alice@example.com"
 ACCESS = "at-3f9c1e7a-access-secret"
 REFRESH = "rt-8b2d4c6e-refresh-secret"
 TOKEN = Token(ACCESS, REFRESH, expires_at=1_700_003_600.0, obtained_at=1_700_000_000.0, extra={"user": {"id": 7}})
-
-
-class FakeKeyring(keyring.backend.KeyringBackend):
-    """A keyring backend kept in a dict; with ``error`` set, every call raises it like a broken platform backend."""
-
-    priority = -1  # type: ignore[assignment]  # never picked by keyring's own backend selection
-
-    def __init__(self, error: Exception | None = None) -> None:
-        super().__init__()
-        self.error = error
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def get_password(self, service: str, username: str) -> str | None:
-        self._check()
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self._check()
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self._check()
-        if self.entries.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError("not found")
 
 
 OPERATIONS: list[Any] = [
@@ -274,7 +243,9 @@ def test_corrupted_entry_can_be_overwritten() -> None:
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_backend_error_becomes_storage_error_with_the_cause_chained(operation: Operation) -> None:
     error = OSError("org.freedesktop.secrets was not provided by any .service files")
-    storage = KeyringStorage(SERVICE, USERNAME, backend=FakeKeyring(error))
+    backend = MemoryKeyring()
+    backend.fail(error=error)  # like a broken platform backend
+    storage = KeyringStorage(SERVICE, USERNAME, backend=backend)
 
     with pytest.raises(TokenStorageError, match="OSError") as excinfo:
         operation(storage)
@@ -286,7 +257,9 @@ def test_backend_error_becomes_storage_error_with_the_cause_chained(operation: O
 
 def test_error_of_the_selected_keyring_becomes_storage_error() -> None:
     error = keyring.errors.KeyringLocked("the collection is locked")
-    keyring.set_keyring(FakeKeyring(error))
+    backend = MemoryKeyring()
+    backend.fail(error=error)
+    keyring.set_keyring(backend)
 
     with pytest.raises(TokenStorageError) as excinfo:
         KeyringStorage(SERVICE, USERNAME).save(TOKEN)
@@ -313,7 +286,7 @@ def test_no_keyring_backend_names_the_ways_out(operation: Operation) -> None:
 
 
 def test_backend_argument_is_used_instead_of_the_selected_keyring() -> None:
-    own = FakeKeyring()
+    own = MemoryKeyring()
     storage = KeyringStorage(SERVICE, USERNAME, backend=own)
 
     storage.save(TOKEN)
@@ -340,7 +313,7 @@ def test_invalid_service_or_username_raises_value_error(service: Any, username: 
 
 
 def test_keyring_storage_repr_shows_service_and_username_only() -> None:
-    storage = KeyringStorage(SERVICE, USERNAME, backend=FakeKeyring())
+    storage = KeyringStorage(SERVICE, USERNAME, backend=MemoryKeyring())
     storage.save(TOKEN)
 
     assert repr(storage) == f"KeyringStorage(service={SERVICE!r}, username={USERNAME!r})"

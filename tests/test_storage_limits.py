@@ -5,40 +5,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import jwt
 import keyring
-import keyring.backend
 import pytest
 import requests
 
 from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter, TokenStorageError
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, MemoryKeyring
+
+from .jwt_support import make_jwt
 
 
-class WinVaultKeyring(keyring.backend.KeyringBackend):
-    """Simulates Windows' backend: UTF-16 storage, at most 2,560 bytes a credential."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.entries.get((service, username))
+class WinVaultKeyring(MemoryKeyring):
+    """Simulates Windows' backend (KeyringStorage knows it by name): UTF-16, at most 2,560 bytes a credential."""
 
     def set_password(self, service: str, username: str, password: str) -> None:
         if len(password.encode("utf-16-le")) > 2560:
             raise OSError(1783, "CredWrite", "The stub received bad data.")
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.entries.pop((service, username), None)
+        super().set_password(service, username, password)
 
 
 def big_jwt(size: int) -> str:
-    claims = {"exp": int(time.time()) + 3600, "blob": "x" * size}
-    return jwt.encode(claims, "k" * 32, algorithm="HS256")
+    return make_jwt(exp=int(time.time()) + 3600, blob="x" * size)
 
 
 def test_an_8kb_jwt_on_the_windows_backend_fails_clearly_before_writing() -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backends.fail
@@ -13,8 +18,16 @@ import keyring.errors
 import pytest
 import requests
 
-from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenRefreshAdapter, _authserver, testing
-from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, MemoryKeyring, use_keyring
+from requests_tokenrefresh import (
+    KeyringStorage,
+    MemoryStorage,
+    Token,
+    TokenRefreshAdapter,
+    _authserver,
+    _filekeyring,
+    testing,
+)
+from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, FileKeyring, MemoryKeyring, use_keyring
 
 pytest_plugins = ["pytester"]
 
@@ -116,7 +129,8 @@ def test_importing_the_kit_does_not_import_pytest() -> None:
 def test_the_kit_re_exports_the_server() -> None:
     assert testing.AuthServer is _authserver.AuthServer
     assert testing.Canned is _authserver.Canned
-    assert set(testing.__all__) >= {"AuthServer", "Canned", "FakeClock", "MemoryKeyring", "use_keyring"}
+    assert testing.FileKeyring is _filekeyring.FileKeyring
+    assert set(testing.__all__) >= {"AuthServer", "Canned", "FakeClock", "FileKeyring", "MemoryKeyring", "use_keyring"}
 
 
 # --- FakeClock --------------------------------------------------------------------------------
@@ -229,6 +243,155 @@ def test_use_keyring_without_a_backend_gives_a_new_memory_keyring() -> None:
         assert keyring.get_keyring() is second
     with use_keyring() as third:
         assert third.entries == {}
+
+
+def test_memory_keyring_fails_the_calls_it_is_told_to() -> None:
+    backend = MemoryKeyring()
+    backend.set_password("svc", "alice", "old")
+    backend.fail("set")
+    backend.fail("get", after=1, times=2)
+
+    with pytest.raises(keyring.errors.KeyringLocked):
+        backend.set_password("svc", "alice", "new")
+    assert backend.get_password("svc", "alice") == "old"  # the failed write changed nothing
+    for _ in range(2):
+        with pytest.raises(keyring.errors.KeyringLocked):
+            backend.get_password("svc", "alice")
+    backend.set_password("svc", "alice", "new")
+
+    assert backend.get_password("svc", "alice") == "new"
+    assert (backend.reads, backend.writes) == (4, 3)  # failed calls count
+    assert backend.failures == {"get": [], "set": []}
+
+
+def test_memory_keyring_fails_every_operation_with_the_given_error_until_cleared() -> None:
+    backend = MemoryKeyring()
+    error = OSError(5, "I/O error")
+    backend.fail(error=error, times=2)
+
+    with pytest.raises(OSError, match="I/O error") as caught:
+        backend.get_password("s", "u")
+    assert caught.value is error
+    with pytest.raises(OSError, match="I/O error"):
+        backend.set_password("s", "u", "p")
+    with pytest.raises(OSError, match="I/O error"):
+        backend.delete_password("s", "u")
+    assert backend.failures == {operation: [error] for operation in ("get", "set", "delete")}  # one more each
+    backend.failures.clear()
+
+    backend.set_password("s", "u", "p")
+    assert backend.get_password("s", "u") == "p"
+    backend.delete_password("s", "u")
+
+
+@pytest.mark.parametrize(
+    ("operations", "options"),
+    [(("get", "read"), {}), (("get",), {"times": -1}), (("get",), {"after": -1})],
+    ids=["unknown-operation", "negative-times", "negative-after"],
+)
+def test_memory_keyring_fail_refuses_what_it_cannot_do(operations: tuple[str, ...], options: dict[str, Any]) -> None:
+    backend = MemoryKeyring()
+    with pytest.raises(ValueError, match="fail"):
+        backend.fail(*operations, **options)
+    assert backend.failures == {}
+
+
+# --- FileKeyring --------------------------------------------------------------------------------
+
+# Each worker process writes its own entries and reads back each one; a torn file would break a read.
+FILE_WORKER = """
+import sys
+from requests_tokenrefresh.testing import FileKeyring
+
+backend, worker = FileKeyring(sys.argv[1]), sys.argv[2]
+for i in range(int(sys.argv[3])):
+    backend.set_password("svc", f"{worker}-{i}", f"secret-{worker}-{i}")
+    assert backend.get_password("svc", f"{worker}-{i}") == f"secret-{worker}-{i}", "lost"
+"""
+
+
+def test_file_keyring_keeps_entries_in_a_private_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    backend = FileKeyring(path)
+
+    assert backend.get_password("svc", "alice") is None
+    backend.set_password("svc", "alice", "s3cret-token")
+    backend.set_password("svc", "bob", "other")
+
+    assert FileKeyring(str(path)).get_password("svc", "alice") == "s3cret-token"  # another instance reads it
+    assert json.loads(path.read_text()) == {"svc": {"alice": "s3cret-token", "bob": "other"}}
+    if os.name == "posix":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    backend.delete_password("svc", "alice")
+    backend.delete_password("svc", "bob")
+    with pytest.raises(keyring.errors.PasswordDeleteError):
+        backend.delete_password("svc", "alice")
+    assert json.loads(path.read_text()) == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keyring.json", "keyring.json.lock"]  # no temporary left
+    assert repr(backend) == f"FileKeyring({str(path)!r})"
+    assert "s3cret" not in repr(backend)
+    assert FileKeyring.priority < keyring.backends.fail.Keyring.priority
+
+
+def test_file_keyring_replaces_the_file_instead_of_rewriting_it(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    backend = FileKeyring(path)
+    backend.set_password("svc", "alice", "first")
+    with path.open(encoding="utf-8") as reader:  # a reader that opened the file before the change
+        backend.set_password("svc", "alice", "second")
+        assert json.load(reader) == {"svc": {"alice": "first"}}  # still the whole old file, not a torn one
+
+    assert backend.get_password("svc", "alice") == "second"
+
+
+def test_file_keyring_refuses_a_file_that_is_no_keyring(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    path.write_text('["not", "a", "keyring"]')
+
+    with pytest.raises(keyring.errors.KeyringError, match="not a JSON keyring file"):
+        FileKeyring(path).get_password("svc", "alice")
+    with pytest.raises(keyring.errors.KeyringError, match="not a JSON keyring file"):
+        FileKeyring(path).set_password("svc", "alice", "x")
+    assert path.read_text() == '["not", "a", "keyring"]'
+
+
+def test_file_keyring_backs_keyring_storage(tmp_path: Path) -> None:
+    storage = KeyringStorage("svc", "alice", backend=FileKeyring(tmp_path / "keyring.json"), lock_dir=str(tmp_path))
+    storage.save(Token("at-1", "rt-1", expires_at=2e9))
+
+    again = KeyringStorage("svc", "alice", backend=FileKeyring(tmp_path / "keyring.json"), lock_dir=str(tmp_path))
+    assert again.load() == Token("at-1", "rt-1", expires_at=2e9)
+
+
+def test_file_keyring_shared_by_processes_loses_no_write(tmp_path: Path) -> None:
+    path, workers, count = tmp_path / "keyring.json", 4, 25
+    processes = [
+        subprocess.Popen([sys.executable, "-c", FILE_WORKER, str(path), str(worker), str(count)])
+        for worker in range(workers)
+    ]
+    assert [process.wait(timeout=60) for process in processes] == [0] * workers
+
+    entries = json.loads(path.read_text())["svc"]
+    assert entries == {f"{w}-{i}": f"secret-{w}-{i}" for w in range(workers) for i in range(count)}
+
+
+def test_file_keyring_shared_by_threads_loses_no_write(tmp_path: Path) -> None:
+    backend = FileKeyring(tmp_path / "keyring.json")
+    barrier = threading.Barrier(8)
+
+    def write(worker: int) -> None:
+        barrier.wait(timeout=10)
+        for i in range(10):
+            backend.set_password("svc", f"{worker}-{i}", "x")
+
+    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+
+    assert len(json.loads((tmp_path / "keyring.json").read_text())["svc"]) == 80
 
 
 # --- AuthServer through the kit ---------------------------------------------------------------

@@ -8,21 +8,17 @@ import logging
 import pickle
 from typing import Any
 
-import jwt
 import pytest
 
 from requests_tokenrefresh import Token, TokenState
 from requests_tokenrefresh._redact import fingerprint
 from requests_tokenrefresh.tokens import RECORD_VERSION
 
+from .jwt_support import make_jwt
+
 ACCESS = "at-3f9c1e7a-access-secret"
 REFRESH = "rt-8b2d4c6e-refresh-secret"
 NOW = 1_700_000_000.0
-JWT_KEY = "unit-test-hs256-signing-key-of-at-least-32-bytes"
-
-
-def make_jwt(**claims: Any) -> str:
-    return jwt.encode(claims, JWT_KEY, algorithm="HS256")
 
 
 # --- construction and validation -------------------------------------------------------------
