@@ -1,52 +1,92 @@
 """Several real processes share one keyring entry: one refresh per expiry, crash-safe lock.
 
-The keyring is keyrings.alt's file backend in the test's temporary directory, selected through
-PYTHON_KEYRING_BACKEND for the subprocesses and the real ``keyring`` command line, and installed
-directly in this process. The refresh lock files go to a temporary cache directory.
+The keyring is the one ``RTR_TEST_KEYRING`` names (see conftest). By default it is keyrings.alt's
+file backend in the test's temporary directory; with ``secretservice`` (tox -e secretservice) it
+is the Secret Service of ``.ci/secret-service``'s private D-Bus session, which the subprocesses
+reach over the session address they inherit. Either way PYTHON_KEYRING_BACKEND selects it for
+the subprocesses and the real ``keyring`` command line, and it is installed directly in this
+process. Each test uses its own service name and deletes its entry afterwards. The refresh lock
+files go to a temporary cache directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keyring
+import keyring.core
+import keyring.errors
 import pytest
 import requests
-from keyrings.alt.file import PlaintextKeyring
 
 from requests_tokenrefresh import KeyringStorage, SessionExpiredError, Token, TokenRefreshAdapter
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, MemoryKeyring
 
 WORKER = Path(__file__).with_name("mp_worker.py")
-SERVICE, USER = "mp-api", "carol"
+USER = "carol"
+#: keyring backends for the subprocesses, by RTR_TEST_KEYRING.
+SUBPROCESS_BACKENDS = {
+    "memory": "keyrings.alt.file.PlaintextKeyring",
+    "secretservice": "keyring.backends.SecretService.Keyring",
+}
+
+
+@dataclass
+class SharedKeyring:
+    """The keyring entry this process shares with its subprocesses, and the subprocesses started."""
+
+    env: dict[str, str]
+    service: str
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
 
 @pytest.fixture
-def file_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A file-based keyring shared by this process and its subprocesses; yields their environment."""
-    env = {
-        **os.environ,
-        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-    }
-    monkeypatch.setenv("XDG_DATA_HOME", env["XDG_DATA_HOME"])
-    monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
-    keyring.set_keyring(PlaintextKeyring())  # the autouse fixture restores the previous backend
-    return env
+def shared_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_keyring: MemoryKeyring, keyring_under_test: str
+) -> Iterator[SharedKeyring]:
+    """A keyring shared by this process and its subprocesses, under a service name of this test only.
+
+    Afterwards the subprocesses still running are killed (so that none writes after the clean-up)
+    and the entry is deleted.
+    """
+    cache = str(tmp_path / "cache")
+    env = {**os.environ, "PYTHON_KEYRING_BACKEND": SUBPROCESS_BACKENDS[keyring_under_test], "XDG_CACHE_HOME": cache}
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    if keyring_under_test == "memory":
+        env["XDG_DATA_HOME"] = str(tmp_path / "data")
+        monkeypatch.setenv("XDG_DATA_HOME", env["XDG_DATA_HOME"])
+        # The autouse fixture restores the previous backend.
+        keyring.set_keyring(keyring.core.load_keyring(env["PYTHON_KEYRING_BACKEND"]))
+    # Otherwise memory_keyring is the Secret Service, installed here already. The service name is
+    # this test's own, so that tests and runs sharing the daemon stay apart.
+    shared = SharedKeyring(env, f"rtr-test-mp-{uuid.uuid4().hex[:12]}")
+    try:
+        yield shared
+    finally:
+        for process in shared.processes:
+            process.kill()  # nothing happens to one that has exited
+            process.communicate(timeout=30)
+        with contextlib.suppress(keyring.errors.PasswordDeleteError):
+            keyring.get_keyring().delete_password(shared.service, USER)
 
 
-def worker(env: dict[str, str], srv: AuthServer, *options: str) -> subprocess.Popen[str]:
+def worker(shared: SharedKeyring, srv: AuthServer, *options: str) -> subprocess.Popen[str]:
     command = [sys.executable, str(WORKER), "--token-url", srv.token_url, "--api", f"{srv.url}/api/data"]
-    command += ["--service", SERVICE, "--username", USER, *options]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command += ["--service", shared.service, "--username", USER, *options]
+    process = subprocess.Popen(command, env=shared.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shared.processes.append(process)
+    return process
 
 
 def summary(process: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
@@ -57,11 +97,11 @@ def summary(process: subprocess.Popen[str], timeout: float = 90) -> dict[str, An
 
 
 @pytest.mark.slow
-def test_four_processes_make_one_refresh_per_expiry(file_keyring: dict[str, str]) -> None:
+def test_four_processes_make_one_refresh_per_expiry(shared_keyring: SharedKeyring) -> None:
     # 2 s tokens: the refresh window is 1 s (half the lifetime), so a new expiry every ~second.
     with AuthServer(ttl=2, rotation="reuse-detection") as srv:
-        KeyringStorage(SERVICE, USER).save(Token.from_response(srv.issue()))
-        processes = [worker(file_keyring, srv, "--threads", "16", "--duration", "6") for _ in range(4)]
+        KeyringStorage(shared_keyring.service, USER).save(Token.from_response(srv.issue()))
+        processes = [worker(shared_keyring, srv, "--threads", "16", "--duration", "6") for _ in range(4)]
         results = [summary(p) for p in processes]
         presented = [entry["refresh_token"] for entry in srv.token_log]
         ok = sum(r["ok"] for r in results)
@@ -77,17 +117,17 @@ def test_four_processes_make_one_refresh_per_expiry(file_keyring: dict[str, str]
 
 @pytest.mark.slow
 def test_a_process_killed_inside_the_refresh_does_not_block_the_others(
-    file_keyring: dict[str, str], expired: Any
+    shared_keyring: SharedKeyring, expired: Any
 ) -> None:
     with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
-        KeyringStorage(SERVICE, USER).save(expired(srv.issue()))
+        KeyringStorage(shared_keyring.service, USER).save(expired(srv.issue()))
         srv.hold_refresh()  # the token endpoint answers nobody until released
-        victim = worker(file_keyring, srv, "--threads", "4", "--requests", "1")
+        victim = worker(shared_keyring, srv, "--threads", "4", "--requests", "1")
         deadline = time.monotonic() + 30
         while srv.refresh_calls == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert srv.refresh_calls == 1, "the first process should be inside its refresh, holding the lock"
-        survivor = worker(file_keyring, srv, "--threads", "4", "--requests", "1")
+        survivor = worker(shared_keyring, srv, "--threads", "4", "--requests", "1")
         time.sleep(1.0)
         assert srv.refresh_calls == 1  # the second process waits for the lock, it does not refresh
         victim.kill()  # SIGKILL while holding the lock: the OS releases the flock
@@ -99,11 +139,11 @@ def test_a_process_killed_inside_the_refresh_does_not_block_the_others(
 
 
 def test_invalid_grant_with_a_newer_token_in_the_store_is_not_a_sign_out(
-    file_keyring: dict[str, str], expired: Any
+    shared_keyring: SharedKeyring, expired: Any
 ) -> None:
     expirations: list[SessionExpiredError] = []
     with AuthServer(ttl=3600, rotation="rotate") as srv:
-        storage = KeyringStorage(SERVICE, USER)
+        storage = KeyringStorage(shared_keyring.service, USER)
         first = expired(srv.issue())
         storage.save(first)
         adapter = TokenRefreshAdapter(storage, token_url=srv.token_url, on_session_expired=expirations.append)
@@ -132,10 +172,10 @@ def test_invalid_grant_with_a_newer_token_in_the_store_is_not_a_sign_out(
     assert stored.refresh_token == sibling.refresh_token
 
 
-def test_keyring_command_line_shows_the_record_after_every_refresh(file_keyring: dict[str, str]) -> None:
-    keyring_cli = [sys.executable, "-m", "keyring", "get", SERVICE, USER]
+def test_keyring_command_line_shows_the_record_after_every_refresh(shared_keyring: SharedKeyring) -> None:
+    keyring_cli = [sys.executable, "-m", "keyring", "get", shared_keyring.service, USER]
     with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
-        storage = KeyringStorage(SERVICE, USER)
+        storage = KeyringStorage(shared_keyring.service, USER)
         storage.save(Token.from_response({**srv.issue(), "display_name": "Carol"}))
         adapter = TokenRefreshAdapter(storage, token_url=srv.token_url)
         session = requests.Session()
@@ -145,7 +185,7 @@ def test_keyring_command_line_shows_the_record_after_every_refresh(file_keyring:
             srv.revoke_access_tokens()  # the next request gets a 401 and refreshes
             assert session.get(f"{srv.url}/api").status_code == 200
             shown = subprocess.run(
-                keyring_cli, env=file_keyring, capture_output=True, text=True, timeout=60, check=True
+                keyring_cli, env=shared_keyring.env, capture_output=True, text=True, timeout=60, check=True
             )
             record = json.loads(shown.stdout)
             stored = storage.load()
