@@ -1,12 +1,21 @@
-"""Turn the scenario results into ``results.md``, ``results.rst`` (for the docs) and the storm chart (PNG)."""
+"""Turn the scenario results into ``results.md``, ``results.rst`` (for the docs) and the storm chart (SVG).
+
+Redraw the chart from the committed numbers, without running the benchmarks::
+
+    python benchmarks/report.py benchmarks/results.json docs/_static/benchmark-storm.svg
+"""
 
 from __future__ import annotations
 
+import argparse
+import collections
+import json
 import os
 import platform
 import re
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +24,7 @@ from clients import OURS, library_versions
 from overhead import AdapterCost, OverheadResult
 from storm import StormResult
 
-__all__ = ["machine", "report_blocks", "storm_chart", "to_markdown", "to_rst"]
+__all__ = ["load_storm", "machine", "report_blocks", "storm_chart", "to_markdown", "to_rst"]
 
 
 def machine() -> dict[str, Any]:
@@ -350,51 +359,155 @@ def to_rst(blocks: list[Block]) -> str:
     return "\n".join(lines)
 
 
+# The chart is drawn at the width of the docs' content column, so that one SVG unit is one CSS pixel
+# there and a font size in points is the size in pixels on the page: furo's column is 46em, 736 px
+# at the browser's default 16 px (wider on large screens, never narrower on a desktop).
+CONTENT_WIDTH_PX = 736
+MIN_FONT_PX = 11
+_CHART_RC: dict[Any, Any] = {  # rc_context wants its own Literal keys
+    "font.size": MIN_FONT_PX,
+    "font.family": "sans-serif",
+    # Text is laid out with DejaVu Sans; a browser without it falls back to a narrower face, never a wider one.
+    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica", "Liberation Sans"],
+    "svg.fonttype": "none",  # text stays text: sharp at any zoom, searchable, and measurable by tests
+    "svg.hashsalt": "benchmark-storm",  # the same data gives the same file
+}
+_MODE_LABELS = {
+    "none": "no rotation",
+    "rotate": "rotation",
+    "reuse-detection": "rotation + reuse detection",
+}
+_COLOURS = {OURS: "#1b7837"}
+_OTHER_COLOURS = ["#9970ab", "#e08214", "#4393c3", "#d6604d", "#878787"]
+_LOG_FLOOR = 0.3  # left edge of the log axis: a bar of 1 refresh call stays a visible bar
+
+
+def load_storm(path: Path) -> list[StormResult]:
+    """The refresh-storm results saved in ``results.json`` by a run.
+
+    Raises:
+        ValueError: The file holds no storm results (or is not a results file).
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from exc
+    rows = raw.get("storm") if isinstance(raw, dict) else None
+    if not rows:
+        raise ValueError(f"{path} has no refresh-storm results (run the storm scenario first)")
+    try:
+        return [StormResult(**{**row, "failures": collections.Counter(row.get("failures", {}))}) for row in rows]
+    except TypeError as exc:
+        raise ValueError(f"{path}: a storm result does not match StormResult: {exc}") from exc
+
+
 def storm_chart(path: Path, results: list[StormResult]) -> None:
-    """Two panels for the largest N: refresh calls per expiry (log) and failed requests, by mode."""
+    """Draw the storm for the largest N: refresh calls per expiry (log) and failed requests, by mode.
+
+    One row of panels per server mode, one bar per library, every bar labelled with its value.
+    Written as SVG (or any format matplotlib knows, by ``path``'s suffix).
+
+    Raises:
+        ValueError: ``results`` is empty.
+    """
+    if not results:
+        raise ValueError("no refresh-storm results to draw")
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     threads = max(r.threads for r in results)
     rows = [r for r in results if r.threads == threads]
     modes = list(dict.fromkeys(r.mode for r in rows))
-    libraries = list(dict.fromkeys(r.library for r in rows))
-    colours = ["#1b7837", "#9970ab", "#e08214", "#4393c3", "#d6604d"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    width = 0.8 / len(libraries)
-    for i, library in enumerate(libraries):
-        by_mode = {r.mode: r for r in rows if r.library == library}
-        xs = [m + (i - (len(libraries) - 1) / 2) * width for m in range(len(modes))]
-        calls = [by_mode[m].refresh_per_expiry_median for m in modes]
-        failed = [100 * by_mode[m].failed / max(by_mode[m].requests, 1) for m in modes]
-        colour = colours[i % len(colours)]
-        left.bar(xs, calls, width, label=library, color=colour, edgecolor="black" if library == OURS else colour)
-        right.bar(xs, failed, width, label=library, color=colour, edgecolor="black" if library == OURS else colour)
-        for x, m in zip(xs, modes, strict=True):
-            if by_mode[m].revoked_in_round is not None:
-                right.text(x, 101, "revoked", rotation=90, ha="center", va="bottom", fontsize=7)
-            elif by_mode[m].failed == 0:
-                right.text(x, 1, "0", ha="center", va="bottom", fontsize=7)
-    left.set_yscale("log")
-    left.axhline(1, color="black", linewidth=0.8, linestyle="--")
-    left.set_ylabel("refresh calls per expiry (median, log scale)")
-    left.set_title(f"{threads} threads on an expired token: refresh calls")
-    right.set_ylim(0, 130)
-    right.set_ylabel("failed requests (%)")
-    right.set_title("failed requests (revoked = user logged out)")
-    for ax in (left, right):
-        ax.set_xticks(range(len(modes)))
-        ax.set_xticklabels(
-            [
-                {"none": "no rotation", "rotate": "rotation", "reuse-detection": "rotation +\nreuse detection"}.get(
-                    m, m
-                )
-                for m in modes
-            ]
+    libraries = sorted(dict.fromkeys(r.library for r in rows), key=lambda lib: lib != OURS)  # ours on top
+    others = iter(_OTHER_COLOURS * len(libraries))
+    colours = {lib: _COLOURS.get(lib) or next(others) for lib in libraries}
+    by_key = {(r.mode, r.library): r for r in rows}
+    most_calls = max(1.0, *(r.refresh_per_expiry_median for r in rows))
+    first = rows[0]
+
+    row_px = 19 * len(libraries) + 40
+    with plt.rc_context(_CHART_RC):
+        fig, axes = plt.subplots(
+            len(modes),
+            2,
+            figsize=(CONTENT_WIDTH_PX / 72, (row_px * len(modes) + 110) / 72),
+            sharex="col",
+            sharey=True,
+            squeeze=False,
+            layout="constrained",
+            gridspec_kw={"width_ratios": [1.15, 1]},
         )
-    left.legend(fontsize=8, loc="upper left")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ys = list(range(len(libraries)))[::-1]
+        for (calls_ax, failed_ax), mode in zip(axes, modes, strict=True):
+            calls_ax.set_title(_MODE_LABELS.get(mode, mode), loc="left", fontsize=12, fontweight="bold")
+            calls_ax.set_xscale("log")
+            calls_ax.axvline(1, color="black", linewidth=0.8, linestyle="--", zorder=0)
+            for y, library in zip(ys, libraries, strict=True):
+                r = by_key.get((mode, library))
+                style = {"color": colours[library], "edgecolor": "black" if library == OURS else "none"}
+                weight = "bold" if library == OURS else "normal"
+                if r is None:
+                    calls_ax.text(_LOG_FLOOR * 1.2, y, "not run", va="center")
+                    failed_ax.text(2, y, "not run", va="center")
+                    continue
+                calls = r.refresh_per_expiry_median
+                if calls > _LOG_FLOOR:  # 0 (no refresh call at all) has no bar on a log axis, only its label
+                    calls_ax.barh(y, calls - _LOG_FLOOR, left=_LOG_FLOOR, height=0.72, **style)
+                calls_ax.text(max(calls, _LOG_FLOOR) * 1.25, y, f"{calls:g}", va="center", fontweight=weight)
+                percent = 100 * r.failed / max(r.requests, 1)
+                failed_ax.barh(y, percent, height=0.72, **style)
+                label = f"{percent:.0f} %" + (", revoked" if r.revoked_in_round is not None else "")
+                failed_ax.text(percent + 2, y, label, va="center", fontweight=weight)
+            calls_ax.set_yticks(ys, libraries)
+            for label in calls_ax.get_yticklabels():
+                if label.get_text() == OURS:
+                    label.set_fontweight("bold")
+            for ax in (calls_ax, failed_ax):
+                ax.tick_params(axis="y", length=0)
+                ax.spines[["top", "right"]].set_visible(False)
+                ax.grid(axis="x", linewidth=0.4, color="#cccccc")
+                ax.set_axisbelow(True)
+        calls_ax.set_xlim(_LOG_FLOOR, most_calls * 6)
+        calls_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # 1000, not 10 to the 3
+        calls_ax.xaxis.set_minor_formatter(NullFormatter())
+        calls_ax.set_xlabel("refresh calls per expiry (median, log scale;\ndashed line: 1, the target)")
+        failed_ax.set_xlim(0, 160)
+        failed_ax.set_xticks([0, 25, 50, 75, 100])
+        failed_ax.set_xlabel("failed requests (%; revoked:\nthe server revoked the token family)")
+        fig.suptitle(
+            f"{threads} threads released at once on an expired token, {first.expiries} expiries",
+            fontsize=12,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Redraw the storm chart from a saved ``results.json``, without running the benchmarks."""
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", nargs="?", type=Path, default=here / "results.json", help="default: %(default)s")
+    parser.add_argument(
+        "chart",
+        nargs="?",
+        type=Path,
+        default=here.parent / "docs/_static/benchmark-storm.svg",
+        help="the picture to write (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        storm_chart(args.chart, load_storm(args.results))
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"chart: {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

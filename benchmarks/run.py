@@ -2,7 +2,7 @@
 
     python benchmarks/run.py            # full run (~12 min on 2 cores): benchmarks/results.{md,rst,json}
                                         # (results.rst is included by docs/benchmarks.rst) and
-                                        # docs/_static/benchmark-storm.png
+                                        # docs/_static/benchmark-storm.svg
     python benchmarks/run.py --smoke    # CI: the same scenarios, small (< 60 s), into benchmarks/_smoke/
     python benchmarks/run.py --only overhead   # one scenario (repeatable), into benchmarks/_partial/
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small and quick, for CI; writes to benchmarks/_smoke/")
     parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, help="directory for results.md and results.json")
-    parser.add_argument("--chart", type=Path, help="where to write the storm chart (PNG)")
+    parser.add_argument("--chart", type=Path, help="where to write the storm chart (SVG)")
     parser.add_argument("--no-chart", action="store_true", help="skip the chart (no matplotlib needed)")
     args = parser.parse_args(argv)
     params = SMOKE if args.smoke else FULL
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only a full run of every scenario replaces the committed results and the docs' picture.
     publish = not args.smoke and not args.only
     out = args.out or (HERE if publish else HERE / ("_smoke" if args.smoke else "_partial"))
-    chart = args.chart or (HERE.parent / "docs/_static/benchmark-storm.png" if publish else out / "benchmark-storm.png")
+    chart = args.chart or (HERE.parent / "docs/_static/benchmark-storm.svg" if publish else out / "benchmark-storm.svg")
     faulthandler.dump_traceback_later(300 if args.smoke else 3600, exit=True)  # a hang is an error, never a wait
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # "connection pool is full" from libraries' own sessions
 
