@@ -11,9 +11,12 @@ The refresh path runs straight down: adapter -> coordinator -> storage lease -> 
 
 Rule 1: only this module reads or writes the current token, the flight and the retry times; they
         are guarded by the one ``threading.Condition``. The one read without it is the fast path:
-        ``_fresh``, an immutable (token, fresh-until) pair that is replaced whole under the lock,
-        so a reader sees the old pair or the new one, never a mix. It is set only while nothing
-        needs deciding (a token outside its refresh window, no forced refresh, nothing unsaved).
+        ``fresh``, an immutable (token, fresh-until, Authorization value) triple that is replaced
+        whole under the lock, so a reader sees the old one or the new one, never a mix. It is set
+        only while nothing needs deciding (a token outside its refresh window, no forced refresh,
+        nothing unsaved). The adapter reads it inline on every request (a call costs more than
+        the rest of its own work); whoever finds it None or past fresh-until calls
+        :meth:`Coordinator.token_for_request`.
 Rule 2: no network or storage I/O, and no user callback, while the condition is held. Decide under
         the lock, do the I/O outside it, publish the outcome and ``notify_all()`` under it.
 Rule 3: every wait has a timeout. A waiter whose flight outlives ``wait_timeout`` raises a
@@ -25,10 +28,13 @@ Rule 4: at most one flight at a time, so at most one refresh per expiry; and no 
         than the refresh took) and left to the server to reject, rather than refreshed in a loop;
         any other expired token is refreshed first, whatever the interval.
 Rule 5: a token that is still valid is never waited for. In the refresh window (STALE) the refresh
-        runs in a background thread and every request keeps sending with the valid token; if that
-        refresh fails for a reason other than a rejected refresh token, the old token is used
-        until it really expires. The background thread is joined by :meth:`close` and, being
-        non-daemon, by interpreter exit: a rotated token is never lost to a process ending.
+        runs in a background thread and every request keeps sending with the valid token, on the
+        lock-free fast path (the snapshot stays valid until the token expires, or until Rules 4
+        and 5 allow the background refresh to start); if that refresh fails for a reason other
+        than a rejected refresh token, the old token is used until it really expires. The thread
+        is started after the lock is released (a start waits for the new thread to run). It is
+        joined by :meth:`close` and, being non-daemon, by interpreter exit: a rotated token is
+        never lost to a process ending.
 Rule 6: a rejection (401) for a token that has already been replaced is answered with the current
         token, not with another refresh. A replay never uses, and the store is never adopted
         from, a token that has expired or is within REPLAY_MARGIN of it (a tenth of its
@@ -114,6 +120,7 @@ class _Flight:
     epoch: int  # the reset epoch it was begun in (Rule 10)
     forced: bool = False  # a refresh because the server rejected the current token
     unsaved: bool = False  # the token in memory is newer than the stored one (Rule 7)
+    background: bool = False  # an advisory refresh in its own thread (Rule 5)
     done: bool = False
     token: Token | None = None
     error: BaseException | None = None
@@ -185,13 +192,14 @@ class Coordinator:
         self.doubting = False
         self._warned_refresh_token: str | None = None  # its expiry is near, and was told
         self._background: threading.Thread | None = None
-        self._fresh: tuple[Token, float] | None = None  # the fast path's snapshot (Rule 1)
+        #: The fast path's snapshot, read without the lock by the adapter (Rule 1).
+        self.fresh: tuple[Token, float, str] | None = None
 
     # -- what the adapter asks -------------------------------------------------------------
 
     def token_for_request(self) -> Token:
         """Return a token to send a request with, loading or refreshing it first if needed."""
-        fresh = self._fresh
+        fresh = self.fresh
         if fresh is not None and self._clock() < fresh[1]:
             return fresh[0]  # steady state: no lock taken
         while True:
@@ -207,6 +215,10 @@ class Coordinator:
                     if result is not None:
                         return result
                     continue
+            if flight.background:  # Rule 5: send with the valid token; the refresh runs beside
+                assert token is not None
+                self._start_background(flight, token)  # outside the lock: a start waits for the GIL
+                return token
             result = self._run(flight, token)
             if result is not None:
                 return result
@@ -224,8 +236,10 @@ class Coordinator:
             # Expired, or the server already rejected it: sending it is pointless.
             return (flight, token, False) if flight is not None else (self._begin(_Kind.REFRESH), token, True)
         if state is TokenState.STALE and flight is None and now >= self._advisory_after:
-            self._start_background(self._begin(_Kind.REFRESH), token)  # Rule 5
-        elif self._unsaved and flight is None and now >= self._save_after:
+            flight = self._begin(_Kind.REFRESH)
+            flight.background = True  # Rule 5: the caller starts it, after releasing the lock
+            return flight, token, True
+        if self._unsaved and flight is None and now >= self._save_after:
             return self._begin(_Kind.SAVE), token, True
         return token
 
@@ -361,14 +375,27 @@ class Coordinator:
         return min(NEW_TOKEN_GRACE, max(0.0, (token.expires_at - self._refreshed_at) / 2))
 
     def _snapshot(self) -> None:
-        """Publish the fast path's (token, fresh-until) pair, or None when there is something to decide."""
+        """Publish the fast path's (token, until, header): until then, _next_step would only return the token.
+
+        Or None when there is something to decide. ``until`` may be earlier than needed (then the
+        slow path decides the same), never later.
+        """
         token, flight = self._token, self._flight
         if token is None or self._unsaved or (flight is not None and (flight.forced or flight.kind is _Kind.RESET)):
-            self._fresh = None
-        elif token.expires_at is None:
-            self._fresh = (token, float("inf"))
-        else:
-            self._fresh = (token, token.expires_at - token.refresh_window(self._leeway))
+            self.fresh = None
+            return
+        if token.expires_at is None:
+            until = float("inf")
+        elif flight is not None:  # a refresh in the background (Rule 5): nothing to do while valid
+            until = token.expires_at
+        else:  # in the refresh window, a background refresh starts no earlier than Rules 4 and 5 allow
+            starts = max(
+                token.expires_at - token.refresh_window(self._leeway),  # STALE
+                self._advisory_after,  # after a failed background refresh
+                self._refreshed_at + MIN_REFRESH_INTERVAL,  # Rule 4
+            )
+            until = min(token.expires_at, starts)
+        self.fresh = (token, until, token.authorization)
 
     def _wait(self, flight: _Flight) -> Token | None:
         """Wait for ``flight``; return its token if it was a refresh, raise its error if it failed."""
@@ -392,11 +419,14 @@ class Coordinator:
         return flight.token if flight.kind is _Kind.REFRESH else None
 
     def _start_background(self, flight: _Flight, token: Token) -> None:
+        """Outside the lock: start ``flight`` in a thread, then record it for :meth:`close`."""
         # Not a daemon: interpreter exit waits for it (bounded by the refresh and lease timeouts),
         # so a refresh token rotated on the server is always saved (Rule 5).
         thread = threading.Thread(target=self._run_in_background, args=(flight, token), name="token-refresh")
-        self._background = thread
         thread.start()
+        with self._cond:
+            if thread.is_alive():  # one that has already ended is not waited for
+                self._background = thread
 
     # -- outside the lock: the leader's I/O (Rule 2) --------------------------------------------
 

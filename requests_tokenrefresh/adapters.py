@@ -225,6 +225,13 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._base_url = s.base_url
         self._allow_http = s.allow_insecure_http
         self._refresh_codes = s.refresh_status_codes
+        self._clock = s.clock
+        # The class after this one in the method resolution order (HTTPAdapter, or a transport
+        # mixed in after it): `self._transport.send(self, ...)` is super().send(...), looked up
+        # at each call (so a patched HTTPAdapter.send, as responses makes, is seen) without the
+        # super object and bound method that cost CPython 3.11 as much as the rest of send().
+        mro = type(self).__mro__
+        self._transport: type[HTTPAdapter] = mro[mro.index(TokenRefreshAdapter) + 1]
         self._grant: OAuthRefreshGrant | CallableGrant
         if s.refresher is None:
             kind = ClientCredentialsGrant if s.grant_type == "client_credentials" else OAuthRefreshGrant
@@ -278,29 +285,41 @@ class TokenRefreshAdapter(HTTPAdapter):
             requests.exceptions.UnrewindableBodyError: the request needed a replay, but its
                 body cannot be sent again; the token has been refreshed, so sending anew works.
         """
-        # The common case (https, no base_url, a fresh token) makes no call but the token lookup.
+        # The common case (https, no base_url, no user info, a fresh token) makes no call of its
+        # own: every call here costs more than the rest of the adapter's work (benchmarks/instructions.py).
         url = request.url or ""
-        if self._base_url is None:
-            # requests picks an adapter by str.startswith on the mount prefix, so a mount without
-            # a trailing slash also matches "http://localhost@other/": user info means another host.
-            if "@" in url and "@" in urlsplit(url).netloc:
+        # `"https://" <= url < "https:/0"` is url.startswith("https://") without a call: the strings
+        # with that prefix sort between the two ("0" follows "/"). requests lower-cases the scheme.
+        https = "https://" <= url < "https:/0"
+        if self._base_url is not None or "@" in url or not https:
+            if self._base_url is None:
+                # requests picks an adapter by str.startswith on the mount prefix, so a mount without
+                # a trailing slash also matches "http://localhost@other/": user info means another host.
+                if "@" in url and "@" in urlsplit(url).netloc:
+                    return super().send(request, stream, timeout, verify, cert, proxies)
+            elif not is_under(url, self._base_url):
                 return super().send(request, stream, timeout, verify, cert, proxies)
-        elif not is_under(url, self._base_url):
-            return super().send(request, stream, timeout, verify, cert, proxies)
-        if not self._allow_http and not url.startswith("https://"):  # requests lower-cases the scheme
-            self._check_transport(url, proxies)
-        token = self._coordinator.token_for_request()
-        request.headers["Authorization"] = token.authorization
-        if log.isEnabledFor(logging.DEBUG):  # the fingerprint is a hash: not on the hot path
-            log.debug("sending %s %s with token %s", request.method, origin(url), fingerprint(token.access_token))
-        response = super().send(request, stream, timeout, verify, cert, proxies)
+            if not self._allow_http and not https:
+                self._check_transport(url, proxies)
+        coordinator = self._coordinator
+        fresh = coordinator.fresh  # the lock-free snapshot (the coordinator's Rule 1)
+        if fresh is not None and self._clock() < fresh[1]:
+            token, request.headers["Authorization"] = fresh[0], fresh[2]
+        else:
+            token = coordinator.token_for_request()
+            request.headers["Authorization"] = token.authorization
+        response = self._transport.send(self, request, stream, timeout, verify, cert, proxies)
         status = response.status_code
+        if status < 300:  # refresh statuses are 4xx/5xx, redirects 3xx
+            if coordinator.doubting:  # rarely: a new token was rejected on its replay
+                coordinator.note_success(token)
+            return response
         if status in self._refresh_codes:
             options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
             response = self._replay(request, response, token, options)
             status = response.status_code
-        elif self._coordinator.doubting:  # rarely: a new token was rejected on its replay
-            self._coordinator.note_success(token)
+        elif coordinator.doubting:
+            coordinator.note_success(token)
         if 300 <= status < 400 and response.is_redirect:
             # requests builds the next hop from a copy of `request` and keeps Authorization when
             # the origin stays the same, whichever adapter then sends it. Leave no token on it:

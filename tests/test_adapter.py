@@ -660,3 +660,36 @@ def test_client_credentials_refused_by_the_server_is_a_clear_error(session_for: 
         assert not caught.value.retryable
         assert "wrong-secret" not in str(caught.value)
         assert not isinstance(caught.value, SessionExpiredError)  # nothing to log in again to
+
+
+def test_the_transport_is_looked_up_at_each_send_so_a_later_patch_is_seen() -> None:
+    # send() calls the next class in the MRO directly instead of super(): a mock of
+    # HTTPAdapter.send installed after the adapter was built (responses, mock.patch) still
+    # answers, and a transport mixed in after TokenRefreshAdapter still sends.
+    import responses
+
+    token = Token("at-1", "rt-1", expires_at=time.time() + 3600)
+    adapter = TokenRefreshAdapter(MemoryStorage(token), token_url="https://auth.example.com/token")
+    session = requests.Session()
+    session.mount("https://api.example.com/", adapter)
+    with responses.RequestsMock() as mocked:
+        mocked.get("https://api.example.com/v1/me", json={"ok": True})
+        response = session.get("https://api.example.com/v1/me")
+        assert response.json() == {"ok": True}
+        assert mocked.calls[0].request.headers["Authorization"] == "Bearer at-1"
+
+    seen: list[str | None] = []
+
+    class Recording(requests.adapters.HTTPAdapter):
+        def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+            seen.append(request.headers.get("Authorization"))
+            answer = requests.Response()
+            answer.status_code, answer.request = 204, request
+            return answer
+
+    class Mixed(TokenRefreshAdapter, Recording):
+        pass
+
+    mixed = Mixed(MemoryStorage(token), token_url="https://auth.example.com/token")
+    assert mixed.send(requests.Request("GET", "https://api.example.com/v1/me").prepare()).status_code == 204
+    assert seen == ["Bearer at-1"]

@@ -263,6 +263,58 @@ def test_stale_window_is_at_most_half_the_lifetime() -> None:
     assert fakes.refreshes == 1
 
 
+class CountingCondition:
+    """The coordinator's Condition, counting how often it is taken and whether this thread holds it."""
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self.cond, self.entries, self.depth = cond, 0, 0
+
+    def __enter__(self) -> bool:
+        self.entries += 1
+        entered = self.cond.__enter__()
+        self.depth += 1
+        return entered
+
+    def __exit__(self, *exc: Any) -> None:
+        self.depth -= 1
+        self.cond.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cond, name)
+
+
+def test_in_the_refresh_window_requests_take_no_lock_while_the_background_refresh_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fakes = Fakes(token("old", expires_in=30), lambda t: token("new"))  # a 15 s refresh window
+    coordinator = fakes.coordinator()
+    assert coordinator.token_for_request().access_token == "at-old"  # loaded
+    counting = CountingCondition(coordinator._cond)
+    coordinator._cond = counting  # type: ignore[assignment]
+    held_at_start: list[bool] = []
+    start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        if thread.name == "token-refresh":
+            held_at_start.append(counting.depth > 0)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    fakes.gate.clear()  # the background refresh waits at the server
+    fakes.now = NOW + 20  # 10 s left: in the window
+    assert coordinator.token_for_request().access_token == "at-old"  # starts the background refresh
+    assert held_at_start == [False]  # started after the lock was released
+    taken = counting.entries
+    for left in (9, 5, 0.5):  # still valid: sent with, and no lock taken
+        fakes.now = NOW + 30 - left
+        assert coordinator.token_for_request().access_token == "at-old"
+    assert counting.entries == taken
+    fakes.gate.set()
+    coordinator.close(10)
+    assert coordinator.token_for_request().access_token == "at-new"
+    assert fakes.refreshes == 1
+
+
 def test_replacement_never_starts_a_refresh() -> None:
     old = token("old")
     fakes = Fakes(old, lambda t: token("new"))

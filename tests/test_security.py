@@ -1002,7 +1002,7 @@ def test_the_flow_did_what_the_scans_rely_on(flow: Flow) -> None:
     assert len(flow.secrets) >= 10  # 4+ access tokens, 4+ refresh tokens, the client secret
     assert "refreshed token" in flow.logs
     assert "DEBUG" in flow.logs
-    assert "sending GET" in flow.logs
+    assert "HTTP 401 with token" in flow.logs
     assert "refresh_token grant" in flow.logs
     assert "urllib3" in flow.logs  # third-party DEBUG logs too
     assert [type(e).__name__ for e in flow.errors] == [

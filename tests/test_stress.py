@@ -264,10 +264,12 @@ class Recorder:
     The adapter *knows* a generation from the moment its coordinator published it: no later than
     ``on_refresh`` is called with it, or a coordinator call returns it (a token adopted from the
     store is learned that way). A request is sent with the token that the coordinator call just
-    before it returned, in the same thread. So a request whose token was chosen by a coordinator
-    call that *began* after a newer generation was known violates invariant 2. A request whose
-    token was chosen before the replacement was known, but that went out after, is the allowed
-    case (the token was already on its way); those are counted in ``late``.
+    before it returned, in the same thread; on the fast path the adapter makes no call but reads
+    the coordinator's ``fresh`` snapshot, and that read is recorded the same way. So a request
+    whose token was chosen by a coordinator call (or read) that *began* after a newer generation
+    was known violates invariant 2. A request whose token was chosen before the replacement was
+    known, but that went out after, is the allowed case (the token was already on its way); those
+    are counted in ``late``.
     """
 
     def __init__(self, server: StressServer) -> None:
@@ -287,12 +289,37 @@ class Recorder:
         coordinator = adapter._coordinator
         for name in ("token_for_request", "token_after_rejection", "replacement"):
             setattr(coordinator, name, self._chooser(getattr(coordinator, name)))
+        # The adapter's fast path reads the snapshot inline; a class with `fresh` as a property
+        # records that read as a choice (a coordinator call that follows it chooses again).
+        recorder = self
+
+        class RecordedCoordinator(type(coordinator)):  # type: ignore[misc]
+            @property
+            def fresh(self) -> tuple[Token, float, str] | None:
+                snapshot: tuple[Token, float, str] | None = self.__dict__["recorded_fresh"]
+                if not getattr(recorder.local, "choosing", False):  # not the coordinator's own read
+                    recorder.local.began = time.monotonic()
+                    recorder.local.chosen = None if snapshot is None else snapshot[0].access_token
+                    if snapshot is not None:
+                        recorder.knew(snapshot[0].access_token, recorder.local.began)
+                return snapshot
+
+            @fresh.setter
+            def fresh(self, snapshot: tuple[Token, float, str] | None) -> None:
+                self.__dict__["recorded_fresh"] = snapshot
+
+        coordinator.__dict__["recorded_fresh"] = coordinator.__dict__.pop("fresh")
+        coordinator.__class__ = RecordedCoordinator
 
     def _chooser(self, choose: Callable[..., Token | None]) -> Callable[..., Token | None]:
         def chooser(*args: Any, **kwargs: Any) -> Token | None:
             self.local.began = time.monotonic()
             self.local.chosen = None
-            token = choose(*args, **kwargs)
+            self.local.choosing = True
+            try:
+                token = choose(*args, **kwargs)
+            finally:
+                self.local.choosing = False
             if token is not None:
                 self.local.chosen = token.access_token
                 self.knew(token.access_token, time.monotonic())
