@@ -221,6 +221,9 @@ class TokenRefreshAdapter(HTTPAdapter):
     def _start(self) -> None:
         s = self._settings
         self._secure_origins: dict[str, bool] = {}  # "http://host:port" -> loopback?
+        # ("http://host:port/", "http://host:port0"): the URLs under the origin last found to be
+        # this machine sort between the two ("0" follows "/"), so one with no proxy needs no call.
+        self._http_origin = ("", "")
         # Read on every request: plain attributes, not a walk through the settings.
         self._base_url = s.base_url
         self._allow_http = s.allow_insecure_http
@@ -291,7 +294,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         # `"https://" <= url < "https:/0"` is url.startswith("https://") without a call: the strings
         # with that prefix sort between the two ("0" follows "/"). requests lower-cases the scheme.
         https = "https://" <= url < "https:/0"
-        if self._base_url is not None or "@" in url or not https:
+        if not https or self._base_url is not None or "@" in url:
             if self._base_url is None:
                 # requests picks an adapter by str.startswith on the mount prefix, so a mount without
                 # a trailing slash also matches "http://localhost@other/": user info means another host.
@@ -299,8 +302,10 @@ class TokenRefreshAdapter(HTTPAdapter):
                     return super().send(request, stream, timeout, verify, cert, proxies)
             elif not is_under(url, self._base_url):
                 return super().send(request, stream, timeout, verify, cert, proxies)
-            if not self._allow_http and not https:
-                self._check_transport(url, proxies)
+            if not https and not self._allow_http:
+                low, high = self._http_origin  # the last origin found on this machine, as a sort range
+                if proxies or not low <= url < high:
+                    self._check_transport(url, proxies)
         coordinator = self._coordinator
         fresh = coordinator.fresh  # the lock-free snapshot (the coordinator's Rule 1)
         if fresh is not None and self._clock() < fresh[1]:
@@ -453,6 +458,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             secure = is_secure(url) if cached is None else cached
             if cached is None and len(self._secure_origins) < 64:  # a few API hosts; never unbounded
                 self._secure_origins[origin_] = secure
+            if secure:
+                self._http_origin = (origin_ + "/", origin_ + "0")
         if not secure:
             raise InsecureTransportError(
                 f"refusing to send a token over plain http to {origin(url)}, which is not this machine or is "
