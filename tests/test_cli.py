@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
 from requests_tokenrefresh._demo import DemoFileKeyring
 from requests_tokenrefresh.testing import AuthServer
+
+from .jwt_support import make_jwt
 
 FILE_BACKEND = "requests_tokenrefresh._demo.DemoFileKeyring"
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
@@ -212,7 +213,7 @@ def test_show_secrets_prints_the_tokens(cli: Run) -> None:
 
 def test_import_takes_the_expiry_of_a_jwt_without_expires_in(cli: Run, keyring_file: Path) -> None:
     exp = int(time.time()) + 900
-    access = jwt.encode({"exp": exp, "sub": "alice"}, "a-signing-key-of-at-least-32-bytes!", algorithm="HS256")
+    access = make_jwt(exp=exp, sub="alice")
 
     result = cli("import", *ENTRY, stdin=json.dumps({"access_token": access}))
 
@@ -425,7 +426,7 @@ def test_clear_deletes_a_broken_record(cli: Run, keyring_file: Path) -> None:
     store(keyring_file, "not a record")
 
     assert cli("clear", *ENTRY).returncode == 0
-    assert json.loads(keyring_file.read_text()) == {"example-api": {}}
+    assert json.loads(keyring_file.read_text()) == {}
 
 
 def test_clear_on_an_empty_entry(cli: Run, keyring_file: Path) -> None:

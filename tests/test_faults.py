@@ -13,7 +13,6 @@ a fault never leads to a sign-out later on.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -39,6 +38,8 @@ from requests_tokenrefresh import (
 )
 from requests_tokenrefresh import _coordinator as coordinator
 from requests_tokenrefresh.testing import AuthServer, Canned, MemoryKeyring
+
+from .jwt_support import make_jwt
 
 SERVICE, USER = "fault-api", "alice"
 CLIENT_ID, CLIENT_SECRET = "fault-app", "cs-Sup3rS3cretClientValue"
@@ -235,13 +236,6 @@ def both(*injects: Inject) -> Inject:
     return inject
 
 
-def jwt(claims: dict[str, Any]) -> str:
-    def part(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
-
-
 # --- row-specific checks (run after the follow-up request) -------------------------------------
 
 
@@ -387,7 +381,7 @@ FAULTS = [
     ),
     Fault(
         "200-jwt-without-exp",
-        rotated(access_token=jwt({"sub": "alice", "jti": "x1"}), expires_in=DROP),
+        rotated(access_token=make_jwt(sub="alice", jti="x1"), expires_in=DROP),
         OK,
         "new",
         check=expiry_unknown,

@@ -31,6 +31,8 @@ from requests_tokenrefresh import (
 from requests_tokenrefresh._urls import is_loopback, is_secure
 from requests_tokenrefresh.testing import AuthServer, Canned
 
+from .jwt_support import make_jwt
+
 # -- data loss -------------------------------------------------------------------------------
 
 EXITING_CLIENT = """
@@ -227,10 +229,8 @@ def test_a_clock_six_minutes_ahead_costs_no_refresh_loop(session_for: Any) -> No
 
 
 def test_a_jwt_already_past_its_exp_by_our_clock_has_an_unknown_expiry() -> None:
-    import jwt as pyjwt
-
     exp = int(time.time()) + 300
-    access = pyjwt.encode({"exp": exp}, "k" * 32, algorithm="HS256")  # no iat: nothing to measure from
+    access = make_jwt(exp=exp)  # no iat: nothing to measure from
     token = Token.from_response({"access_token": access}, now=exp + 60)
     assert token.expires_at is None  # relies on 401 instead of refreshing at once, forever
 
