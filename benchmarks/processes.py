@@ -1,10 +1,11 @@
 """Scenario 4: P processes x T threads sharing one keyring entry; refresh calls per expiry.
 
 Every process mounts its own TokenRefreshAdapter over the same KeyringStorage entry (a file-based
-keyring that all of them open: the demo's DemoFileKeyring, whose writes are atomic renames) and
-sends requests for a fixed time against one token server that rotates refresh tokens and revokes
-the family when a spent one comes back. Tokens live ``ttl`` seconds, so each run holds several
-expiries. The token server runs in this process: the scenario counts calls, it does not time CPU.
+keyring that all of them open: the demo's DemoFileKeyring, the testing kit's FileKeyring, whose
+writes are atomic renames under a file lock) and sends requests for a fixed time against one token
+server that rotates refresh tokens and revokes the family when a spent one comes back. Tokens live
+``ttl`` seconds, so each run holds several expiries. The token server runs in this process: the
+scenario counts calls, it does not time CPU.
 
 An expiry is a token generation: every successful refresh call starts one. The target is one
 refresh call per expiry: no refresh token presented twice, no failed refresh, no failed request.
@@ -28,8 +29,8 @@ import keyring
 import requests
 
 from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter
-from requests_tokenrefresh.testing import AuthServer
 from requests_tokenrefresh._demo import DEMO_KEYRING_ENV, DemoFileKeyring
+from requests_tokenrefresh.testing import AuthServer
 
 SERVICE, USERNAME = "bench-processes", "bench"
 

@@ -7,19 +7,17 @@ only if it still holds the token of this run (:func:`_release`).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import tempfile
-import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import keyring
-import keyring.backend
 import keyring.errors
 from keyring.backends import chainer, fail
 
+from ._filekeyring import FileKeyring
 from .exceptions import TokenStorageError
 from .storage import KeyringStorage
 from .tokens import Token
@@ -47,8 +45,8 @@ class _ClassProperty:
         return self.fget(owner)
 
 
-class DemoFileKeyring(keyring.backend.KeyringBackend):
-    """A keyring backend that keeps passwords in a plaintext JSON file, for the demo only.
+class DemoFileKeyring(FileKeyring):
+    """The testing kit's :class:`~requests_tokenrefresh.testing.FileKeyring`, for the demo only.
 
     keyring never picks it on its own: it is viable only while ``REQUESTS_TOKENREFRESH_DEMO_KEYRING``
     names its file, and it registers no entry point. Select it explicitly::
@@ -56,56 +54,27 @@ class DemoFileKeyring(keyring.backend.KeyringBackend):
         PYTHON_KEYRING_BACKEND=requests_tokenrefresh._demo.DemoFileKeyring \\
         REQUESTS_TOKENREFRESH_DEMO_KEYRING=/tmp/demo/keyring.json keyring get SERVICE USERNAME
 
+    The rest is ``FileKeyring``'s: a plaintext JSON file replaced atomically under a file lock, so
+    the demo's processes can write it at once without losing a change.
+
     Args:
         path: the file; by default the one the environment variable names.
+
+    Raises:
+        keyring.errors.KeyringError: no ``path``, and the environment variable is not set.
     """
 
-    _lock = threading.Lock()  # one process; other processes only read it in the demo
-
-    def __init__(self, path: str | None = None) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # reads KEYRING_PROPERTY_* like every backend
-        self.path = path or os.environ.get(DEMO_KEYRING_ENV, "")
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        path = path or os.environ.get(DEMO_KEYRING_ENV)
+        if not path:  # not the working directory: a file keyring there would be a surprise
+            raise keyring.errors.KeyringError(f"set {DEMO_KEYRING_ENV} to the demo keyring file")
+        super().__init__(path)
 
     @_ClassProperty
     def priority(cls) -> float:
         if not os.environ.get(DEMO_KEYRING_ENV):
             raise RuntimeError(f"set {DEMO_KEYRING_ENV} to the keyring file to use this demo backend")
         return 0.1
-
-    def _read(self) -> dict[str, dict[str, str]]:
-        if not self.path:
-            raise keyring.errors.KeyringError(f"set {DEMO_KEYRING_ENV} to the demo keyring file")
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write(self, data: dict[str, dict[str, str]]) -> None:
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(temporary, self.path)  # readers never see half a file
-
-    def get_password(self, service: str, username: str) -> str | None:
-        with self._lock:
-            return self._read().get(service, {}).get(username)
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        with self._lock:
-            data = self._read()
-            data.setdefault(service, {})[username] = password
-            self._write(data)
-
-    def delete_password(self, service: str, username: str) -> None:
-        with self._lock:
-            data = self._read()
-            if username not in data.get(service, {}):
-                raise keyring.errors.PasswordDeleteError("no such entry")
-            del data[service][username]
-            self._write(data)
 
     def __str__(self) -> str:
         return f"{_BACKEND_PATH} ({self.path})"

@@ -47,7 +47,7 @@ class FileKeyring(keyring.backend.KeyringBackend):
     .. versionadded:: 0.2
     """
 
-    priority = -1
+    priority: float = -1
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # reads KEYRING_PROPERTY_* like every backend
@@ -116,4 +116,4 @@ class FileKeyring(keyring.backend.KeyringBackend):
             raise
 
     def __repr__(self) -> str:
-        return f"FileKeyring({self.path!r})"
+        return f"{type(self).__name__}({self.path!r})"
