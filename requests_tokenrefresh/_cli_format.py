@@ -33,14 +33,17 @@ class _CommandError(Exception):
 
 def _duration(seconds: float) -> str:
     seconds = abs(seconds)
-    if seconds < 60:
+    if seconds < 59.5:  # shown rounded: 59.5 would read "60 s"
         return f"{seconds:.{0 if seconds >= 10 else 1}f} s"
     if seconds >= 100 * 365.25 * 86400:
         return "more than 100 years"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
-    return " ".join([f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")) if n][:2])
+    units = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    first = next(i for i, (n, _) in enumerate(units) if n)  # 60 s or more: one is not 0
+    # The largest unit and the one below it if not 0: "1 d 2 h", "1 d" (never "1 d 5 s").
+    return " ".join(f"{n} {unit}" for n, unit in units[first : first + 2] if n)
 
 
 def _when(epoch: float) -> str:

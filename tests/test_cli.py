@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from requests_tokenrefresh._cli_format import _duration
 from requests_tokenrefresh._demo import DemoFileKeyring
 from requests_tokenrefresh.testing import AuthServer
 
@@ -825,3 +826,19 @@ def test_demo_progress_fits_the_terminal(tmp_path: Path, keyring_file: Path, col
     assert len(updates) >= 3  # rewritten in place about five times a second
     assert all(len(update) < columns for update in updates), updates
     assert all(re.match(r"\d+\.\ds  \d+ ok", update) for update in updates), updates
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (5, "5.0 s"),
+        (59.7, "59 s"),  # never "60 s"
+        (61, "1 min 1 s"),
+        (3661, "1 h 1 min"),
+        (86400 + 1, "1 d"),  # the unit below is 0: not "1 d 1 s" (a status read a second later)
+        (86400 + 3600 + 5, "1 d 1 h"),
+        (-2 * 86400, "2 d"),
+    ],
+)
+def test_durations_show_the_largest_unit_and_the_one_below_it(seconds: float, shown: str) -> None:
+    assert _duration(seconds) == shown
