@@ -562,7 +562,10 @@ def test_refresh_when_the_keyring_cannot_store_the_new_token(
     unsaved = tmp_path / "unsaved.json"
 
     result = cli(
-        *refresh_args(auth_server, "--client-secret", "client-secret-42", "--unsaved-token-file", str(unsaved)),
+        # --timeout: the save is retried until then (30 s by default) before the token goes to the file
+        *refresh_args(
+            auth_server, "--client-secret", "client-secret-42", "--unsaved-token-file", str(unsaved), "--timeout", "5"
+        ),
         backend=read_only_backend,
     )
 
@@ -589,7 +592,8 @@ def test_refresh_writes_an_unsaved_token_to_the_user_data_directory(
     store(keyring_file, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
     home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
 
-    result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"), backend=read_only_backend, env=home)
+    secret = ("--client-secret", "client-secret-42", "--timeout", "5")  # the save is retried until the timeout
+    result = cli(*refresh_args(auth_server, *secret), backend=read_only_backend, env=home)
 
     assert_one_line_error(result, "could not store it")
     [unsaved] = (tmp_path / "data" / "requests-tokenrefresh").glob("unsaved-token-*.json")
@@ -798,7 +802,10 @@ def test_demo_ends_promptly_on_ctrl_c(tmp_path: Path, keyring_file: Path, when: 
         _, stderr = process.communicate(timeout=10)
 
     assert status == 130
-    assert took < 1.0, f"{took:.2f} s"
+    # 0.1-0.2 s on a quiet machine and with one core busy; once 5.6 s (py310, on 2 cores busy
+    # with three test suites at once), not reproduced since. What the test guards is that Ctrl-C
+    # ends the run instead of its 60 s; 10 s keeps that, with the demo's own words if it fails.
+    assert took < 10.0, f"{took:.2f} s after SIGINT; the demo's stderr ends: {stderr.decode()[-600:]!r}"
     assert stderr.decode().endswith("requests-tokenrefresh: interrupted\n")
     assert b"Traceback" not in stderr
     assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # cleaned up, or never stored

@@ -1107,7 +1107,8 @@ def test_a_failed_save_during_refresh_logs_no_secret(
     storage.save(Token(issued.access_token, issued.refresh_token, expires_at=now - 1, obtained_at=now - 3601))
     backend.echo_on_write = True  # from now on every write fails, quoting the record
     new: list[Token] = []
-    adapter = TokenRefreshAdapter(storage, token_url=server.token_url, on_refresh=new.append)
+    # The save is retried inside the lease until refresh_timeout (30 s by default), then given up.
+    adapter = TokenRefreshAdapter(storage, token_url=server.token_url, on_refresh=new.append, refresh_timeout=3)
     with requests.Session() as session, caplog.at_level(logging.DEBUG):
         session.mount(f"{server.url}/", adapter)
         assert session.get(f"{server.url}/api", timeout=5).status_code == 200
