@@ -154,8 +154,12 @@ def test_holder_killed_mid_refresh_others_proceed_after_the_lease(
             victim.communicate(timeout=30)
             srv.release_refresh(drop=True)  # its request dies with it, unprocessed
             killed_at = time.monotonic()
+            # The victim's lease lasts its refresh_timeout + 10 s = 12 s, and a waiter waits its own
+            # refresh_timeout + 10 s: with the same 2 s, a host that began waiting a moment after
+            # the victim took the lease gave up just as it ran out, before the hosts ahead of it
+            # were through (12 failed requests once, on a loaded machine). The others wait 20 s.
             others = [
-                hosts.start("host", f"host{i}", "--threads", "4", "--requests", "3", "--refresh-timeout", "2")
+                hosts.start("host", f"host{i}", "--threads", "4", "--requests", "3", "--refresh-timeout", "10")
                 for i in range(4)
             ]
             results = [hosts.result(p) for p in others]
