@@ -73,7 +73,8 @@ def _child(mode: str, count: int, base: str) -> None:
     gc.collect()
     gc.disable()
     for _ in range(count):
-        send(prepared, False, None, True, None, {})  # as requests.Session.send passes them
+        # As requests.Session.send calls an adapter: adapter.send(request, **kwargs).
+        send(prepared, stream=False, timeout=None, verify=True, cert=None, proxies={})
 
 
 def _instructions(mode: str, count: int, base: str) -> int:

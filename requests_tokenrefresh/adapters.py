@@ -299,9 +299,11 @@ class TokenRefreshAdapter(HTTPAdapter):
                 # requests picks an adapter by str.startswith on the mount prefix, so a mount without
                 # a trailing slash also matches "http://localhost@other/": user info means another host.
                 if "@" in url and "@" in urlsplit(url).netloc:
-                    return super().send(request, stream, timeout, verify, cert, proxies)
+                    return super().send(
+                        request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+                    )
             elif not is_under(url, self._base_url):
-                return super().send(request, stream, timeout, verify, cert, proxies)
+                return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
             if not https and not self._allow_http:
                 low, high = self._http_origin  # the last origin found on this machine, as a sort range
                 if proxies or not low <= url < high:
@@ -313,7 +315,11 @@ class TokenRefreshAdapter(HTTPAdapter):
         else:
             token = coordinator.token_for_request()
             request.headers["Authorization"] = token.authorization
-        response = self._transport.send(self, request, stream, timeout, verify, cert, proxies)
+        # By keyword, as requests calls an adapter: a transport or a mock (responses before 0.24)
+        # may take them only so.
+        response = self._transport.send(
+            self, request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
         status = response.status_code
         if status < 300:  # refresh statuses are 4xx/5xx, redirects 3xx
             if coordinator.doubting:  # rarely: a new token was rejected on its replay
