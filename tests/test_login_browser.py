@@ -8,12 +8,15 @@ checks the stored record. Chromium missing is a failure, not a skip: CI must ins
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,19 +67,62 @@ class Chromium:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, "HOME": str(self.profile.parent)},
+                    start_new_session=True,  # its own process group: stop() signals all of it
                 )
             )
         return True
 
     def stop(self) -> None:
+        """End every Chromium process this test started, and wait until none is left.
+
+        The launched process is the browser; its zygotes, renderers and network service share its
+        process group and its crash handlers run in groups of their own. The network service
+        writes the profile as it shuts down, after the browser has exited (a fixed sleep is not
+        enough: removing the profile then failed with "Directory not empty" on a loaded CI
+        machine). So the whole group is signalled, and the test waits until no live process names
+        the test's directory on its command line before that directory is removed.
+        """
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=15)
+        root = str(self.profile.parent)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + 15
+            while (left := _live_processes_naming(root)) and time.monotonic() < deadline:
+                for pid in left:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                time.sleep(0.05)
+            if not left:
+                return
+        pytest.fail(f"Chromium processes {left} did not end within 30 s of the test")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _live_processes_naming(path: str) -> list[int]:
+    """PIDs of processes, not zombies, whose command line contains ``path`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if path.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture
