@@ -13,6 +13,7 @@ call fails fails; nothing falls back to another backend.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
         secret_service()
     os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # for subprocesses that name none
     keyring.set_keyring(keyring.backends.fail.Keyring())
+    # The Ctrl-C tests send SIGINT to the commands they start. A shell's background job (and some
+    # CI runners) starts pytest with SIGINT ignored, which its children would inherit, and Python
+    # keeps an inherited SIG_IGN: Ctrl-C would do nothing. A handled signal is reset to the
+    # default at exec, so handling it here gives every child the default a terminal gives.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
