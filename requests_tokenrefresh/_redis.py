@@ -201,7 +201,11 @@ class RedisStorage(TokenStorage):
         self._call("delete", lambda: self._delete_script(keys=keys))
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
-        """A lease on ``key:lease`` for ``timeout`` seconds, waited for at most ``timeout`` seconds."""
+        """A lease on ``key:lease`` for ``timeout`` seconds, waited for at most ``2 * timeout`` seconds.
+
+        Twice: a holder that crashed just before this call keeps the lease for up to ``timeout``,
+        and the host that takes it next may hold it for a whole refresh.
+        """
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise ValueError("the lease timeout must be a number of seconds")
         if not math.isfinite(timeout) or timeout <= 0:
@@ -281,12 +285,17 @@ class _RedisLease(RefreshLease):
         self.owner = secrets.token_hex(16)
         self.fence = 0
         self.version = 0  # of the record when the lease was taken, or as load() read it since
+        # A waiter waits out two leases: one whose holder may have crashed just before this waiter
+        # began (it runs out after ``timeout``), then the whole refresh of the host that takes it
+        # next. Waiting one lease only, a waiter queued behind a crashed holder gave up just as the
+        # lease ran out, while another host refreshed.
+        self.wait = 2 * timeout
         self._lock = storage._redis.lock.Lock(
             storage._client,
             storage._keys["lease"],
             timeout=timeout,
             sleep=LEASE_POLL_INTERVAL,
-            blocking_timeout=timeout,
+            blocking_timeout=self.wait,
             thread_local=False,
         )
 
@@ -295,7 +304,7 @@ class _RedisLease(RefreshLease):
         started = time.monotonic()
         if not s._call("take the refresh lease of", lambda: self._lock.acquire(token=self.owner)):
             raise TokenStorageError(
-                f"timed out after {self.timeout:.1f}s waiting for the refresh lease of Redis key {s.key!r} "
+                f"timed out after {self.wait:.1f}s waiting for the refresh lease of Redis key {s.key!r} "
                 f"at {s.location}: another host or process holds it and is refreshing the same token"
             )
 

@@ -255,9 +255,11 @@ class TokenRefreshAdapter(HTTPAdapter):
             self._grant,
             leeway=s.leeway,
             refresh_timeout=s.refresh_timeout,
-            # Another process may hold the lease for a whole refresh; then ours takes as long.
+            # Another process may hold the lease for a whole refresh; then ours takes as long. A
+            # Redis lease waiter waits out two leases (a crashed holder's, then the next refresh),
+            # so a thread waits for that and the refresh of its own leader.
             lease_timeout=s.refresh_timeout + _WAIT_MARGIN,
-            wait_timeout=2 * (s.refresh_timeout + _WAIT_MARGIN),
+            wait_timeout=3 * (s.refresh_timeout + _WAIT_MARGIN),
             clock=s.clock,
             on_refresh=s.on_refresh,
             on_session_expired=s.on_session_expired,

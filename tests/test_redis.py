@@ -150,7 +150,7 @@ def test_lease_excludes_a_second_owner(make: Callable[..., RedisStorage], key: s
         started = time.monotonic()
         with pytest.raises(TokenStorageError, match=rf"another host .*holds it.*{key}|{key}.*another host"):
             second.refresh_lease(0.3).__enter__()
-        assert 0.25 <= time.monotonic() - started < 5
+        assert 0.55 <= time.monotonic() - started < 5  # it waits out two leases
     with second.refresh_lease(1):  # released: free again at once
         pass
 
@@ -306,6 +306,37 @@ def test_waiter_takes_the_lease_as_soon_as_it_is_released(make: Callable[..., Re
     assert not thread.is_alive()
     assert took
     assert took[0] - released < 1.0
+
+
+def test_waiters_behind_a_crashed_holder_wait_for_the_next_holders_refresh(
+    make: Callable[..., RedisStorage],
+) -> None:
+    """A crashed holder's lease runs out after its timeout; the waiter that takes it then refreshes
+    (here: holds it half a lease), and the other waiter, queued just after the crash, still gets
+    it. Waiting one lease only, that waiter gave up while the first refreshed."""
+    lease = 2.0  # the margins either side are half a lease: 1 s, for a loaded machine
+    crashed = make().refresh_lease(lease)
+    crashed.__enter__()  # never released: its holder "died"
+    took: list[float] = []
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            with make().refresh_lease(lease):
+                took.append(time.monotonic())
+                if len(took) == 1:  # the first to get it refreshes; which one polls first varies
+                    time.sleep(0.5 * lease)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=take) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(10)
+    assert not errors, errors
+    assert len(took) == 2
+    assert took[1] - took[0] >= 0.45 * lease  # the second waited for the first one's refresh
 
 
 # -- failures and arguments --------------------------------------------------------------------

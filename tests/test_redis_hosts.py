@@ -154,10 +154,11 @@ def test_holder_killed_mid_refresh_others_proceed_after_the_lease(
             victim.communicate(timeout=30)
             srv.release_refresh(drop=True)  # its request dies with it, unprocessed
             killed_at = time.monotonic()
-            # The victim's lease lasts its refresh_timeout + 10 s = 12 s, and a waiter waits its own
-            # refresh_timeout + 10 s: with the same 2 s, a host that began waiting a moment after
-            # the victim took the lease gave up just as it ran out, before the hosts ahead of it
-            # were through (12 failed requests once, on a loaded machine). The others wait 20 s.
+            # The victim's lease lasts its refresh_timeout + 10 s = 12 s. When a waiter waited one
+            # lease of its own, a host that began waiting a moment after the victim took the lease
+            # gave up just as it ran out (12 failed requests once, on a loaded machine); a waiter
+            # now waits two (test_redis.py::test_waiters_behind_a_crashed_holder_...). The others
+            # here also have more time to refresh on a loaded machine: 10 s.
             others = [
                 hosts.start("host", f"host{i}", "--threads", "4", "--requests", "3", "--refresh-timeout", "10")
                 for i in range(4)
