@@ -92,15 +92,19 @@ class FileKeyring(keyring.backend.KeyringBackend):
             raise keyring.errors.KeyringError(f"{self.path}.lock stayed locked for {_FILE_LOCK_TIMEOUT:.0f} s") from exc
 
     def _read(self) -> dict[str, dict[str, str]]:
+        problem = ""
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
         except FileNotFoundError:
             return {}
         except ValueError as exc:
-            raise keyring.errors.KeyringError(f"{self.path} is not a JSON keyring file") from exc
+            # Raised outside this block: a JSONDecodeError keeps the file's text (its secrets) in
+            # its ``doc``, and a chained or context exception would carry it along.
+            problem = f" ({exc.msg}, line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else " (not UTF-8)"
+            data = None
         if not isinstance(data, dict) or not all(isinstance(entries, dict) for entries in data.values()):
-            raise keyring.errors.KeyringError(f"{self.path} is not a JSON keyring file")
+            raise keyring.errors.KeyringError(f"{self.path} is not a JSON keyring file{problem}")
         return data
 
     def _write(self, data: dict[str, dict[str, str]]) -> None:

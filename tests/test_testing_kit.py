@@ -355,6 +355,20 @@ def test_file_keyring_refuses_a_file_that_is_no_keyring(tmp_path: Path) -> None:
     assert path.read_text() == '["not", "a", "keyring"]'
 
 
+def test_file_keyring_error_on_a_torn_file_carries_none_of_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    path.write_text('{"svc": {"alice": "secret-refresh-token"')  # cut short
+
+    with pytest.raises(keyring.errors.KeyringError, match=r"not a JSON keyring file \(Expecting") as caught:
+        FileKeyring(path).get_password("svc", "alice")
+    chain, exc = [], caught.value
+    while exc is not None:  # every exception it carries, shown or not
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert len(chain) == 1
+    assert "secret-refresh-token" not in str(caught.value)
+
+
 def test_file_keyring_backs_keyring_storage(tmp_path: Path) -> None:
     storage = KeyringStorage("svc", "alice", backend=FileKeyring(tmp_path / "keyring.json"), lock_dir=str(tmp_path))
     storage.save(Token("at-1", "rt-1", expires_at=2e9))
