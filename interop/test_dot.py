@@ -1,7 +1,7 @@
 """Interop: the adapter against django-oauth-toolkit (DOT), a real OAuth 2.0 server we did not write.
 
 The server (``interop/dotserver``) runs in a subprocess on 127.0.0.1 under Django's threaded
-``runserver``, with a 2 s access-token lifetime, refresh-token rotation and
+``runserver``, with a 3 s access-token lifetime (TTL), refresh-token rotation and
 REFRESH_TOKEN_REUSE_PROTECTION on. DOT deletes the previous access token when it rotates, so a
 request still carrying it gets a 401. The server counts every refresh_token grant it receives
 (``/stats``); the tests compare those counts with what the adapter did.
@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ pytest.importorskip(
 )
 
 from requests_tokenrefresh import MemoryStorage, SessionExpiredError, Token, TokenRefreshAdapter  # noqa: E402
-from requests_tokenrefresh.login import LoginError, login_browser, logout
+from requests_tokenrefresh.login import LoginError, login_browser, login_device, logout
 
 HERE = Path(__file__).resolve().parent
 TTL = 3  # ACCESS_TOKEN_EXPIRE_SECONDS of the server
@@ -56,6 +57,7 @@ class Server:
     public_client_id: str = ""
     service_client_id: str = ""
     service_client_secret: str = ""
+    device_client_id: str = ""
 
     @property
     def token_url(self) -> str:
@@ -109,6 +111,7 @@ def dot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     client = json.loads(boot.stdout)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    env["DOT_INTEROP_URL"] = url  # the origin of the device flow's verification URIs (settings.py)
     log_path = tmp / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -562,3 +565,234 @@ def test_client_credentials_service_account_through_dot(dot: Server) -> None:
         second = storage.load()
         assert second is not None
         assert second.access_token != first.access_token
+
+
+# -- the device login (RFC 8628) through DOT's device pages --------------------------------------------
+
+
+class _Screen(io.StringIO):
+    """The device's screen (``login_device``'s stream): the test waits on it for what the login shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self._written:
+            n = super().write(text)
+            self._written.notify_all()
+            return n
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self._written:
+            while (match := re.search(pattern, self.getvalue())) is None:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{pattern!r} not shown within {timeout}s: {self.getvalue()!r}"
+                self._written.wait(left)
+        return match
+
+
+class _FormsAndButtons(_Forms):
+    """:class:`_Forms`, plus each form's buttons (DOT's device confirmation page has Accept and Deny buttons)."""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        if tag == "button" and self.forms:
+            self.forms[-1].setdefault("buttons", []).append({k: v or "" for k, v in attrs})
+
+
+class DeviceUser:
+    """The user, on another device: a browser made of requests that answers a device login on DOT's pages.
+
+    It opens the address the device shows, logs in with its password on the way (DOT's device
+    pages need a logged-in user), submits the code the device shows, and presses Accept or Deny.
+    """
+
+    def __init__(self, dot: Server) -> None:
+        self.dot = dot
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.trail: list[str] = []  # the paths of the pages seen, in order
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _get(self, url: str) -> requests.Response:
+        """GET ``url``, following redirects one by one, on the DOT server only."""
+        response = self.session.get(url, allow_redirects=False, timeout=10)
+        for _ in range(5):
+            self.trail.append(response.url.removeprefix(self.dot.url).split("?")[0])
+            if not response.is_redirect:
+                assert response.status_code == 200, response.text[:500]
+                return response
+            target = urljoin(response.url, response.headers["Location"])
+            assert target.startswith(self.dot.url + "/"), target
+            response = self.session.get(target, allow_redirects=False, timeout=10)
+        raise AssertionError(f"too many redirects: {self.trail}")
+
+    def _post(self, page: requests.Response, fields: dict[str, str]) -> requests.Response:
+        """Submit the page's form: its hidden inputs (CSRF token, next), with ``fields`` filled in."""
+        parser = _FormsAndButtons()
+        parser.feed(page.text)
+        assert len(parser.forms) == 1, f"not one form on {page.url}: {page.text[:300]}"
+        form = parser.forms[0]
+        data = {f["name"]: f.get("value", "") for f in form["inputs"] if f.get("name") and f.get("type") == "hidden"}
+        names = {f.get("name") for f in form["inputs"]} | {b.get("name") for b in form.get("buttons", [])}
+        assert set(fields) <= names, f"the form on {page.url} has no {set(fields) - names}"
+        data.update(fields)
+        action = urljoin(page.url, form["action"] or page.url)
+        headers = {"Referer": page.url}
+        response = self.session.post(action, data=data, allow_redirects=False, timeout=10, headers=headers)
+        assert response.is_redirect, f"{page.url}: HTTP {response.status_code}: {response.text[:500]}"
+        return self._get(urljoin(response.url, response.headers["Location"]))
+
+    def enter_code(self, address: str, user_code: str) -> requests.Response:
+        """Open ``address``, log in, submit ``user_code``; return DOT's confirmation page."""
+        page = self._get(address)
+        if "password" in page.text:  # sent to the login form first
+            page = self._post(page, {"username": self.dot.username, "password": self.dot.password})
+        parser = _Forms()
+        parser.feed(page.text)
+        shown = [f.get("value") for form in parser.forms for f in form["inputs"] if f.get("name") == "user_code"]
+        assert shown == [user_code], f"the code form is not filled in with the device's code: {shown}"
+        return self._post(page, {"user_code": user_code})
+
+    def decide(self, confirm_page: requests.Response, action: str) -> requests.Response:
+        """Press ``accept`` or ``deny`` on the confirmation page; return DOT's status page."""
+        return self._post(confirm_page, {"action": action})
+
+
+def _start_device_login(dot: Server, storage: MemoryStorage, screen: _Screen) -> tuple[threading.Thread, list[Any]]:
+    """Run login_device in a thread: DOT's device authorization endpoint given, the token endpoint discovered."""
+    outcome: list[Any] = []  # the Token, or the exception
+
+    def run() -> None:
+        try:
+            # DOT's RFC 8414 metadata names no device_authorization_endpoint: given here.
+            outcome.append(
+                login_device(
+                    client_id=dot.device_client_id,
+                    issuer=dot.url,
+                    device_authorization_url=dot.url + "/o/device-authorization/",
+                    scope="read",
+                    storage=storage,
+                    stream=screen,
+                    timeout=40,
+                )
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for_stats(dot: Server, key: str, at_least: int, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while (stats := dot.stats())[key] < at_least:
+        assert time.monotonic() < deadline, f"{key} < {at_least} after {timeout}s: {stats}"
+        time.sleep(0.05)
+    return stats
+
+
+# What login_device shows when the server sends verification_uri_complete: the code, then the address.
+_INSTRUCTIONS = r"confirm the code (\S+):\s+(http://\S+)"
+
+
+@pytest.mark.timeout(60)
+def test_device_login_through_dot_pages_then_refresh(dot: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 8628 with DOT: pending polls until the user accepts on DOT's pages; the stored token works, and refreshes."""
+    caplog.set_level(logging.DEBUG, logger="requests_tokenrefresh")
+    dot.stats(reset=True)
+    storage = MemoryStorage()
+    screen = _Screen()
+    thread, outcome = _start_device_login(dot, storage, screen)
+    user_code, address = screen.wait_for(_INSTRUCTIONS, timeout=15).groups()
+    # DOT's verification_uri_complete: its user-code page, with the code filled in.
+    assert address == f"{dot.url}/o/device/?user_code={user_code}"
+    user = DeviceUser(dot)
+    try:
+        confirm = user.enter_code(address, user_code)
+        assert user.trail[:3] == ["/o/device/", "/accounts/login/", "/o/device/"]  # logged in on the way
+        assert user.trail[-1] == f"/o/device-confirm/{dot.device_client_id}/{user_code}"
+        assert "Reading scope" in confirm.text  # the scope asked for, shown for consent
+        # Entering the code does not approve: the device is still told to wait. (Accepting only
+        # once DOT has answered a poll with authorization_pending makes that poll certain.)
+        pending = _wait_for_stats(dot, "device_pending", 1, timeout=15)
+        assert pending["device_ok"] == 0, pending
+        status = user.decide(confirm, "accept")
+        assert "Device Authorized" in status.text
+    finally:
+        user.close()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "login_device did not return after the approval"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], Token), outcome
+    token: Token = outcome[0]
+
+    stats = dot.stats()
+    # Every poll before the approval was answered authorization_pending (no slow_down, no
+    # error), and the first one after it brought the token.
+    assert stats["device_ok"] == 1, stats
+    assert stats["device_pending"] >= 1, stats
+    assert stats["device_polls"] == stats["device_pending"] + 1, stats
+    assert storage.load() == token
+    assert token.scope == "read"
+    assert token.refresh_token  # DOT issues one for the device grant
+    assert token.expires_at is not None
+    assert requests.get(dot.api, headers={"Authorization": token.authorization}, timeout=10).json() == {
+        "user": dot.username
+    }
+
+    # The adapter refreshes the stored token once it has expired, as the public device client.
+    refreshed: list[Token] = []
+    adapter = TokenRefreshAdapter(
+        storage, token_url=dot.token_url, client_id=dot.device_client_id, leeway=0, on_refresh=refreshed.append
+    )
+    dot.stats(reset=True)
+    with requests.Session() as session:
+        session.mount(dot.url + "/api/", adapter)
+        time.sleep(max(0.0, token.expires_at - time.time() + 0.2))  # the token's lifetime, not a synchronisation
+        response = session.get(dot.api, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"user": dot.username}
+    assert not response.history  # refreshed before sending (it had expired), no 401 first
+    stats = dot.stats()
+    assert stats["refresh_calls"] == 1 == stats["refresh_ok"], stats
+    assert len(refreshed) == 1
+    assert storage.load() == refreshed[0]
+    assert refreshed[0].refresh_token not in (None, token.refresh_token)  # rotated
+    assert response.request.headers["Authorization"] == refreshed[0].authorization
+
+    for secret in (token.access_token, token.refresh_token, refreshed[0].access_token, refreshed[0].refresh_token):
+        assert secret
+        assert secret not in caplog.text
+        assert secret not in screen.getvalue()
+
+
+@pytest.mark.timeout(60)
+def test_device_login_denied_on_dot_pages(dot: Server) -> None:
+    """The user presses Deny on DOT's confirmation page: DOT answers access_denied, login_device raises it."""
+    dot.stats(reset=True)
+    storage = MemoryStorage()
+    screen = _Screen()
+    thread, outcome = _start_device_login(dot, storage, screen)
+    user_code, address = screen.wait_for(_INSTRUCTIONS, timeout=15).groups()
+    user = DeviceUser(dot)
+    try:
+        status = user.decide(user.enter_code(address, user_code), "deny")
+        assert "Device Denied" in status.text
+    finally:
+        user.close()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "login_device did not return after the refusal"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], LoginError), outcome
+    assert outcome[0].error == "access_denied"
+    assert storage.load() is None
+    stats = dot.stats()
+    assert stats["device_denied"] == 1, stats
+    assert stats["device_ok"] == 0, stats
+    assert stats["device_polls"] == stats["device_pending"] + 1, stats

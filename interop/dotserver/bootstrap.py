@@ -1,4 +1,4 @@
-"""Create the database, a user and the clients (password grant, public PKCE, client credentials); print them as JSON.
+"""Create the database, a user and the clients (password, public PKCE, client credentials, device); print them as JSON.
 
 Run as ``python -m dotserver.bootstrap`` with DJANGO_SETTINGS_MODULE=dotserver.settings.
 """
@@ -47,9 +47,18 @@ def main() -> None:
         authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
         user=user,
     )
+    # A public client for the device login (RFC 8628): no secret, no redirect URI.
+    Application.objects.create(
+        name="interop-device",
+        client_id="interop-device",
+        client_type=Application.CLIENT_PUBLIC,
+        authorization_grant_type=Application.GRANT_DEVICE_CODE,
+        user=user,
+    )
     client = {"client_id": app.client_id, "client_secret": secret, "username": "alice", "password": "alice-pw"}
     service = {"service_client_id": "interop-service", "service_client_secret": service_secret}
-    json.dump({**client, "public_client_id": "interop-cli", **service}, sys.stdout)
+    device = {"device_client_id": "interop-device"}
+    json.dump({**client, "public_client_id": "interop-cli", **service, **device}, sys.stdout)
 
 
 if __name__ == "__main__":

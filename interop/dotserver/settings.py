@@ -53,3 +53,16 @@ OAUTH2_PROVIDER = {
     "DEFAULT_SCOPES": ["read"],
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+
+# The device authorization grant (RFC 8628). DOT puts these URIs in its device authorization
+# response as they are, so they name the server's origin (DOT_INTEROP_URL, set by the test for
+# runserver): the user-code page, and that page with the code filled in (its ?user_code= prefills the
+# form). A poll interval of 1 s (DOT's default is 5) keeps the test short.
+_ORIGIN = os.environ.get("DOT_INTEROP_URL", "http://127.0.0.1")
+OAUTH2_PROVIDER.update(
+    {
+        "OAUTH_DEVICE_VERIFICATION_URI": _ORIGIN + "/o/device/",
+        "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": _ORIGIN + "/o/device/?user_code={user_code}",
+        "DEVICE_FLOW_INTERVAL": 1,
+    }
+)

@@ -1,18 +1,24 @@
 """The protected API and the server-side counters the interop tests read."""
 
+import json
 import threading
 import time
+from urllib.parse import quote
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from oauth2_provider.decorators import protected_resource
 
 _lock = threading.Condition()
 _counts = {"refresh_calls": 0, "refresh_ok": 0, "refresh_failed": 0, "api_calls": 0, "api_401": 0, "waiting": 0}
+# Device-flow polls (RFC 8628 §3.4) at the token endpoint, and how they were answered.
+_counts.update(device_polls=0, device_pending=0, device_denied=0, device_ok=0)
 _tokens_seen: set[str] = set()
+_DEVICE_POLL = b"grant_type=" + quote("urn:ietf:params:oauth:grant-type:device_code", safe="").encode()
+_DEVICE_OUTCOMES = {None: "device_ok", "authorization_pending": "device_pending", "access_denied": "device_denied"}
 
 
 class CountingMiddleware:
-    """Counts refresh_token grants (every call, and how it ended) and API calls, in this process."""
+    """Counts refresh_token grants (every call, and how it ended), device-flow polls and API calls, in this process."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -20,12 +26,21 @@ class CountingMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         # request.body (not .POST) so that the token view can still read the body itself.
         is_refresh = request.path == "/o/token/" and b"grant_type=refresh_token" in request.body
+        is_device_poll = request.path == "/o/token/" and _DEVICE_POLL in request.body
         response = self.get_response(request)
         with _lock:
             if is_refresh:
                 _counts["refresh_calls"] += 1
                 _counts["refresh_ok" if response.status_code == 200 else "refresh_failed"] += 1
                 _lock.notify_all()
+            elif is_device_poll:
+                _counts["device_polls"] += 1
+                try:
+                    error = json.loads(response.content).get("error") if response.status_code != 200 else None
+                except ValueError:  # not JSON (a 500 page): counted as a poll only
+                    error = f"http_{response.status_code}"
+                if error in _DEVICE_OUTCOMES:
+                    _counts[_DEVICE_OUTCOMES[error]] += 1
             elif request.path == "/api/me":
                 _counts["api_calls"] += 1
                 if response.status_code == 401:
