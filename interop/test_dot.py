@@ -285,7 +285,11 @@ def test_proactive_refresh_with_old_token_in_flight(dot: Server) -> None:
     # DOT revoked the old access token on refresh: each in-flight request got a 401 and was
     # replayed with the new token ...
     assert all([h.status_code for h in r.history] == [401] for r in responses)
-    assert stats["api_401"] == n, stats
+    # (``first`` starts the refresh in the background and is sent with the old token, still
+    # valid: when DOT has rotated before it arrives, as on a loaded machine, it is a 401 too,
+    # replayed. 17 and 18 401s were seen at load 9-12 when this counted the 16 only.)
+    assert all(h.status_code == 401 for h in first.history)
+    assert stats["api_401"] == n + len(first.history), (stats, [h.status_code for h in first.history])
     assert {r.request.headers["Authorization"] for r in responses} == {refreshed[0].authorization}
     # ... without refreshing again.
     assert stats["refresh_calls"] == 1 == len(refreshed), stats
