@@ -693,6 +693,14 @@ def _start_device_login(dot: Server, storage: MemoryStorage, screen: _Screen) ->
     return thread, outcome
 
 
+def _outcome(thread: threading.Thread, outcome: list[Any], after: str) -> Any:
+    """What login_device returned or raised, once its thread has ended (bounded) after the user's ``after``."""
+    thread.join(timeout=20)
+    assert not thread.is_alive(), f"login_device did not return after the {after}"
+    assert len(outcome) == 1, outcome
+    return outcome[0]
+
+
 def _wait_for_stats(dot: Server, key: str, at_least: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while (stats := dot.stats())[key] < at_least:
@@ -730,11 +738,8 @@ def test_device_login_through_dot_pages_then_refresh(dot: Server, caplog: pytest
         assert "Device Authorized" in status.text
     finally:
         user.close()
-    thread.join(timeout=20)
-    assert not thread.is_alive(), "login_device did not return after the approval"
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], Token), outcome
-    token: Token = outcome[0]
+    token = _outcome(thread, outcome, "approval")
+    assert isinstance(token, Token), token
 
     stats = dot.stats()
     # Every poll before the approval was answered authorization_pending (no slow_down, no
@@ -790,11 +795,9 @@ def test_device_login_denied_on_dot_pages(dot: Server) -> None:
         assert "Device Denied" in status.text
     finally:
         user.close()
-    thread.join(timeout=20)
-    assert not thread.is_alive(), "login_device did not return after the refusal"
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], LoginError), outcome
-    assert outcome[0].error == "access_denied"
+    error = _outcome(thread, outcome, "refusal")
+    assert isinstance(error, LoginError), error
+    assert error.error == "access_denied"
     assert storage.load() is None
     stats = dot.stats()
     assert stats["device_denied"] == 1, stats

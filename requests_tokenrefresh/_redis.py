@@ -281,7 +281,6 @@ class _RedisLease(RefreshLease):
 
     def __init__(self, storage: RedisStorage, timeout: float) -> None:
         super().__init__(storage)
-        self.timeout = timeout
         self.owner = secrets.token_hex(16)
         self.fence = 0
         self.version = 0  # of the record when the lease was taken, or as load() read it since
