@@ -221,6 +221,33 @@ def test_a_symbolic_link_is_refused_by_load_and_save(path: Path, tmp_path: Path)
     assert FileStorage(target).load() == TOKEN
 
 
+@posix_only
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_a_symbolic_link_at_the_lock_path_leaves_its_target_alone(path: Path, tmp_path: Path) -> None:
+    # CVE-2025-68146: filelock < 3.20.1 opened the lock file with O_TRUNC and without O_NOFOLLOW,
+    # then chmod-ed it 0644, so a link planted there emptied its target and opened it to everyone.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    victim.chmod(0o600)
+    storage = FileStorage(path)
+    storage.save(TOKEN)
+    Path(storage.lock_path).symlink_to(victim)
+
+    error: TokenStorageError | None = None
+    try:
+        with storage.refresh_lease(timeout=5) as lease:
+            lease.save(Token("at-rotated", "rt-rotated"))
+    except TokenStorageError as exc:
+        error = exc
+
+    assert victim.read_bytes() == b"precious\n"
+    assert mode_of(victim) == 0o600
+    assert error is not None  # the lock is refused, and with it the refresh
+    assert f"cannot use the refresh lock {storage.lock_path}" in str(error)
+    assert_no_secret(error)
+    assert storage.load() == TOKEN
+
+
 def test_a_directory_at_the_path_is_an_error(path: Path) -> None:
     path.mkdir(parents=True)
     with pytest.raises(TokenStorageError, match="token file") as excinfo:
