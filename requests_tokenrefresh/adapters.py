@@ -336,10 +336,14 @@ class TokenRefreshAdapter(HTTPAdapter):
         if 300 <= status < 400 and response.is_redirect:
             # requests builds the next hop from a copy of `request` and keeps Authorization when
             # the origin stays the same, whichever adapter then sends it. Leave no token on it:
-            # if the next hop is ours again, it gets the current token here.
-            if response.request is request:
-                response.request = request.copy()
+            # if the next hop is ours again, it gets the current token here. Nor on the request
+            # this response keeps (`request`, or a replay's copy): requests puts a redirect it
+            # follows in the final response's history, which a response cache writes to disk, and
+            # whether it follows (or where to) is decided after we return, often by another adapter.
             del request.headers["Authorization"]
+            sent = response.request
+            if sent is not None and sent is not request:
+                sent.headers.pop("Authorization", None)
         return response
 
     def refresh(self) -> Token:

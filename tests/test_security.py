@@ -517,6 +517,32 @@ def test_a_redirect_after_a_concurrent_refresh_does_not_carry_the_previous_token
     assert not carries(landing, ACCESS), f"the previous token (still valid) reached {landing}"
 
 
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("first_rejected", [False, True], ids=["fresh", "after-401-replay"])
+def test_followed_redirects_in_history_hold_no_token(
+    net: Net, mount: Callable[..., requests.Session], code: int, first_rejected: bool
+) -> None:
+    """requests keeps each redirect it followed, with the request that got it, in ``history``,
+    which a response cache (requests-cache) writes to its file: the token must not be on them."""
+    api = net.api.origin()
+    if first_rejected:
+        net.api.responder = lambda hit: (401, {}) if hit.path.startswith("/api/a") and carries(hit, ACCESS) else None
+    adapter = make_adapter(refresher=lambda token: Token(NEW_ACCESS, REFRESH))
+    session = mount(adapter, f"{api}/")
+    url = f"{api}/api/a" + redirect(f"{api}/api/b" + redirect(f"{api}/api/end", code), code)
+
+    response = session.get(url, timeout=5)
+
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [code, code]
+    live = NEW_ACCESS if first_rejected else ACCESS
+    assert [h.path[:6] for h in net.api.hits if carries(h, live)] == ["/api/a", "/api/b", "/api/e"]
+    for old in response.history:  # every hop the history keeps, with a request, sent the token
+        assert old.request is not None
+        assert "Authorization" not in old.request.headers, f"the token is in the history of {old.url}"
+    assert response.request.headers["Authorization"] == f"Bearer {live}"  # the final response keeps its own
+
+
 @pytest.mark.parametrize(
     "location",
     [
