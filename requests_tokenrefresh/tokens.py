@@ -131,7 +131,8 @@ class Token:
         Args:
             response: the decoded JSON object. ``access_token`` is required.
             previous: the token this one replaces. Its refresh token, scope and extra data are
-                kept where ``response`` does not carry new ones.
+                kept where ``response`` does not carry new ones; a new refresh token does not
+                inherit the old one's expiry (:attr:`refresh_token_expires_at`).
             now: epoch seconds at which the request for this response was *sent*;
                 ``expires_in`` counts from there. Defaults to the current time.
 
@@ -153,6 +154,11 @@ class Token:
             token_type = "Bearer"  # RFC 6750 spells the scheme "Bearer"; servers vary
         expires_at, obtained_at = _expiry(response, access, now)
         extra = dict(previous.extra) if previous else {}
+        if previous is not None and refresh != previous.refresh_token:
+            # A new refresh token has a life of its own: what the server said of the old one's
+            # (its end, or a lifetime counted from obtained_at) says nothing of the new one's.
+            for name in (REFRESH_TOKEN_EXPIRES_AT, *_REFRESH_LIFETIMES):
+                extra.pop(name, None)
         extra.update((k, v) for k, v in response.items() if k not in _KNOWN and k != "version")
         if isinstance(response.get("extra"), Mapping):  # a stored record nests its extra data
             del extra["extra"]

@@ -343,6 +343,25 @@ def test_on_refresh_is_called_with_the_new_token(server: AuthServer, expired: An
     assert seen == [storage.load()]
 
 
+def test_a_rotated_refresh_token_is_not_warned_about_with_its_predecessors_expiry(
+    server: AuthServer, session_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    server.refresh_expires_in = 8000  # said at the login, for the first refresh token only
+    first = Token.from_response(server.issue(), now=clock())
+    server.refresh_expires_in = None
+    warned: list[Token] = []
+    session, _ = session_for(server, first, clock=clock, on_refresh_token_expiring=warned.append)
+    with caplog.at_level(logging.WARNING, logger="requests_tokenrefresh"):
+        assert session.get(f"{server.url}/api").status_code == 200  # 8000 s left: nothing to say
+        clock.advance(9000)  # the access token has expired, and the first refresh token by its word
+        assert session.get(f"{server.url}/api").status_code == 200
+
+    assert server.refresh_calls == 1
+    assert warned == []
+    assert "log in again" not in caplog.text
+
+
 def test_callback_errors_do_not_break_the_request(server: AuthServer, expired: Any, session_for: Any) -> None:
     def broken(token: Token) -> None:
         raise RuntimeError("callback bug")

@@ -12,6 +12,7 @@ import pytest
 
 from requests_tokenrefresh import Token, TokenState
 from requests_tokenrefresh._redact import fingerprint
+from requests_tokenrefresh.login import refresh_token_expires_at
 from requests_tokenrefresh.tokens import RECORD_VERSION
 
 from .jwt_support import make_jwt
@@ -156,6 +157,35 @@ def test_rotated_refresh_token_replaces_the_previous_one() -> None:
     token = Token.from_response({"access_token": ACCESS, "refresh_token": REFRESH}, previous)
 
     assert token.refresh_token == REFRESH
+
+
+def test_a_new_refresh_token_does_not_inherit_the_previous_ones_expiry() -> None:
+    previous = Token.from_response(
+        {"access_token": "at-1", "refresh_token": "rt-1", "refresh_expires_in": 1800}, now=NOW
+    )
+    assert previous.refresh_token_expires_at == NOW + 1800
+
+    rotated = Token.from_response({"access_token": ACCESS, "refresh_token": REFRESH}, previous, now=NOW + 600)
+    relived = Token.from_response(
+        {"access_token": ACCESS, "refresh_token": REFRESH, "refresh_token_expires_in": 60}, previous, now=NOW + 600
+    )
+
+    assert rotated.refresh_token_expires_at is None
+    assert refresh_token_expires_at(rotated) is None  # nor the old lifetime counted from the new obtained_at
+    assert relived.refresh_token_expires_at == NOW + 660
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["omitted", "sent-again"])
+def test_the_same_refresh_token_keeps_its_expiry(repeated: bool) -> None:
+    previous = Token.from_response(
+        {"access_token": "at-1", "refresh_token": REFRESH, "refresh_expires_in": 1800}, now=NOW
+    )
+    response = {"access_token": ACCESS, **({"refresh_token": REFRESH} if repeated else {})}
+
+    token = Token.from_response(response, previous, now=NOW + 600)
+
+    assert token.refresh_token == REFRESH
+    assert token.refresh_token_expires_at == NOW + 1800
 
 
 def test_scope_is_kept_from_previous_when_omitted() -> None:
