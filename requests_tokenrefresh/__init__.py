@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 
 from ._filestorage import FileStorage
-from ._grant import Refresher
 from ._redis import RedisStorage
-from .adapters import TokenRefreshAdapter
+from .adapters import Refresher, TokenRefreshAdapter
 from .exceptions import (
     InsecureTransportError,
     LeaseLostError,

@@ -6,7 +6,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from requests.utils import rewind_body
 from urllib3.util.retry import Retry
 
 from ._coordinator import Coordinator
-from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant, Refresher
+from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
 from ._redact import fingerprint
 from ._urls import check_url, is_secure, is_under, origin, without_userinfo
 from .exceptions import InsecureTransportError, LoginError, RevocationError, SessionExpiredError, TokenStorageError
@@ -43,6 +44,11 @@ DEFAULT_REFRESH_STATUS_CODES = (401,)
 DEFAULT_REFRESH_TIMEOUT = 30.0
 #: The ``grant_type`` values: refresh a user's token, or fetch one for the client itself.
 GRANT_TYPES = ("refresh_token", "client_credentials")
+#: A ``refresher=``: takes the current token and returns a :class:`~requests_tokenrefresh.Token` or a
+#: token-response mapping.
+# Nothing in it is quoted: typing.get_type_hints resolves a quoted name in the namespace of the
+# module whose annotation names the alias, which may not have imported Mapping.
+Refresher = Callable[[Token], Token | Mapping[str, Any]]
 # Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
 _WAIT_MARGIN = 10.0
 # Replays of one request at most: one after the refresh, one more only for a token replaced meanwhile.
@@ -106,7 +112,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             :class:`SessionExpiredError` when the refresh token is rejected.
         client_id, client_secret: client credentials for the token endpoint, both optional.
         client_auth: ``"basic"`` (HTTP Basic, the default) or ``"post"`` (in the form body).
-        scope: a scope to ask for on refresh; by default the granted scope is kept.
+        scope: a scope to ask for on refresh: a string, or strings (a list or tuple, sent in its
+            order, or a set, sent sorted) joined with spaces; by default the granted scope is kept.
         leeway: seconds before expiry at which to refresh; never more than half the lifetime.
         refresh_status_codes: statuses that lead to a refresh and one replay.
         refresh_timeout: seconds one refresh may take, retries of transient failures included.
@@ -145,7 +152,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         client_id: str | None = None,
         client_secret: str | None = None,
         client_auth: str = "basic",
-        scope: str | None = None,
+        scope: str | Sequence[str] | AbstractSet[str] | None = None,
         leeway: float = DEFAULT_LEEWAY,
         refresh_status_codes: Iterable[int] = DEFAULT_REFRESH_STATUS_CODES,
         refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
@@ -516,12 +523,12 @@ def _status_codes(codes: Iterable[int]) -> frozenset[int]:
     return result
 
 
-def _scope(scope: Any) -> str | None:
-    """A scope string; a list of scopes is joined with spaces (RFC 6749 §3.3)."""
+def _scope(scope: str | Sequence[str] | AbstractSet[str] | None) -> str | None:
+    """A scope string; a sequence or set of scopes is joined with spaces (RFC 6749 §3.3)."""
     if scope is None or isinstance(scope, str):
         return scope or None
-    if isinstance(scope, (list, tuple, set, frozenset)) and all(isinstance(s, str) and s for s in scope):
-        return " ".join(sorted(scope) if isinstance(scope, (set, frozenset)) else scope)
+    if isinstance(scope, (Sequence, AbstractSet)) and all(isinstance(s, str) and s for s in scope):
+        return " ".join(sorted(scope) if isinstance(scope, AbstractSet) else scope) or None
     raise ValueError(f"scope must be a string or a list of strings, not {type(scope).__name__}")
 
 
