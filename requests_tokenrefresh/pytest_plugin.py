@@ -49,7 +49,8 @@ def token_session(auth_server: AuthServer, fake_clock: FakeClock) -> Iterator[re
 
     The adapter's storage is a MemoryStorage holding a fresh login and its clock is
     ``fake_clock``: the token expires, for the adapter, when the test advances the clock by the
-    server's ``ttl``. ``token_session.get_adapter(auth_server.url)`` is the adapter.
+    server's ``ttl``. ``token_session.get_adapter(auth_server.url + "/")`` is the adapter: it is
+    mounted with the slash, so that it matches no other port whose digits start with the server's.
     """
     token = Token.from_response(auth_server.issue(), now=fake_clock())
     adapter = TokenRefreshAdapter(MemoryStorage(token), token_url=auth_server.token_url, clock=fake_clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     _authserver,
     _filekeyring,
+    pytest_plugin,
     testing,
 )
 from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, FileKeyring, MemoryKeyring, use_keyring
@@ -96,6 +98,34 @@ def test_the_documented_test_file_and_a_users_tests_pass_with_the_plugin(pyteste
     )
 
     result.assert_outcomes(passed=4)
+
+
+def test_the_documented_get_adapter_call_returns_the_fixtures_adapter(pytester: pytest.Pytester) -> None:
+    calls = re.findall(r"``(token_session\.get_adapter\(.*?\))``", DOCS_PAGE.read_text(encoding="utf-8"))
+    assert len(calls) == 1, calls
+    assert calls[0] in Path(pytest_plugin.__file__).read_text(encoding="utf-8")  # the fixture's docstring
+    pytester.makeini(STRICT_INI)
+    pytester.makepyfile(
+        test_user=f"""
+from requests.adapters import HTTPAdapter
+from requests_tokenrefresh import TokenRefreshAdapter
+
+
+def test_it(auth_server, token_session):
+    adapter = {calls[0]}
+    assert isinstance(adapter, TokenRefreshAdapter)
+    adapter.refresh()
+    assert auth_server.refresh_calls == 1
+    # Mounted with the slash: a URL whose port starts with the server's digits is not under it.
+    assert type(token_session.get_adapter(auth_server.url + "0/")) is HTTPAdapter
+"""
+    )
+
+    result = pytester.runpytest_subprocess(
+        "-p", "requests_tokenrefresh.pytest_plugin", "-p", "no:cacheprovider", timeout=60
+    )
+
+    result.assert_outcomes(passed=1)
 
 
 def test_a_conftest_may_import_the_kit_and_name_the_plugin(pytester: pytest.Pytester) -> None:
