@@ -46,8 +46,12 @@ Rule 6: a rejection (401) for a token that has already been replaced is answered
         and stalls no other request behind refreshes; a token revoked right after it was issued
         (never a success) is still refreshed.
 Rule 7: a rotated token is saved before it is published, inside the lease; a failed save is retried
-        (the lease extended) until refresh_timeout runs out, and only then published unsaved, kept
-        in memory and saved again later. A refresh token is never dropped.
+        (the lease extended; a storage error there is one more failure to wait out, not the end)
+        until refresh_timeout runs out, and only then published unsaved, kept in memory and saved
+        again later: by the next request after SAVE_RETRY_DELAY, by :meth:`close` and at
+        interpreter exit. A fenced lease's save (conditional on the record it read) is retried
+        with that same lease, after its release too, so a later holder waiting for it (Rule 9)
+        is not in its way. A refresh token is never dropped.
 Rule 8: a rejected refresh token ends the session once: the store is read again inside the lease
         (another process or a new login may have replaced the token, which is then adopted);
         otherwise the store is cleared, ``on_session_expired`` is called once, and every waiter
@@ -57,16 +61,27 @@ Rule 9: a refresh runs inside the storage's refresh lease (:class:`~.storage.Ref
         store is read first: a fresh token another process already refreshed is adopted without a
         network call; otherwise the lease is checked, the refresh starts from the stored refresh
         token (the newest), and the new token is saved before the lease is released. The store
-        is read only at first use (again inside the lease if it looked empty) and inside the
-        lease, never per request.
+        is read only at first use (again inside the lease if it looked empty and its writes are
+        not atomic) and inside the lease, never per request while a token is held. If the lease
+        says an earlier holder may have sent the stored refresh token without storing the answer
+        (``interrupted``: it crashed, or it stalls), the holder waits up to refresh_timeout for
+        that answer to be stored and adopts it; only then does it refresh. If the lease says the
+        store lost writes (``lost``: a Redis restarted empty or failed over), an empty or older
+        record is no sign-out: the token in memory is restored and refreshed.
 Rule 10: :meth:`reset` (logout, account switch) takes effect for every request that starts after
         it; the outcome of a refresh begun before it is dropped, never saved over it.
 Rule 11: a forked child starts with a new condition and no flight (the thread that ran the
         parent's flight does not exist there); it keeps the token.
+Rule 12: a flight that may reach the token endpoint or the store (load, refresh, save) runs in a
+        worker thread of its own, not in the caller's: an interrupt of the caller (Ctrl-C's
+        KeyboardInterrupt, a SystemExit raised by a signal handler) lands while it waits, the
+        flight goes on to store what the server answered (bounded by wait_timeout), and the
+        interrupt is raised after that. The worker is not a daemon: interpreter exit waits for it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import enum
@@ -104,6 +119,8 @@ NEW_TOKEN_GRACE = 30.0
 SAVE_RETRY_INTERVAL = 0.5
 #: Seconds before a refresh token's known expiry at which to warn (a quarter of its lifetime if less).
 REFRESH_TOKEN_WARNING = 86400.0
+#: Seconds between two reads of the store while waiting for an interrupted holder's answer (Rule 9).
+INTERRUPTED_POLL_INTERVAL = 0.1
 
 
 class _Kind(enum.Enum):
@@ -184,6 +201,7 @@ class Coordinator:
         self._advisory_after = 0.0  # no advisory refresh before this epoch time
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
+        self._unsaved_lease: RefreshLease | None = None  # the fenced lease an unsaved token came from
         self._refreshed_at = float("-inf")  # epoch time the current token was refreshed or adopted
         self._own_refresh = False  # ... and whether this adapter's grant returned it (Rule 4)
         self._doubted_until = float("-inf")  # the current token was rejected on its replay (Rule 6)
@@ -219,7 +237,7 @@ class Coordinator:
                 assert token is not None
                 self._start_background(flight, token)  # outside the lock: a start waits for the GIL
                 return token
-            result = self._run(flight, token)
+            result = self._lead(flight, token)
             if result is not None:
                 return result
 
@@ -278,7 +296,7 @@ class Coordinator:
                     return None  # Rule 6: the endpoint, not the token, says no
                 else:
                     mine = self._begin(_Kind.LOAD if token is None else _Kind.REFRESH, forced=True)
-            result = self._run(mine, token)
+            result = self._lead(mine, token)
             if result is not None:
                 return result
 
@@ -347,13 +365,24 @@ class Coordinator:
         self._publish(mine, None, None, unsaved=False)
 
     def close(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a background refresh to finish (Rule 5)."""
+        """Wait up to ``timeout`` seconds for a background refresh to finish (Rule 5), then save a
+        token that could not be saved before, once (Rule 7)."""
         with self._cond:
             thread = self._background
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("a background refresh still runs after %.0fs; not waiting longer", timeout)
+        self.save_unsaved()
+
+    def save_unsaved(self) -> None:
+        """Try once to save a token that is newer than the stored one, unless a flight is under way."""
+        with self._cond:
+            token = self._token
+            if not self._unsaved or token is None or self._flight is not None:
+                return
+            flight = self._begin(_Kind.SAVE)
+        self._run(flight, token)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -457,6 +486,8 @@ class Coordinator:
                     self._token = current
                 if unsaved is not None:
                     self._unsaved = unsaved
+                    if not unsaved:
+                        self._unsaved_lease = None
                 if current is not None or clear:
                     self._doubted_until, self._doubt_proven, self.doubting = float("-inf"), False, False
                 if refreshed or adopted:
@@ -468,6 +499,38 @@ class Coordinator:
                 self._snapshot()
             self._cond.notify_all()
             return is_current
+
+    def _lead(self, flight: _Flight, token: Token | None) -> Token | None:
+        """Run ``flight`` in a worker thread and wait for it (Rule 12); return what :meth:`_run` returns."""
+        outcome: list[Token | None] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(self._run(flight, token))
+            except BaseException as exc:  # handed to the caller below
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name=f"token-{flight.kind.value}")
+        worker.start()
+        try:
+            worker.join(self._wait_timeout)
+        except BaseException:
+            # Interrupted (Ctrl-C, SystemExit from a signal handler): the request may be on its
+            # way; let the flight store the answer, then raise the interrupt. A second interrupt
+            # ends this wait; the worker, not a daemon, still finishes before the interpreter exits.
+            log.warning("interrupted during a token %s; letting it finish first", flight.kind.value)
+            worker.join(self._wait_timeout)
+            raise
+        if worker.is_alive():
+            raise RefreshError(
+                f"refresh_timeout: the token {flight.kind.value} did not finish within {self._wait_timeout:.0f}s",
+                error="refresh_timeout",
+                retryable=True,
+            )
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def _run(self, flight: _Flight, token: Token | None) -> Token | None:
         """Run ``flight`` as its leader; return the token to send with, or None to decide again."""
@@ -499,9 +562,11 @@ class Coordinator:
             stored = self._storage.load()
         except TokenStorageError:
             stored = None
-        if stored is None:
+        if stored is None and (self._mints or not getattr(self._storage, "_atomic_writes", False)):
             # A writer may be rewriting the record (some backends truncate first): read again
             # inside the lease, where no refresh writes, before telling anyone to log in (Rule 9).
+            # A store whose writes are atomic (Redis) is not read again: after a sign-out each
+            # request then costs one read, not a lease.
             try:
                 with self._storage.refresh_lease(self._lease_timeout) as lease:
                     stored = lease.load()
@@ -522,9 +587,26 @@ class Coordinator:
         self._check_refresh_expiry(stored)
 
     def _run_save(self, flight: _Flight, token: Token) -> None:
+        with self._cond:
+            pending = self._unsaved_lease
         try:
-            with self._storage.refresh_lease(self._lease_timeout) as lease:
-                lease.save(token)
+            if pending is not None:  # fenced: saved only over the record its refresh read (Rule 7)
+                pending.save(token)
+            else:
+                with self._storage.refresh_lease(self._lease_timeout) as lease:
+                    lease.save(token)
+        except LeaseLostError as exc:
+            # The record was written since that refresh read it: a newer token, or a sign-out.
+            try:
+                newer = self._storage.load()
+            except TokenStorageError:
+                self._publish(flight, None, None, save_after=SAVE_RETRY_DELAY)
+                return
+            log.warning("token %s not saved (%s); using what the store holds now", fingerprint(token.access_token), exc)
+            if newer is None:
+                self._publish(flight, None, None, clear=True, unsaved=False)
+            else:
+                self._publish(flight, None, None, current=newer, unsaved=False, adopted=True)
         except TokenStorageError as exc:
             log.warning("token %s still not saved (%s); will retry", fingerprint(token.access_token), exc)
             self._publish(flight, None, None, save_after=SAVE_RETRY_DELAY)
@@ -548,6 +630,10 @@ class Coordinator:
     def _refresh_in_lease(self, flight: _Flight, old: Token | None, lease: RefreshLease) -> Token | None:
         """Refresh ``old`` (None: mint a first token) inside ``lease``; see Rules 7-9."""
         stored = None if flight.unsaved else lease.load()  # an unsaved token is the newest
+        if lease.lost and old is not None:
+            stored = self._restore(lease, old)
+        if lease.interrupted and not flight.unsaved:
+            stored = self._await_interrupted(lease, stored)
         if stored is None and not flight.unsaved and not self._mints:
             deleted = SessionExpiredError(
                 "the stored token was deleted (signed out elsewhere?): log in again", error="no_token"
@@ -585,6 +671,38 @@ class Coordinator:
         self._callback(self._on_refresh, new)
         self._check_refresh_expiry(new)
         return result
+
+    def _restore(self, lease: RefreshLease, old: Token) -> Token:
+        """The store lost writes (Rule 9): put back the token held in memory, the newest known here."""
+        log.warning(
+            "the store lost the token record (restarted empty, flushed or failed over?): restoring token %s",
+            fingerprint(old.access_token),
+        )
+        try:
+            lease.save(old)
+        except TokenStorageError as exc:  # the refresh's own save writes it again
+            log.warning("could not restore token %s yet: %s", fingerprint(old.access_token), exc)
+        return old
+
+    def _await_interrupted(self, lease: RefreshLease, stored: Token | None) -> Token | None:
+        """Wait up to refresh_timeout for an interrupted holder to store its answer (Rule 9).
+
+        Its request with the stored refresh token may have reached the server: presenting that
+        token again would spend it twice. Returns what the store holds then.
+        """
+        deadline = time.monotonic() + self._refresh_timeout
+        log.info("waiting up to %.0fs for an interrupted refresh to store its answer", self._refresh_timeout)
+        while lease.interrupted and time.monotonic() + INTERRUPTED_POLL_INTERVAL < deadline:
+            time.sleep(INTERRUPTED_POLL_INTERVAL)
+            with contextlib.suppress(TokenStorageError):  # a storage blip: read again next time
+                stored = lease.load()
+        if lease.interrupted:
+            log.warning("the interrupted refresh stored no answer within %.0fs; refreshing", self._refresh_timeout)
+        try:
+            lease.extend(self._lease_timeout)
+        except TokenStorageError as exc:  # LeaseLostError too: check() says whether to go on
+            log.debug("could not extend the refresh lease after waiting: %s", exc)
+        return stored
 
     def _check_refresh_expiry(self, token: Token) -> None:
         """Warn once per refresh token whose end (if the server said) is near: log in again before it."""
@@ -625,10 +743,14 @@ class Coordinator:
                     return new, False
                 except LeaseLostError as exc:
                     log.warning("refreshed token %s not saved: %s", fingerprint(new.access_token), exc)
-                    newer = self._storage.load()
-                    if newer is not None:
-                        return newer, False
                     error: TokenStorageError = exc
+                    try:
+                        newer = self._storage.load()
+                    except TokenStorageError as load_error:
+                        error = load_error
+                    else:
+                        if newer is not None:
+                            return newer, False
                 except TokenStorageError as exc:
                     error = exc
             if time.monotonic() + SAVE_RETRY_INTERVAL >= deadline or isinstance(error, LeaseLostError):
@@ -636,10 +758,13 @@ class Coordinator:
                 log.warning(
                     "refreshed token %s not saved (%s); keeping it in memory", fingerprint(new.access_token), error
                 )
+                with self._cond:
+                    self._unsaved_lease = lease if lease.fenced and not isinstance(error, LeaseLostError) else None
                 return new, True
             log.warning("refreshed token %s not saved yet (%s); retrying", fingerprint(new.access_token), error)
             time.sleep(SAVE_RETRY_INTERVAL)
-            with contextlib.suppress(LeaseLostError):  # then the save says whether a newer token is there
+            # Then the save says whether a newer token is there; a storage blip is one more failure.
+            with contextlib.suppress(TokenStorageError):
                 lease.extend(self._refresh_timeout)
 
     def _done(self, flight: _Flight, token: Token, unsaved: bool, own: bool) -> Token | None:
@@ -713,3 +838,13 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _save_unsaved_at_exit() -> None:
+    """Interpreter exit: one more try to save each token that could not be saved (Rule 7)."""
+    for coordinator in list(_coordinators):
+        try:
+            coordinator.save_unsaved()
+        except Exception:
+            log.exception("could not save a token at exit")

@@ -93,14 +93,26 @@ class RefreshLease:
     Attributes:
         storage: the storage this lease is for.
         interrupted: set by :meth:`load` when an earlier holder may have sent the stored refresh
-            token and never saved the answer (it crashed or its lease ran out mid-refresh).
+            token and not saved the answer (yet): it crashed, or stalled past its lease.
+        lost: set by :meth:`load` (or on entering) when the storage knows it lost writes that this
+            process saw (a Redis restarted without persistence, flushed, or failed over to a
+            replica that lacked the last write): what it holds now is older than what was
+            stored, and an empty store does not mean that anyone signed out.
+        fenced: whether :meth:`save` is conditional on the record being unchanged since
+            :meth:`load` (or since the lease was taken), so that a save that failed may be tried
+            again after the lease was released.
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.3
+       ``lost`` and ``fenced``.
     """
+
+    fenced: bool = False
 
     def __init__(self, storage: TokenStorage) -> None:
         self.storage = storage
         self.interrupted = False
+        self.lost = False
 
     def __enter__(self) -> RefreshLease:
         return self
@@ -144,6 +156,8 @@ class MemoryStorage(TokenStorage):
 
     .. versionadded:: 0.1
     """
+
+    _atomic_writes = True  # a reader never sees a write half done (the coordinator relies on it)
 
     def __init__(self, token: Token | None = None) -> None:
         self._lock = threading.Lock()

@@ -154,6 +154,26 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) 
         time.sleep(interval)
 
 
+def lease_left(client: Any, key: str) -> float | None:
+    """Seconds left on the refresh lease of ``key`` by the server's clock; None if nobody holds it.
+
+    The lease is ``"<owner> <expiry ms>"`` with no key TTL (requests_tokenrefresh._redis).
+    """
+    value = client.get(f"{key}:lease")
+    if value is None:
+        return None
+    expiry = int(value.split()[1])
+    seconds, micros = client.time()
+    left = (expiry - (seconds * 1000 + micros // 1000)) / 1000
+    return left if left > 0 else None
+
+
+def lease_owner(client: Any, key: str) -> str | None:
+    """The owner token of the lease of ``key`` if it is held, else None."""
+    value = client.get(f"{key}:lease")
+    return value.split()[0].decode() if value is not None and lease_left(client, key) is not None else None
+
+
 # -- the host processes ------------------------------------------------------------------------
 
 

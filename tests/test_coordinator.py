@@ -167,11 +167,12 @@ def test_a_hung_flight_is_retired_after_the_wait_timeout(run_threads: Any) -> No
         coordinator.token_for_request()
     assert caught.value.retryable
     assert time.monotonic() - started < 5
-    # The next caller does not wait for the retired flight: it starts a new refresh.
+    # The next caller does not wait for the retired flight: it starts a new one, which refreshes
+    # or adopts what the released refresh stored meanwhile (no third refresh either way).
     fakes.gate.set()
     assert coordinator.token_for_request().access_token == "at-new"
     leader.join(10)
-    assert fakes.refreshes == 2
+    assert fakes.refreshes in (1, 2)
 
 
 def test_storage_error_on_first_load_is_raised_and_the_next_call_loads_again() -> None:

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh import LeaseLostError, Token, TokenStorageError
+from requests_tokenrefresh import LeaseLostError, SessionExpiredError, Token, TokenStorageError
 from requests_tokenrefresh._redis import INSTALL_HELP, RedisStorage
 from requests_tokenrefresh.testing import AuthServer
 
 from .redis_support import INSTALL_HELP as SERVER_HELP
-from .redis_support import RedisServer, free_port, redis_server_path, wait_for
+from .redis_support import RedisServer, free_port, lease_left, lease_owner, redis_server_path, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def token(n: int = 1, **fields: Any) -> Token:
 
 
 def wait_lease_gone(client: Any, key: str, timeout: float = 10.0) -> None:
-    wait_for(lambda: not client.exists(f"{key}:lease"), timeout, "the lease to run out")
+    wait_for(lambda: lease_left(client, key) is None, timeout, "the lease to run out")
 
 
 # -- the record --------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_lease_runs_out_and_the_old_holder_cannot_release_the_new_one(
     wait_lease_gone(client, key)
     with make().refresh_lease(10) as new:
         old.__exit__(None, None, None)  # compare-and-delete: not the owner any more, nothing happens
-        assert client.get(f"{key}:lease").decode() == new.owner  # type: ignore[attr-defined]
+        assert lease_owner(client, key) == new.owner  # type: ignore[attr-defined]
         assert new.fence == old.fence + 1  # type: ignore[attr-defined]
 
 
@@ -258,7 +258,7 @@ def test_extend_keeps_the_lease(make: Callable[..., RedisStorage], client: Any, 
     storage = make(lease_margin=0)
     with storage.refresh_lease(0.5) as lease:
         lease.extend(10)
-        assert client.pttl(f"{key}:lease") > 5000
+        assert (lease_left(client, key) or 0) > 5
         lease.check(5)
 
 
@@ -486,3 +486,159 @@ def test_redis_down_a_valid_token_keeps_working(tmp_path: Path, key: str) -> Non
 def _commands(client: Any) -> int:
     stats = client.info("commandstats")
     return sum(int(v["calls"]) for v in stats.values())
+
+
+# -- faults at the steps of the refresh protocol --------------------------------------------------
+
+
+def _current_refresh(srv: AuthServer) -> str:
+    return srv._families[1].current_refresh
+
+
+def test_a_redis_outage_at_the_save_keeps_the_rotated_token(tmp_path: Path, key: str, expired: Any) -> None:
+    """Step "save attempted", fault "storage unreachable for 1.2 s": the save is retried, not dropped.
+
+    The lease's extension between two tries fails too while Redis is down; that was taken for the
+    end of the refresh, and the rotated token was thrown away (the next refresh spent the old one).
+    """
+    with RedisServer(tmp_path / "aof", appendonly=True) as own, AuthServer(ttl=3600) as srv:
+        storage = RedisStorage(own.url, key=key)
+        try:
+            storage.save(expired(srv.issue()))
+            session, _ = _adapter_session(srv, storage, refresh_timeout=15)
+            srv.hold_refresh()
+            answers: list[Any] = []
+            sender = threading.Thread(target=lambda: answers.append(session.get(srv.url + "/api/data", timeout=60)))
+            sender.start()
+            wait_for(lambda: srv.refresh_calls == 1, 15, "the refresh request")
+            own.stop()  # Redis is gone between the token endpoint's answer and the save
+            srv.release_refresh()
+            time.sleep(1.2)
+            own.start()  # the same port, the same data (append-only file)
+            sender.join(60)
+            assert not sender.is_alive()
+            assert [a.status_code for a in answers] == [200]
+            assert storage.load().refresh_token == _current_refresh(srv)  # type: ignore[union-attr]
+            assert srv.refresh_calls == 1
+            assert not srv.revoked
+        finally:
+            storage.close()
+
+
+@pytest.mark.parametrize("loss", ["restart", "flushdb"])
+def test_redis_that_lost_its_data_signs_nobody_out(loss: str, tmp_path: Path, key: str) -> None:
+    """Step "first read inside the lease", fault "storage restarted empty": restore, never sign out.
+
+    A sign-out bumps the version; a restart without persistence or FLUSHDB loses the counter too.
+    The first host to refresh restores the token it holds and refreshes it; the other adopts.
+    """
+    with RedisServer(tmp_path / "redis") as own, AuthServer(ttl=3600) as srv:
+        first, second = RedisStorage(own.url, key=key), RedisStorage(own.url, key=key)
+        try:
+            first.save(Token.from_response(srv.issue()))
+            ended: list[Any] = []
+            hosts = [_adapter_session(srv, s, on_session_expired=ended.append) for s in (first, second)]
+            for session, _ in hosts:
+                assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
+            if loss == "restart":
+                own.restart()
+            else:
+                with own.client() as c:
+                    c.flushdb()
+            hosts[0][1].refresh()  # as after a 401 or at expiry
+            hosts[1][1].refresh()  # finds the restored, refreshed record: adopts it
+            for session, _ in hosts:
+                assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
+            assert ended == []
+            assert srv.refresh_calls == 1
+            assert not srv.revoked
+            assert first.load().refresh_token == _current_refresh(srv)  # type: ignore[union-attr]
+        finally:
+            first.close()
+            second.close()
+
+
+def test_a_sign_out_still_ends_the_session(make: Callable[..., RedisStorage]) -> None:
+    """The other side of Rule 5: a deleted record with a bumped version is a sign-out."""
+    with AuthServer(ttl=3600) as srv:
+        storage = make()
+        storage.save(Token.from_response(srv.issue()))
+        ended: list[Any] = []
+        session, adapter = _adapter_session(srv, storage, on_session_expired=ended.append)
+        assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
+        make().delete()  # `requests-tokenrefresh logout` on another host
+        with pytest.raises(SessionExpiredError, match="no_token|deleted"):
+            adapter.refresh()
+        assert len(ended) == 1
+        assert srv.refresh_calls == 0
+
+
+def test_no_key_has_a_ttl_so_no_eviction_policy_can_take_one(
+    make: Callable[..., RedisStorage], client: Any, key: str
+) -> None:
+    storage = make()
+    storage.save(token())
+    with storage.refresh_lease(30) as lease:
+        lease.load()
+        lease.check(5)
+        names = [key, *(f"{key}:{suffix}" for suffix in ("version", "lease", "fence", "inflight"))]
+        assert all(client.exists(name) for name in names)
+        assert [client.ttl(name) for name in names] == [-1] * 5
+
+
+def test_a_server_that_may_evict_any_key_is_refused(tmp_path: Path, key: str) -> None:
+    with RedisServer(tmp_path / "redis") as own:
+        with own.client() as c:
+            c.config_set("maxmemory-policy", "allkeys-lru")
+        storage = RedisStorage(own.url, key=key)
+        try:
+            for operation in (
+                storage.load,
+                lambda: storage.save(token()),
+                lambda: storage.refresh_lease(5).__enter__(),
+            ):
+                with pytest.raises(TokenStorageError, match="maxmemory-policy allkeys-lru.*noeviction or volatile"):
+                    operation()
+        finally:
+            storage.close()
+        with own.client() as c:
+            c.config_set("maxmemory-policy", "volatile-lru")
+        storage = RedisStorage(own.url, key=key)
+        try:
+            storage.save(token())  # a cache's policy that never evicts keys without a TTL
+        finally:
+            storage.close()
+
+
+def test_a_server_that_denies_config_is_used_with_a_warning(
+    redis_server: RedisServer, client: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = f"no-config-{uuid.uuid4().hex[:8]}"
+    client.acl_setuser(user, enabled=True, passwords=["+pw-for-test"], keys=["*"], commands=["+@all", "-config"])
+    storage = RedisStorage(f"redis://{user}:pw-for-test@127.0.0.1:{redis_server.port}/0", key=key)
+    try:
+        storage.save(token())
+        assert storage.load() is not None
+        assert "cannot read the eviction policy" in caplog.text
+    finally:
+        storage.close()
+        client.acl_deluser(user)
+
+
+def test_after_a_sign_out_a_request_costs_one_read_not_a_lease(make: Callable[..., RedisStorage], client: Any) -> None:
+    with AuthServer(ttl=3600) as srv:
+        storage = make()
+        storage.save(Token.from_response(srv.issue()))
+        session, _ = _adapter_session(srv, make())
+        assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
+        srv.revoke_families()
+        srv.revoke_access_tokens()
+        with pytest.raises(SessionExpiredError):
+            session.get(srv.url + "/api/data", timeout=30)
+        before = _commands(client)
+        for _ in range(10):
+            with pytest.raises(SessionExpiredError, match="no token is stored"):
+                session.get(srv.url + "/api/data", timeout=30)
+        # One read each: EVALSHA of a script of three GETs (commandstats counts all four), and the
+        # INFO call itself. Taking the lease as well cost 14 commands a request.
+        assert _commands(client) - before == 10 * 4 + 1

@@ -31,7 +31,7 @@ from requests_tokenrefresh import LeaseLostError, Token
 from requests_tokenrefresh._redis import RedisStorage
 from requests_tokenrefresh.testing import AuthServer, Canned
 
-from .redis_support import INSTALL_HELP, RedisServer, host_env, redis_server_path, wait_for
+from .redis_support import INSTALL_HELP, RedisServer, host_env, lease_left, redis_server_path, wait_for
 
 SUPPORT = Path(__file__).with_name("redis_support.py")
 #: Seconds any one host process may take, start-up on a loaded machine included.
@@ -149,7 +149,7 @@ def test_holder_killed_mid_refresh_others_proceed_after_the_lease(
             srv.hold_refresh()
             victim = hosts.start("host", "victim", "--threads", "1", "--requests", "1", "--refresh-timeout", "2")
             wait_for(lambda: srv.refresh_calls == 1, PROCESS_TIMEOUT, "the victim's refresh request")
-            assert redis_client.exists(f"{key}:lease")
+            assert lease_left(redis_client, key) is not None
             victim.send_signal(signal.SIGKILL)
             victim.communicate(timeout=30)
             srv.release_refresh(drop=True)  # its request dies with it, unprocessed
@@ -181,7 +181,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[Any]:
 
 
 def _lease_gone(redis_client: Any, key: str) -> None:
-    wait_for(lambda: not redis_client.exists(f"{key}:lease"), 30, "the stopped holder's lease to run out")
+    wait_for(lambda: lease_left(redis_client, key) is None, 30, "the stopped holder's lease to run out")
 
 
 def test_holder_stopped_past_its_lease_does_not_send(
