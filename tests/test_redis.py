@@ -567,7 +567,7 @@ def test_a_sign_out_still_ends_the_session(make: Callable[..., RedisStorage]) ->
         session, adapter = _adapter_session(srv, storage, on_session_expired=ended.append)
         assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
         make().delete()  # `requests-tokenrefresh logout` on another host
-        with pytest.raises(SessionExpiredError, match="no_token|deleted"):
+        with pytest.raises(SessionExpiredError, match=r"no_token|deleted"):
             adapter.refresh()
         assert len(ended) == 1
         assert srv.refresh_calls == 0
@@ -597,7 +597,7 @@ def test_a_server_that_may_evict_any_key_is_refused(tmp_path: Path, key: str) ->
                 lambda: storage.save(token()),
                 lambda: storage.refresh_lease(5).__enter__(),
             ):
-                with pytest.raises(TokenStorageError, match="maxmemory-policy allkeys-lru.*noeviction or volatile"):
+                with pytest.raises(TokenStorageError, match=r"maxmemory-policy allkeys-lru.*noeviction or volatile"):
                     operation()
         finally:
             storage.close()
