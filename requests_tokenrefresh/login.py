@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import logging
-import math
 import os
 import secrets
 import sys
@@ -40,7 +39,7 @@ from .exceptions import (
     TokenStorageError,
 )
 from .storage import TokenStorage
-from .tokens import Token
+from .tokens import Token, _number
 
 if TYPE_CHECKING:
     from ._loopback import Callback
@@ -74,6 +73,18 @@ _DEVICE_EXPIRY = 900.0
 _POLL_FAILURES = 3
 # Files that only exist inside a container (Docker, Podman).
 _CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
+# Parameters each flow sets itself: extra_params must not replace them. scope has its own argument.
+_BROWSER_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "scope",
+)
+_DEVICE_PARAMS = ("client_id", "client_secret", "scope")
 
 
 # -- helpers shared by the flows ----------------------------------------------------------------
@@ -104,6 +115,7 @@ class _Client:
         self.allow_insecure_http = allow_insecure_http
         self.secrets: list[str | None] = [client_secret]  # scrubbed from any server text we show
         self.issuer: str | None = None  # the issuer whose metadata gave the endpoints, if any
+        self.iss_required = False  # its metadata promises iss in every authorization response (RFC 9207)
 
     def close(self) -> None:
         if self.own_session:
@@ -127,6 +139,7 @@ class _Client:
                 found[name] = check_endpoint(name, url, self.allow_insecure_http)
         if metadata is not None and "authorization_endpoint" in given:
             metadata.check_pkce()
+            self.iss_required = metadata.document.get("authorization_response_iss_parameter_supported") is True
         return found
 
     def post(self, url: str, data: dict[str, str], what: str) -> tuple[int, Any, float]:
@@ -210,14 +223,20 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number > 0 else None
+def _seconds(value: Any) -> float | None:
+    """A duration the server sent (``interval``, ``expires_in`` ...): a positive finite number, or None."""
+    number = _number(value)
+    return number if number is not None and number > 0 else None
+
+
+def _extra(extra_params: Mapping[str, str] | None, reserved: tuple[str, ...]) -> dict[str, str]:
+    """``extra_params`` as a dict, refusing any parameter the flow sets itself."""
+    extra = dict(extra_params or {})
+    for name in reserved:
+        if name in extra:
+            hint = "; pass scope= instead" if name == "scope" else ", which the login sets itself"
+            raise ValueError(f"extra_params must not set {name}{hint}")
+    return extra
 
 
 def _save(storage: TokenStorage | None, token: Token) -> None:
@@ -258,7 +277,9 @@ def login_browser(
     not an error: the user can copy the URL). Requests for other paths or with another ``state``
     are answered and ignored. A redirect with the right ``state`` ends the wait: with a code,
     the code is exchanged for a token; with an ``error``, or with neither (a broken server), the
-    login fails at once. The browser's page then says whether the login worked.
+    login fails at once. The browser's page then says whether the login worked. A redirect whose
+    ``iss`` names another issuer is refused, and so is one without ``iss`` when the issuer's metadata
+    says ``authorization_response_iss_parameter_supported`` (RFC 9207).
 
     Args:
         client_id: the client identifier registered at the server.
@@ -277,7 +298,8 @@ def login_browser(
         open_browser: try to open the URL in a browser.
         timeout: seconds to wait for the user.
         stream: where the URL and messages go; standard error by default.
-        extra_params: more authorization request parameters (``prompt``, ``access_type``, ``audience`` ...).
+        extra_params: more authorization request parameters (``prompt``, ``access_type``, ``audience`` ...);
+            not one the login sets itself (``state``, ``redirect_uri``, ``code_challenge`` ...) nor ``scope``.
         session: the session for the code exchange and discovery; a private one by default.
         request_timeout: seconds for each HTTP request to the server.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
@@ -291,6 +313,7 @@ def login_browser(
             ``invalid_grant`` (the code was refused), ``network_error``, or a discovery error.
         InsecureTransportError: an endpoint is plain http to a host that is not loopback.
         TokenStorageError: the token could not be stored.
+        ValueError: a bad argument, such as ``extra_params`` naming a parameter the login sets itself.
         KeyboardInterrupt: the user pressed Ctrl-C; the port is released all the same.
 
     .. versionadded:: 0.2
@@ -303,6 +326,7 @@ def login_browser(
 
     from ._loopback import LoopbackListener
 
+    extra = _extra(extra_params, _BROWSER_PARAMS)
     out = sys.stderr if stream is None else stream
     client = _Client(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
     try:
@@ -330,7 +354,7 @@ def login_browser(
                 "code_challenge_method": "S256",
                 **({"scope": scope} if scope else {}),
                 **({"nonce": nonce} if nonce else {}),
-                **dict(extra_params or {}),
+                **extra,
             }
             endpoint = urls["authorization_endpoint"]
             url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
@@ -381,9 +405,15 @@ def _finish(
     """Check the redirect's answer, exchange its code, check the nonce; return the token."""
     params = callback.params
     issuer = client.issuer
+    # RFC 9207: an answer from another server (a mix-up attack) must never get the verifier.
     if issuer is not None and "iss" in params and params["iss"].rstrip("/") != issuer.rstrip("/"):
-        # RFC 9207: the answer came from another server (a mix-up attack): never send it the verifier.
         raise LoginError("invalid_callback: the redirect came from another issuer", error="invalid_callback")
+    if client.iss_required and "iss" not in params:
+        raise LoginError(
+            f"invalid_callback: the redirect carried no iss, which the authorization server {issuer} sends in "
+            "every answer (authorization_response_iss_parameter_supported, RFC 9207); it may come from another server",
+            error="invalid_callback",
+        )
     if "error" in params:
         error = _clean(params["error"], ())[:100] or "login_failed"
         description = _clean(params["error_description"], ()) if params.get("error_description") else None
@@ -457,7 +487,8 @@ def login_device(
         storage: where to save the token; nothing is saved if the login fails.
         timeout: seconds to wait at most; the device code's ``expires_in`` by default.
         stream: where the instructions go; standard error by default.
-        extra_params: more device authorization request parameters (``audience`` ...).
+        extra_params: more device authorization request parameters (``audience`` ...); not
+            ``client_id``, ``client_secret`` nor ``scope``.
         session: the session for the requests; a private one by default.
         request_timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
@@ -473,18 +504,20 @@ def login_device(
             or a discovery error.
         InsecureTransportError: an endpoint is plain http to a host that is not loopback.
         TokenStorageError: the token could not be stored.
+        ValueError: a bad argument, such as ``extra_params`` naming ``scope``.
 
     .. versionadded:: 0.2
     """
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
+    extra = _extra(extra_params, _DEVICE_PARAMS)
     out = sys.stderr if stream is None else stream
     client = _Client(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
     try:
         urls = client.endpoints(
             issuer, {"device_authorization_endpoint": device_authorization_url, "token_endpoint": token_url}
         )
-        data = {**({"scope": scope} if scope else {}), **dict(extra_params or {})}
+        data = {**({"scope": scope} if scope else {}), **extra}
         status, body, _ = client.post(urls["device_authorization_endpoint"], data, "device authorization endpoint")
         if status != 200:
             raise client.error(status, body, "device authorization endpoint")
@@ -507,8 +540,8 @@ def login_device(
             _say(out, f"\n    {complete}\n")
         else:
             _say(out, f"To log in, open this address on any device:\n\n    {uri}\n\nand enter the code: {user_code}\n")
-        interval = _number(body.get("interval")) or DEFAULT_DEVICE_INTERVAL
-        lifetime = _number(body.get("expires_in")) or _DEVICE_EXPIRY
+        interval = _seconds(body.get("interval")) or DEFAULT_DEVICE_INTERVAL
+        lifetime = _seconds(body.get("expires_in")) or _DEVICE_EXPIRY
         if timeout is not None:
             lifetime = min(lifetime, timeout)
         token = _poll(client, urls["token_endpoint"], device_code, interval, lifetime, out, sleep, clock)
@@ -764,7 +797,7 @@ def refresh_token_expires_at(token: Token) -> float | None:
     if token.obtained_at is None:
         return None
     for name in ("refresh_token_expires_in", "refresh_expires_in"):
-        seconds = _number(token.extra.get(name))
+        seconds = _seconds(token.extra.get(name))
         if seconds is not None:
             return token.obtained_at + seconds
     return None

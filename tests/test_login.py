@@ -18,6 +18,7 @@ import time
 import webbrowser
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -71,12 +72,21 @@ class Browser:
         action: "approve" or "deny" (the form's buttons).
         before: extra requests to the listener before the real redirect: "favicon", "tampered".
         deliver: follow the redirect to the listener (False: stop after the server's redirect).
+        rewrite: query parameters of the server's redirect replaced (a value) or taken off (None)
+            before it is followed, as a server in a mix-up attack would send them.
     """
 
-    def __init__(self, action: str = "approve", before: tuple[str, ...] = (), deliver: bool = True) -> None:
+    def __init__(
+        self,
+        action: str = "approve",
+        before: tuple[str, ...] = (),
+        deliver: bool = True,
+        rewrite: dict[str, str | None] | None = None,
+    ) -> None:
         self.action = action
         self.before = before
         self.deliver = deliver
+        self.rewrite = rewrite or {}
         self.urls: list[str] = []
         self.location = ""
         self.pages: list[requests.Response] = []
@@ -105,6 +115,11 @@ class Browser:
                 )
                 assert answer.status_code == 302, answer.text
                 self.location = answer.headers["Location"]
+                if self.rewrite:
+                    parts = urlsplit(self.location)
+                    query = {k: v for k, v in parse_qsl(parts.query) if k not in self.rewrite}
+                    query.update({k: v for k, v in self.rewrite.items() if v is not None})
+                    self.location = urlunsplit(parts._replace(query=urlencode(query)))
                 if not self.deliver:
                     return
                 base = self.location.split("/callback")[0]
@@ -405,6 +420,91 @@ def test_an_id_token_for_another_nonce_is_refused(auth: AuthServer, browser: Bro
     assert storage.load() is None
 
 
+def test_a_redirect_without_iss_is_refused_when_the_server_promises_iss(auth: AuthServer, browser: Browser) -> None:
+    """RFC 9207 §2.4: with authorization_response_iss_parameter_supported, a response without iss is refused."""
+    auth.metadata_extra = {"authorization_response_iss_parameter_supported": True}
+    browser.rewrite = {"iss": None}
+    storage = MemoryStorage()
+    with pytest.raises(LoginError, match=r"invalid_callback: the redirect carried no iss, .*RFC 9207") as info:
+        _browser_login(auth, storage=storage, stream=io.StringIO())
+    browser.join()
+    assert "code=" in browser.location
+    assert "iss=" not in browser.location
+    assert info.value.error == "invalid_callback"
+    assert storage.load() is None
+    assert auth.login_log == []  # the code (and the verifier) never went to the token endpoint
+    assert "The login failed (invalid_callback)" in browser.last_page.text
+
+
+def test_an_error_redirect_without_iss_is_refused_as_well(auth: AuthServer, browser: Browser) -> None:
+    auth.metadata_extra = {"authorization_response_iss_parameter_supported": True}
+    browser.action = "deny"
+    browser.rewrite = {"iss": None}
+    with pytest.raises(LoginError, match="carried no iss") as info:
+        _browser_login(auth, stream=io.StringIO())
+    browser.join()
+    assert info.value.error == "invalid_callback"
+
+
+@pytest.mark.parametrize("promised", [False, "true", None])
+def test_a_redirect_without_iss_is_accepted_when_the_server_does_not_promise_iss(
+    auth: AuthServer, browser: Browser, promised: object
+) -> None:
+    if promised is not None:
+        auth.metadata_extra = {"authorization_response_iss_parameter_supported": promised}
+    browser.rewrite = {"iss": None}
+    storage = MemoryStorage()
+    _browser_login(auth, storage=storage, stream=io.StringIO())
+    browser.join()
+    assert "iss=" not in browser.location
+    assert storage.load() is not None
+
+
+@pytest.mark.parametrize("promised", [True, False])
+def test_a_redirect_from_another_issuer_is_refused(auth: AuthServer, browser: Browser, promised: bool) -> None:
+    auth.metadata_extra = {"authorization_response_iss_parameter_supported": promised}
+    browser.rewrite = {"iss": "https://evil.example.net"}
+    storage = MemoryStorage()
+    with pytest.raises(LoginError, match="invalid_callback: the redirect came from another issuer"):
+        _browser_login(auth, storage=storage, stream=io.StringIO())
+    browser.join()
+    assert storage.load() is None
+    assert auth.login_log == []
+
+
+def test_the_iss_of_the_redirect_may_differ_by_a_trailing_slash(auth: AuthServer, browser: Browser) -> None:
+    auth.metadata_extra = {"authorization_response_iss_parameter_supported": True}
+    browser.rewrite = {"iss": auth.issuer + "/"}
+    storage = MemoryStorage()
+    _browser_login(auth, storage=storage, stream=io.StringIO())
+    browser.join()
+    assert storage.load() is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "nonce"],
+)
+def test_extra_params_cannot_replace_what_the_browser_login_sets(auth: AuthServer, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"extra_params must not set {name}\b"):
+        _browser_login(auth, stream=io.StringIO(), extra_params={"prompt": "consent", name: "x"})
+
+
+def test_extra_params_cannot_carry_the_scope(auth: AuthServer) -> None:
+    with pytest.raises(ValueError, match=r"extra_params must not set scope; pass scope="):
+        _browser_login(auth, stream=io.StringIO(), extra_params={"scope": "admin"})
+    with pytest.raises(ValueError, match=r"extra_params must not set scope"):
+        login_device(client_id="cli", issuer=auth.issuer, stream=io.StringIO(), extra_params={"scope": "admin"})
+    with pytest.raises(ValueError, match=r"extra_params must not set client_id"):
+        login_device(client_id="cli", issuer=auth.issuer, stream=io.StringIO(), extra_params={"client_id": "other"})
+
+
+def test_extra_params_reach_the_authorization_request(auth: AuthServer, browser: Browser) -> None:
+    _browser_login(auth, stream=io.StringIO(), extra_params={"prompt": "consent", "audience": "api"})
+    browser.join()
+    assert "&prompt=consent&audience=api" in browser.urls[0]
+
+
 def test_a_busy_fixed_port_fails_at_once(auth: AuthServer) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -532,6 +632,20 @@ def test_device_login_without_interval_or_complete_uri(auth: AuthServer) -> None
     text = out.getvalue()
     assert f"{auth.url}/device\n" in text
     assert re.search(r"enter the code: [A-Z]{4}-[A-Z]{4}", text)
+
+
+@pytest.mark.parametrize(
+    "interval", [10**400, float("inf"), "1e400", 0, -3, "soon"], ids=["huge-int", "inf", "1e400", "0", "-3", "word"]
+)
+def test_device_login_with_an_unusable_interval_polls_every_5_seconds(auth: AuthServer, interval: Any) -> None:
+    """An interval too large for a float (or not positive, or not a number) is as if none were sent."""
+    auth.device_interval = interval
+    fake = FakeTime()
+    fake.hooks[1] = lambda: auth.approve_device()
+    storage = MemoryStorage()
+    _device_login(auth, fake, storage=storage)
+    assert fake.sleeps == [5.0]
+    assert storage.load() is not None
 
 
 def test_device_login_slows_down_by_5_seconds(auth: AuthServer) -> None:
@@ -703,6 +817,8 @@ def test_the_refresh_token_lifetime_is_kept_and_read(auth: AuthServer, browser: 
     assert refresh_token_expires_at(record) == refresh_token_expires_at(token)
     assert refresh_token_expires_at(Token("at", extra={"refresh_token_expires_in": "60"}, obtained_at=10)) == 70
     assert refresh_token_expires_at(Token("at", obtained_at=10)) is None
+    assert refresh_token_expires_at(Token("at", extra={"refresh_expires_in": 10**400}, obtained_at=10)) is None
+    assert refresh_token_expires_at(Token("at", extra={"refresh_expires_in": -60}, obtained_at=10)) is None
 
 
 def test_all_login_errors_share_the_package_root() -> None:
