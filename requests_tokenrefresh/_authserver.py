@@ -92,9 +92,10 @@ class AuthServer:
     """An OAuth 2.0 authorization server and a protected API on loopback, in a thread of this process.
 
     ``POST /token`` is the token endpoint (grants ``refresh_token``, ``client_credentials``,
-    ``authorization_code`` with PKCE and the device code); any other path is the protected API:
-    it answers ``200`` and a JSON object (``ok``, the request body's ``length`` and ``sha256``)
-    to a request whose ``Authorization: Bearer`` token is valid and unexpired, and ``401`` with
+    ``authorization_code`` with PKCE and the device code); any other path is the protected API,
+    whatever the method (``HEAD`` gets the headers without the body): it answers ``200`` and a
+    JSON object (``ok``, the request body's ``length`` and ``sha256``) to a request whose
+    ``Authorization: Bearer`` token is valid and unexpired, and ``401`` with
     ``WWW-Authenticate: Bearer error="invalid_token"`` otherwise. The login endpoints are there
     too: ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``
     (metadata), ``/authorize`` (a login form), ``/device_authorization`` and ``/device`` (RFC
@@ -701,6 +702,8 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if self.command == "HEAD":  # the headers a GET gets, without the body (RFC 9110 §9.3.2)
+                return
             if not trickle:
                 self.wfile.write(body)
                 return
@@ -713,7 +716,8 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
             body = self._body()
             auth = self.headers.get("Authorization")
             parts = urlsplit(self.path)
-            login = server.login_endpoint(self.command, parts.path, parts.query, body, auth)
+            method = "GET" if self.command == "HEAD" else self.command
+            login = server.login_endpoint(method, parts.path, parts.query, body, auth)
             if login is not None:
                 return self._send(*login)
             if urlsplit(self.path).path == "/token" and self.command == "POST":
@@ -736,6 +740,11 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
             extra = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
             self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **extra})
 
-        do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+        def __getattr__(self, name: str) -> Any:
+            # http.server answers 501 to a method without a do_<METHOD>: here every method
+            # (PATCH, HEAD, OPTIONS, WebDAV's ...) is one the API serves.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
     return Handler

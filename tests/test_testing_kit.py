@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -454,6 +455,34 @@ def test_canned_answers_come_first_and_spend_no_refresh_token() -> None:
     assert second.status_code == 200
     assert server.refresh_calls == 2
     assert not server.revoked
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"])
+def test_the_api_answers_every_method(method: str) -> None:
+    with AuthServer() as server, requests.Session() as session:
+        bearer = {"Authorization": "Bearer " + server.issue()["access_token"]}
+        ok = session.request(method, f"{server.url}/items/1", data=b"abc", headers=bearer, timeout=10)
+        rejected = session.request(method, f"{server.url}/items/1", timeout=10)
+
+    assert ok.status_code == 200
+    assert ok.json() == {"ok": True, "length": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+    assert rejected.status_code == 401
+    assert rejected.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert (server.api_calls, server.api_rejections) == (2, 1)
+
+
+def test_the_api_answers_head_as_get_without_the_body() -> None:
+    with AuthServer() as server, requests.Session() as session:
+        url, bearer = f"{server.url}/items/1", {"Authorization": "Bearer " + server.issue()["access_token"]}
+        head = session.head(url, headers=bearer, timeout=10)
+        # Next on the same connection: a body sent after the HEAD's headers would be read as its answer.
+        get = session.get(url, headers=bearer, timeout=10)
+        rejected = session.head(url, timeout=10)
+
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.content))
+    assert get.json()["ok"] is True
+    assert (rejected.status_code, rejected.content) == (401, b"")
 
 
 def test_auth_server_stop_without_start_returns() -> None:
