@@ -17,6 +17,7 @@ pitfalls a client must survive (see the ``*_mode`` attributes).
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import hashlib
 import html
@@ -28,7 +29,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
 __all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "ROTATION_MODES"]
 
@@ -104,7 +105,9 @@ class AuthServer:
     By default it behaves like a strict production server: access tokens live an hour, refresh
     tokens rotate, and a refresh token presented twice revokes its whole family. Tokens expire
     in real time (:func:`time.time`); a client under a :class:`~requests_tokenrefresh.testing.FakeClock`
-    sees its token expire earlier, while the server still accepts it.
+    sees its token expire earlier, while the server still accepts it. A token request it cannot
+    read is refused as such a server does: a malformed ``Basic`` header with ``401``
+    ``invalid_client``, a body that is not UTF-8 with ``400`` ``invalid_request``.
 
     Use it as a context manager (or call :meth:`start` and :meth:`stop`)::
 
@@ -370,6 +373,13 @@ class AuthServer:
         entry["status"] = status
         return status, body
 
+    def _unreadable_token_request(self) -> tuple[int, dict[str, Any]]:
+        """Count and log a ``POST /token`` whose body is not UTF-8 form data, and refuse it unread."""
+        with self.lock:
+            self.refresh_calls += 1
+            self.token_log.append({"t": time.time(), "refresh_token": None, "status": 400})
+        return 400, {"error": "invalid_request", "error_description": "The request body is not UTF-8 form data"}
+
     def _grant(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
         if not self._client_ok(form, authorization):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
@@ -410,9 +420,10 @@ class AuthServer:
         if self.client_id is None:
             return True
         if authorization and authorization.startswith("Basic "):
-            pair = base64.b64decode(authorization[6:]).decode()
-            from urllib.parse import unquote_plus
-
+            try:
+                pair = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return False  # a malformed header is a client that failed to authenticate
             cid, _, secret = pair.partition(":")
             return (unquote_plus(cid), unquote_plus(secret)) == (self.client_id, self.client_secret)
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
@@ -721,7 +732,10 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
             if login is not None:
                 return self._send(*login)
             if urlsplit(self.path).path == "/token" and self.command == "POST":
-                form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+                try:
+                    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+                except UnicodeDecodeError:
+                    return self._send(*_json(*server._unreadable_token_request()))
                 status, result = server.token_endpoint(form, auth)
                 if isinstance(result, Canned):
                     time.sleep(result.delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -483,6 +484,42 @@ def test_the_api_answers_head_as_get_without_the_body() -> None:
     assert head.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.content))
     assert get.json()["ok"] is True
     assert (rejected.status_code, rejected.content) == (401, b"")
+
+
+def _basic(credentials: bytes) -> str:
+    return "Basic " + base64.b64encode(credentials).decode()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic !!not base64!!", "Basic YXBw=x", _basic(b"\xffapp:s3cret"), _basic(b"app:s3cret\xff"), "Basic "],
+    ids=["not-base64", "bad-padding", "not-utf8-id", "not-utf8-secret", "empty"],
+)
+def test_a_malformed_basic_header_is_answered_invalid_client(authorization: str) -> None:
+    with AuthServer(client_id="app", client_secret="s3cret") as server, requests.Session() as session:
+        form = {"grant_type": "client_credentials"}
+        refused = session.post(server.token_url, data=form, headers={"Authorization": authorization}, timeout=10)
+        granted = session.post(server.token_url, data=form, auth=("app", "s3cret"), timeout=10)
+
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
+    assert granted.status_code == 200
+
+
+def test_a_token_request_whose_body_is_not_utf8_is_answered_invalid_request() -> None:
+    with AuthServer() as server, requests.Session() as session:
+        refresh = server.issue()["refresh_token"]
+        form = f"grant_type=refresh_token&refresh_token={refresh}".encode() + b"\xff"
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        refused = session.post(server.token_url, data=form, headers=headers, timeout=10)
+        granted = session.post(
+            server.token_url, data={"grant_type": "refresh_token", "refresh_token": refresh}, timeout=10
+        )
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_request"
+    assert granted.status_code == 200  # the refused request spent nothing
+    assert [entry["status"] for entry in server.token_log] == [400, 200]
 
 
 def test_auth_server_stop_without_start_returns() -> None:
