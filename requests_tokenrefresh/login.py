@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
@@ -73,6 +74,10 @@ _DEVICE_EXPIRY = 900.0
 _POLL_FAILURES = 3
 # Files that only exist inside a container (Docker, Podman).
 _CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
+# Seconds the login gives the browser launcher, most of which return at once, to say that no
+# browser opened before it says it waits; the timeout runs meanwhile.
+_LAUNCH_GRACE = 1.0
+_NO_BROWSER = "(No browser could be opened: copy the address into one.)"
 # Parameters each flow sets itself: extra_params must not replace them. scope has its own argument.
 _BROWSER_PARAMS = (
     "response_type",
@@ -273,13 +278,16 @@ def login_browser(
 
     A listener on loopback (127.0.0.1, and ::1 where available) waits for the redirect at
     ``http://127.0.0.1:PORT/callback``; the authorization URL is always printed to ``stream`` and,
-    with ``open_browser``, opened with :func:`webbrowser.open` (a browser that fails to open is
-    not an error: the user can copy the URL). Requests for other paths or with another ``state``
-    are answered and ignored. A redirect with the right ``state`` ends the wait: with a code,
-    the code is exchanged for a token; with an ``error``, or with neither (a broken server), the
-    login fails at once. The browser's page then says whether the login worked. A redirect whose
-    ``iss`` names another issuer is refused, and so is one without ``iss`` when the issuer's metadata
-    says ``authorization_response_iss_parameter_supported`` (RFC 9207).
+    with ``open_browser``, opened with :func:`webbrowser.open` in a thread of its own: a launcher
+    that waits until its browser exits (console browsers, a ``BROWSER`` command without ``&``)
+    holds neither the login nor its ``timeout``, which runs from the moment the URL is shown. A
+    browser that fails to open is not an error: the user can copy the URL. Requests for other
+    paths or with another ``state`` are answered and ignored. A redirect with the right ``state``
+    ends the wait: with a code, the code is exchanged for a token; with an ``error``, or with
+    neither (a broken server), the login fails at once. The browser's page then says whether the
+    login worked. A redirect whose ``iss`` names another issuer is refused, and so is one without
+    ``iss`` when the issuer's metadata says ``authorization_response_iss_parameter_supported``
+    (RFC 9207).
 
     Args:
         client_id: the client identifier registered at the server.
@@ -361,16 +369,18 @@ def login_browser(
             minutes = f"{timeout / 60:g} minutes" if timeout >= 120 else f"{timeout:g} seconds"
             _say(out, f"Log in with your browser at this address:\n\n    {url}\n")
             log.debug("browser login: waiting on %s", listener.redirect_uri)
-            if open_browser:
-                try:
-                    opened = webbrowser.open(url)
-                except Exception as exc:  # any browser trouble is the user's copy-and-paste cue
-                    log.debug("could not open a browser: %s", type(exc).__name__)
-                    opened = False
-                if not opened:
-                    _say(out, "(No browser could be opened: copy the address into one.)")
+            deadline = time.monotonic() + timeout  # from now on, whatever the browser launcher does
+            launcher = _Launcher(webbrowser.open, url) if open_browser else None
+            if launcher is not None:
+                launcher.finished.wait(min(_LAUNCH_GRACE, timeout))
+                if launcher.failed():
+                    _say(out, _NO_BROWSER)
             _say(out, f"Waiting up to {minutes} for the login; press Ctrl-C to cancel.")
-            callback = listener.wait(timeout)
+            callback = None
+            while callback is None and (left := deadline - time.monotonic()) > 0:
+                callback = listener.wait(min(left, 1.0))
+                if callback is None and launcher is not None and launcher.failed():
+                    _say(out, _NO_BROWSER)  # a launcher that waited for its browser, which then failed
             if callback is None:
                 count = len(listener.ignored)
                 ignored = ""
@@ -397,6 +407,39 @@ def login_browser(
             return token
     finally:
         client.close()
+
+
+class _Launcher:
+    """Opens the login's URL in a browser, from a daemon thread the login never waits for.
+
+    :func:`webbrowser.open` returns only when the browser exits for a ``BROWSER`` command line
+    with ``%s`` and no trailing ``&``, for an unknown wrapper (a Windows browser under WSL) and for
+    the console browsers Python picks without a display (``www-browser``, ``lynx``, ``w3m``); and
+    the loopback listener answers that browser's redirect only once the login is done. Called in
+    the login's thread, it would hold the login until the browser gave up. The thread is never
+    joined: a browser may outlive the login, and the program.
+    """
+
+    def __init__(self, open_url: Callable[[str], bool], url: str) -> None:
+        self.finished = threading.Event()
+        self.opened = False
+        self._reported = False
+        threading.Thread(target=self._open, args=(open_url, url), name="login-browser", daemon=True).start()
+
+    def _open(self, open_url: Callable[[str], bool], url: str) -> None:
+        try:
+            self.opened = bool(open_url(url))
+        except Exception as exc:  # any browser trouble is the user's copy-and-paste cue
+            log.debug("could not open a browser: %s", type(exc).__name__)
+        finally:
+            self.finished.set()
+
+    def failed(self) -> bool:
+        """True the first time it is asked once the launcher has said that no browser opened."""
+        if self._reported or self.opened or not self.finished.is_set():
+            return False
+        self._reported = True
+        return True
 
 
 def _finish(
