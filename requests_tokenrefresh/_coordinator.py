@@ -504,25 +504,30 @@ class Coordinator:
         """Run ``flight`` in a worker thread and wait for it (Rule 12); return what :meth:`_run` returns."""
         outcome: list[Token | None] = []
         failure: list[BaseException] = []
+        finished = threading.Event()
 
         def work() -> None:
             try:
                 outcome.append(self._run(flight, token))
             except BaseException as exc:  # handed to the caller below
                 failure.append(exc)
+            finally:
+                finished.set()
 
+        # Waited for on an Event, not with join(): an interrupted join() marks a live thread as
+        # stopped on Python 3.11 (bpo-45274's fix), and interpreter exit then does not wait for it.
         worker = threading.Thread(target=work, name=f"token-{flight.kind.value}")
         worker.start()
         try:
-            worker.join(self._wait_timeout)
+            finished.wait(self._wait_timeout)
         except BaseException:
             # Interrupted (Ctrl-C, SystemExit from a signal handler): the request may be on its
             # way; let the flight store the answer, then raise the interrupt. A second interrupt
             # ends this wait; the worker, not a daemon, still finishes before the interpreter exits.
             log.warning("interrupted during a token %s; letting it finish first", flight.kind.value)
-            worker.join(self._wait_timeout)
+            finished.wait(self._wait_timeout)
             raise
-        if worker.is_alive():
+        if not finished.is_set():
             raise RefreshError(
                 f"refresh_timeout: the token {flight.kind.value} did not finish within {self._wait_timeout:.0f}s",
                 error="refresh_timeout",

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -266,6 +267,55 @@ def test_stale_writer_across_processes_is_rejected(
         assert late["outcome"] == "save-rejected"
         assert "another holder" in late["reason"]
         assert redis_client.get(key) == saved
+
+
+def test_holder_stopped_after_the_answer_is_waited_for_and_its_token_adopted(
+    tmp_path: Path, redis_server: RedisServer, storage: RedisStorage, key: str, redis_client: Any
+) -> None:
+    """Stopped after the token endpoint answered, past its lease: the next holder waits for its save.
+
+    The in-flight marker tells the next holder that the stored refresh token may be spent. It waits
+    (up to refresh_timeout) for the stopped holder's answer instead of presenting that token again,
+    which with reuse detection revoked the family and signed every host out.
+    """
+    import requests
+
+    from requests_tokenrefresh import TokenRefreshAdapter
+
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        storage.save(Token.from_response(srv.issue()))
+        hosts = _hosts(tmp_path, redis_server, key, srv)
+        other = RedisStorage(redis_server.url, key=key)  # another host: it shares only Redis
+        adapter = TokenRefreshAdapter(other, token_url=srv.token_url, refresh_timeout=20)
+        session = requests.Session()
+        session.mount(srv.url + "/", adapter)
+        try:
+            stalled = hosts.start("hold", "stalled", "--lease", "1.5", "--park", "answered")
+            wait_for((tmp_path / "stalled" / "answered").exists, PROCESS_TIMEOUT, "the holder's answer")
+            os.kill(stalled.pid, signal.SIGSTOP)
+            (tmp_path / "stalled" / "answered.go").touch()
+            _lease_gone(redis_client, key)
+            outcome: list[Any] = []
+            started = time.monotonic()
+            refresher = threading.Thread(target=lambda: outcome.append(adapter.refresh()))
+            refresher.start()
+            time.sleep(1.0)  # the other host is waiting inside its lease
+            assert refresher.is_alive()
+            os.kill(stalled.pid, signal.SIGCONT)
+            late = hosts.result(stalled)
+            refresher.join(PROCESS_TIMEOUT)
+            waited = time.monotonic() - started
+        finally:
+            hosts.cleanup()
+            session.close()
+            other.close()
+        assert late["outcome"] == "saved"
+        assert [e["status"] for e in srv.token_log] == [200]  # one refresh: the stopped holder's
+        assert not srv.revoked
+        assert outcome
+        assert outcome[0].refresh_token == srv._families[1].current_refresh
+        assert storage.load().refresh_token == srv._families[1].current_refresh  # type: ignore[union-attr]
+        assert 1.0 <= waited < 20
 
 
 def test_redis_restarted_with_aof_loses_nothing(tmp_path: Path, key: str) -> None:
