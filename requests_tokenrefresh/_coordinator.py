@@ -69,7 +69,9 @@ Rule 9: a refresh runs inside the storage's refresh lease (:class:`~.storage.Ref
         store lost writes (``lost``: a Redis restarted empty or failed over), an empty or older
         record is no sign-out: the token in memory is restored and refreshed.
 Rule 10: :meth:`reset` (logout, account switch) takes effect for every request that starts after
-        it; the outcome of a refresh begun before it is dropped, never saved over it.
+        it; the outcome of a refresh begun before it is dropped, never saved over it. After a
+        sign-out (``reset(None)``) a grant that mints (client credentials) makes no new token by
+        itself: requests raise ``no_token`` until a token is set or stored again.
 Rule 11: a forked child starts with a new condition and no flight (the thread that ran the
         parent's flight does not exist there); it keeps the token.
 Rule 12: a flight that may reach the token endpoint or the store (load, refresh, save) runs in a
@@ -198,6 +200,7 @@ class Coordinator:
         self._token: Token | None = None
         self._flight: _Flight | None = None
         self._epoch = 0  # bumped by reset() (Rule 10)
+        self._signed_out = False  # reset(None): a minting grant makes no token until a new one is set
         self._advisory_after = 0.0  # no advisory refresh before this epoch time
         self._unsaved = False  # the current token is not in the store yet (Rule 7)
         self._save_after = 0.0
@@ -349,6 +352,7 @@ class Coordinator:
                 self._retire(self._flight)
             mine = self._begin(_Kind.RESET)
             self._token = token
+            self._signed_out = token is None
             self._snapshot()
         try:
             with self._storage.refresh_lease(self._lease_timeout), self._store_mutex:
@@ -563,11 +567,13 @@ class Coordinator:
                     self._background = None
 
     def _run_load(self, flight: _Flight) -> None:
+        with self._cond:  # after a sign-out, client credentials are not used again by themselves
+            mints = self._mints and not self._signed_out
         try:
             stored = self._storage.load()
         except TokenStorageError:
             stored = None
-        if stored is None and (self._mints or not getattr(self._storage, "_atomic_writes", False)):
+        if stored is None and (mints or not getattr(self._storage, "_atomic_writes", False)):
             # A writer may be rewriting the record (some backends truncate first): read again
             # inside the lease, where no refresh writes, before telling anyone to log in (Rule 9).
             # A store whose writes are atomic (Redis) is not read again: after a sign-out each
@@ -575,7 +581,7 @@ class Coordinator:
             try:
                 with self._storage.refresh_lease(self._lease_timeout) as lease:
                     stored = lease.load()
-                    if stored is None and self._mints:  # client credentials: make the first token
+                    if stored is None and mints:  # client credentials: make the first token
                         self._refresh_in_lease(flight, None, lease)
                         return
             except (RefreshError, TokenStorageError) as exc:

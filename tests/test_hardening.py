@@ -250,6 +250,19 @@ def test_an_endpoint_that_always_says_401_does_not_rotate_on_every_call(session_
         assert not srv.revoked
 
 
+def test_an_endpoint_that_always_says_401_with_nothing_succeeding_rotates_once_per_call(
+    session_for: Any, expired: Any
+) -> None:
+    """What docs/how-it-works.rst says: with no success to prove the token good, a 401 is believed."""
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        srv.denied_paths.add("/api/needs-2fa")
+        session, _ = session_for(srv, expired(srv.issue()))
+        statuses = [session.get(f"{srv.url}/api/needs-2fa").status_code for _ in range(10)]
+        assert statuses == [401] * 10
+        assert srv.refresh_calls == 1 + 10  # the expiry's, then one per call
+        assert not srv.revoked
+
+
 def test_a_retry_forcelist_with_401_does_not_hide_it_from_the_adapter(server: AuthServer, session_for: Any) -> None:
     retry = Retry(total=3, backoff_factor=0, status_forcelist=[401, 429, 500, 502, 503, 504])
     session, adapter = session_for(server, Token.from_response(server.issue()), max_retries=retry)

@@ -109,3 +109,23 @@ def test_a_refresh_expiry_is_kept_when_a_later_response_does_not_repeat_it() -> 
     first = Token.from_response({"access_token": "at-1", "refresh_token": "rt-1", "refresh_expires_in": 1800}, now=1000)
     later = Token.from_response({"access_token": "at-2"}, first, now=1500)
     assert first.refresh_token_expires_at == later.refresh_token_expires_at == 2800
+
+
+def test_logout_stops_a_client_credentials_adapter_until_a_token_is_saved(session_for: Any) -> None:
+    """As logout()'s docstring says: requests raise no_token; the adapter mints nothing by itself."""
+    from requests_tokenrefresh import SessionExpiredError
+
+    with AuthServer(ttl=3600, client_id="svc", client_secret="s3cret") as srv:
+        storage = MemoryStorage()
+        options = {"grant_type": "client_credentials", "client_id": "svc", "client_secret": "s3cret"}
+        session, adapter = session_for(srv, None, storage=storage, **options)
+        assert session.get(f"{srv.url}/api").status_code == 200  # the first token, minted
+        adapter.logout()
+        for call in (lambda: session.get(f"{srv.url}/api"), adapter.refresh):
+            with pytest.raises(SessionExpiredError) as caught:
+                call()
+            assert caught.value.error == "no_token"
+        assert srv.refresh_calls == 1
+        assert storage.load() is None
+        adapter.save_token(Token.from_response(srv.issue()))
+        assert session.get(f"{srv.url}/api").status_code == 200
