@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import keyring
 import keyring.backend
 import keyring.backends.fail
@@ -29,6 +30,13 @@ import requests
 
 from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring, use_keyring
+
+
+# Hypothesis profiles: "dev" (the default) draws new schedules on every run; "ci" (tox -e slow)
+# draws the same ones every run, so CI checks what was checked before a push and a failure replays.
+hypothesis.settings.register_profile("dev", print_blob=True)
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 class SecretServiceKeyring(MemoryKeyring):

@@ -41,6 +41,8 @@ SUBPROCESS_BACKENDS = {
     "secretservice": "keyring.backends.SecretService.Keyring",
 }
 
+pytestmark = pytest.mark.slow  # real processes sharing one keyring entry
+
 
 @dataclass
 class SharedKeyring:
@@ -96,7 +98,6 @@ def summary(process: subprocess.Popen[str], timeout: float = 90) -> dict[str, An
     return result
 
 
-@pytest.mark.slow
 def test_four_processes_make_one_refresh_per_expiry(shared_keyring: SharedKeyring) -> None:
     # 2 s tokens: the refresh window is 1 s (half the lifetime), so a new expiry every ~second.
     with AuthServer(ttl=2, rotation="reuse-detection") as srv:
@@ -115,7 +116,6 @@ def test_four_processes_make_one_refresh_per_expiry(shared_keyring: SharedKeyrin
     assert {entry["status"] for entry in srv.token_log} == {200}
 
 
-@pytest.mark.slow
 def test_a_process_killed_inside_the_refresh_does_not_block_the_others(
     shared_keyring: SharedKeyring, expired: Any
 ) -> None:

@@ -692,6 +692,7 @@ def run_schedule(schedule: Schedule) -> Report:
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(
     max_examples=15,
     deadline=None,
