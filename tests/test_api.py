@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.resources
@@ -12,6 +13,7 @@ import re
 import typing
 from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 from types import GenericAlias, ModuleType
 from typing import Any
 
@@ -201,6 +203,34 @@ def test_the_scope_annotation_admits_every_scope_the_adapter_takes(scope: Any) -
 
     assert any(isinstance(scope, kind) for kind in kinds), (scope, hint)
     assert adapter._settings.scope == (None if scope is None else "api offline_access")
+
+
+# --- the documented options --------------------------------------------------------------------
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "docs" / "quickstart.rst"
+
+
+def documented_options() -> dict[str, str]:
+    """The Options table of docs/quickstart.rst: each option's name and its Default cell."""
+    _, found, table = QUICKSTART.read_text(encoding="utf-8").partition("\nOptions\n-------\n")
+    assert found, f"no Options section in {QUICKSTART}"
+    rows = re.findall(r"^   \* - ``([*\w]+)``\n     -(.*)$", table.split("\n\n\n")[0], flags=re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_the_quickstart_options_table_lists_every_keyword_with_its_default() -> None:
+    documented = documented_options()
+    parameters = inspect.signature(TokenRefreshAdapter.__init__).parameters
+
+    assert list(documented) == [("**" + p.name if p.kind is p.VAR_KEYWORD else p.name) for p in parameters.values()][1:]
+    for name, cell in documented.items():
+        default = parameters[name.lstrip("*")].default
+        if default is inspect.Parameter.empty:
+            assert cell in ("(required)", ""), name
+        elif callable(default):
+            assert cell == f"``{default.__module__}.{default.__name__}``", name
+        else:
+            assert ast.literal_eval(cell.strip("`")) == default, name
 
 
 # --- the exception tree ----------------------------------------------------------------------
