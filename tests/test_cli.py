@@ -1,8 +1,12 @@
-"""The command line, driven as a user drives it: ``python -m requests_tokenrefresh`` in a subprocess.
+"""The command line: ``cli.main(argv)`` in this process, and as a process where only a process shows it.
 
-Every run points keyring at the demo's file backend in ``tmp_path`` (or at keyring's fail
-backend), never at the machine's keyring, and runs from ``tmp_path`` so the installed package,
-not the checkout, is imported.
+Most tests call :func:`requests_tokenrefresh.cli.main` in this process (tests/cli_support.py):
+its output captured with ``capsys``, standard input and the environment set by the test, the
+keyring the test's own (the autouse ``memory_keyring`` fixture), never the machine's. A few run
+``python -m requests_tokenrefresh`` from ``tmp_path`` (so the installed package, not the
+checkout, is imported) with keyring pointed at the demo's file backend in ``tmp_path`` or at
+keyring's fail backend: the module's exit status, a keyring backend named in the environment, a
+reader that goes away, the demo (it serves, starts threads and takes Ctrl-C as a process does).
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring.backend
+import keyring.backends.fail
+import keyring.errors
 import pytest
 
 from requests_tokenrefresh._cli_format import _duration
 from requests_tokenrefresh._demo import DemoFileKeyring
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, use_keyring
 
+from .cli_support import FILE_BACKEND, CommandLine, Result, process_environment, run_process
 from .jwt_support import make_jwt
 
-FILE_BACKEND = "requests_tokenrefresh._demo.DemoFileKeyring"
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
 ENTRY = ["--service", "example-api", "--username", "alice"]
 # What the loopback server's tokens look like; none may ever appear in output without --show-secrets.
@@ -48,54 +55,24 @@ RESPONSE = {
 }
 
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
+Backend = keyring.backend.KeyringBackend
 
 
 @pytest.fixture
-def keyring_file(tmp_path: Path) -> Path:
-    return tmp_path / "keyring.json"
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CommandLine:
+    """``cli(*args, stdin="", env=None)``: run the command in this process, from ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    return CommandLine(capsys, monkeypatch)
 
 
-def environment(keyring_file: Path, backend: str = FILE_BACKEND, **env: str) -> dict[str, str]:
-    """The command's environment: keyring pointed at ``backend`` (the file keyring in the test's directory)."""
-    result = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_KEYRING", "REQUESTS_TOKEN"))}
-    result.update(PYTHON_KEYRING_BACKEND=backend, REQUESTS_TOKENREFRESH_DEMO_KEYRING=str(keyring_file), **env)
-    return result
-
-
-@pytest.fixture
-def cli(tmp_path: Path, keyring_file: Path) -> Run:
-    """``cli(*args, stdin="", backend=FILE_BACKEND, env=None)``: run the command, return the result."""
-
-    def run(
-        *args: str, stdin: str | bytes = "", backend: str = FILE_BACKEND, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "requests_tokenrefresh", *args],
-            input=stdin.encode() if isinstance(stdin, str) else stdin,  # bytes as they are, for a BOM
-            capture_output=True,
-            cwd=tmp_path,
-            env=environment(keyring_file, backend, **(env or {})),
-            timeout=60,
-            check=False,
-        )
-        return subprocess.CompletedProcess(
-            result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
-        )
-
-    return run
-
-
-def stored(keyring_file: Path, service: str = "example-api", username: str = "alice") -> dict[str, Any] | None:
-    """The record in the file keyring, read without the package."""
-    if not keyring_file.exists():
-        return None
-    raw = json.loads(keyring_file.read_text()).get(service, {}).get(username)
+def stored(backend: Backend, service: str = "example-api", username: str = "alice") -> dict[str, Any] | None:
+    """The record in the test's keyring, read without the package."""
+    raw = backend.get_password(service, username)
     return None if raw is None else json.loads(raw)
 
 
-def store(keyring_file: Path, record: dict[str, Any] | str) -> None:
-    raw = record if isinstance(record, str) else json.dumps(record)
-    keyring_file.write_text(json.dumps({"example-api": {"alice": raw}}))
+def store(backend: Backend, record: dict[str, Any] | str) -> None:
+    backend.set_password("example-api", "alice", record if isinstance(record, str) else json.dumps(record))
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -113,7 +90,7 @@ def record(**fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def assert_one_line_error(result: Result | subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -121,6 +98,39 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
     assert lines[0].startswith("requests-tokenrefresh: error: ")
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+# The commands run as processes: keyring is the demo's file backend in tmp_path, or keyring's fail backend.
+
+
+@pytest.fixture
+def keyring_file(tmp_path: Path) -> Path:
+    return tmp_path / "keyring.json"
+
+
+@pytest.fixture
+def cli_process(tmp_path: Path, keyring_file: Path) -> Run:
+    """``cli_process(*args, backend=FILE_BACKEND, env=None)``: run ``python -m requests_tokenrefresh``."""
+
+    def run(
+        *args: str, backend: str = FILE_BACKEND, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run_process(tmp_path, *args, env=process_environment(keyring_file, backend, **(env or {})))
+
+    return run
+
+
+def stored_in_file(keyring_file: Path, service: str = "example-api", username: str = "alice") -> dict[str, Any] | None:
+    """The record in the file keyring, read without the package."""
+    if not keyring_file.exists():
+        return None
+    raw = json.loads(keyring_file.read_text()).get(service, {}).get(username)
+    return None if raw is None else json.loads(raw)
+
+
+def store_in_file(keyring_file: Path, record: dict[str, Any] | str) -> None:
+    raw = record if isinstance(record, str) else json.dumps(record)
+    keyring_file.write_text(json.dumps({"example-api": {"alice": raw}}))
 
 
 # --- the command itself ------------------------------------------------------------------------
@@ -131,7 +141,47 @@ def test_console_script_is_declared() -> None:
     assert [e.value for e in scripts if e.name == "requests-tokenrefresh"] == ["requests_tokenrefresh.cli:main"]
 
 
-def test_help_lists_the_commands_and_version_prints(cli: Run) -> None:
+def test_python_m_runs_the_command_and_exits_with_its_status(cli_process: Run, keyring_file: Path) -> None:
+    version = cli_process("--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"requests-tokenrefresh {importlib.metadata.version('requests-tokenrefresh')}"
+
+    store_in_file(keyring_file, record(expires_at=time.time() - 60, refresh_token=None))
+    unusable = cli_process("status", *ENTRY)
+    assert unusable.returncode == 1, unusable.stderr
+    assert re.search(r"usable +no \(expired and no refresh token", unusable.stdout)
+
+    usage = cli_process("status")
+    assert usage.returncode == 2
+    assert "usage: requests-tokenrefresh status" in usage.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, keyring_file: Path) -> None:
+    # `status --show-secrets | head -c 100`: a large token fills the pipe before the command is done.
+    store_in_file(keyring_file, record(access_token="access-secret-" + "x" * 200_000))
+    reader, writer = os.pipe()
+    try:
+        with os.fdopen(reader, "rb") as head:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "requests_tokenrefresh", "status", *ENTRY, "--show-secrets"],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                cwd=tmp_path,
+                env=process_environment(keyring_file),
+            )
+            os.close(writer)
+            writer = -1
+            assert len(head.read(100)) == 100
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+
+    assert process.returncode == 1
+    assert stderr == b""  # no traceback, nor "Exception ignored" at exit
+
+
+def test_help_lists_the_commands_and_version_prints(cli: CommandLine) -> None:
     result = cli("--help")
     assert result.returncode == 0
     for command in ("demo", "status", "import", "refresh", "clear"):
@@ -147,7 +197,7 @@ def test_help_lists_the_commands_and_version_prints(cli: Run) -> None:
     "args",
     [[], ["status"], ["status", "--service", "s"], ["demo", "--threads", "0"], ["demo", "--ttl", "x"], ["nope"]],
 )
-def test_usage_errors_exit_2(cli: Run, args: list[str]) -> None:
+def test_usage_errors_exit_2(cli: CommandLine, args: list[str]) -> None:
     result = cli(*args)
     assert result.returncode == 2
     assert "usage: requests-tokenrefresh" in result.stderr
@@ -157,7 +207,7 @@ def test_usage_errors_exit_2(cli: Run, args: list[str]) -> None:
 # --- import and status -------------------------------------------------------------------------
 
 
-def test_import_from_a_file_then_status(cli: Run, tmp_path: Path, keyring_file: Path) -> None:
+def test_import_from_a_file_then_status(cli: CommandLine, tmp_path: Path, memory_keyring: Backend) -> None:
     (tmp_path / "login.json").write_text(json.dumps(RESPONSE))
 
     imported = cli("import", *ENTRY, "login.json")
@@ -173,14 +223,14 @@ def test_import_from_a_file_then_status(cli: Run, tmp_path: Path, keyring_file: 
     assert re.search(r"fingerprints +access token [0-9a-f]{8}, refresh token [0-9a-f]{8}", status.stdout)
     for output in (imported.stdout + imported.stderr, status.stdout + status.stderr):
         assert "secret" not in output
-    saved = stored(keyring_file)
+    saved = stored(memory_keyring)
     assert saved is not None
     assert saved["access_token"] == RESPONSE["access_token"]
     assert saved["expires_at"] == pytest.approx(time.time() + 3600, abs=60)
     assert saved["extra"] == {"user": {"id": 7}}
 
 
-def test_import_from_stdin_then_status_json(cli: Run) -> None:
+def test_import_from_stdin_then_status_json(cli: CommandLine) -> None:
     assert cli("import", *ENTRY, "-", stdin=json.dumps(RESPONSE)).returncode == 0
     assert cli("import", *ENTRY, stdin=json.dumps(RESPONSE)).returncode == 0  # - is the default
 
@@ -200,7 +250,7 @@ def test_import_from_stdin_then_status_json(cli: Run) -> None:
     assert "secret" not in result.stdout
 
 
-def test_show_secrets_prints_the_tokens(cli: Run) -> None:
+def test_show_secrets_prints_the_tokens(cli: CommandLine) -> None:
     cli("import", *ENTRY, stdin=json.dumps(RESPONSE))
 
     text = cli("status", *ENTRY, "--show-secrets")
@@ -212,14 +262,14 @@ def test_show_secrets_prints_the_tokens(cli: Run) -> None:
     assert info["refresh_token"] == "refresh-secret-0123456789"
 
 
-def test_import_takes_the_expiry_of_a_jwt_without_expires_in(cli: Run, keyring_file: Path) -> None:
+def test_import_takes_the_expiry_of_a_jwt_without_expires_in(cli: CommandLine, memory_keyring: Backend) -> None:
     exp = int(time.time()) + 900
     access = make_jwt(exp=exp, sub="alice")
 
     result = cli("import", *ENTRY, stdin=json.dumps({"access_token": access}))
 
     assert result.returncode == 0, result.stderr
-    saved = stored(keyring_file)
+    saved = stored(memory_keyring)
     assert saved is not None
     assert saved["expires_at"] == exp
     assert access not in result.stdout
@@ -234,9 +284,9 @@ def test_import_takes_the_expiry_of_a_jwt_without_expires_in(cli: Run, keyring_f
     ],
 )
 def test_status_exit_status_says_whether_the_token_is_usable(
-    cli: Run, keyring_file: Path, fields: dict[str, Any], code: int, usable: str
+    cli: CommandLine, memory_keyring: Backend, fields: dict[str, Any], code: int, usable: str
 ) -> None:
-    store(keyring_file, record(**fields))
+    store(memory_keyring, record(**fields))
 
     result = cli("status", *ENTRY)
 
@@ -257,7 +307,12 @@ def test_status_exit_status_says_whether_the_token_is_usable(
     ],
 )
 def test_import_errors(
-    cli: Run, tmp_path: Path, keyring_file: Path, file: str, content: str | None, fragments: list[str]
+    cli: CommandLine,
+    tmp_path: Path,
+    memory_keyring: Backend,
+    file: str,
+    content: str | None,
+    fragments: list[str],
 ) -> None:
     if content is not None:
         (tmp_path / file).write_text(content)
@@ -266,10 +321,10 @@ def test_import_errors(
 
     assert_one_line_error(result, *fragments)
     assert "secret" not in result.stderr
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
 
 
-def test_invalid_json_on_stdin(cli: Run) -> None:
+def test_invalid_json_on_stdin(cli: CommandLine) -> None:
     assert_one_line_error(cli("import", *ENTRY, stdin="access_token=x"), "standard input is not valid JSON")
 
 
@@ -283,12 +338,12 @@ def test_invalid_json_on_stdin(cli: Run) -> None:
     ],
 )
 def test_import_refuses_an_expiry_that_is_not_a_time(
-    cli: Run, keyring_file: Path, fields: dict[str, Any], fragments: list[str]
+    cli: CommandLine, memory_keyring: Backend, fields: dict[str, Any], fragments: list[str]
 ) -> None:
     result = cli("import", *ENTRY, stdin=json.dumps({"access_token": "access-secret", **fields}))
 
     assert_one_line_error(result, *fragments)
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
 
 
 @pytest.mark.parametrize(
@@ -301,11 +356,11 @@ def test_import_refuses_an_expiry_that_is_not_a_time(
     ],
 )
 def test_status_never_fails_on_a_stored_expiry(
-    cli: Run, keyring_file: Path, fields: dict[str, Any], code: int, expires: str
+    cli: CommandLine, memory_keyring: Backend, fields: dict[str, Any], code: int, expires: str
 ) -> None:
     # What an older import stored (a JWT's exp in milliseconds, say). Token may also read an expiry
     # outside years 1-9999 as unknown, and an unknown expiry is usable.
-    store(keyring_file, record(**fields))
+    store(memory_keyring, record(**fields))
 
     result = cli("status", *ENTRY)
     as_json = cli("status", *ENTRY, "--json")
@@ -319,8 +374,8 @@ def test_status_never_fails_on_a_stored_expiry(
     assert json.loads(as_json.stdout)["usable"] is (code == 0)
 
 
-def test_status_shows_odd_stored_text_safely(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, record(scope="\x1b[2J\ud800 read", extra={"\x07bell": 1}))
+def test_status_shows_odd_stored_text_safely(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, record(scope="\x1b[2J\ud800 read", extra={"\x07bell": 1}))
 
     result = cli("status", *ENTRY)
 
@@ -331,41 +386,41 @@ def test_status_shows_odd_stored_text_safely(cli: Run, keyring_file: Path) -> No
 
 
 @pytest.mark.parametrize("where", ["file", "stdin"])
-def test_import_of_deeply_nested_json(cli: Run, tmp_path: Path, keyring_file: Path, where: str) -> None:
+def test_import_of_deeply_nested_json(cli: CommandLine, tmp_path: Path, memory_keyring: Backend, where: str) -> None:
     nested = "[" * 100_000
     (tmp_path / "deep.json").write_text(nested)
 
     result = cli("import", *ENTRY, "deep.json") if where == "file" else cli("import", *ENTRY, stdin=nested)
 
     assert_one_line_error(result, "nested too deeply")
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
 
 
-def test_import_refuses_json_nested_deeper_than_a_token_response(cli: Run, keyring_file: Path) -> None:
+def test_import_refuses_json_nested_deeper_than_a_token_response(cli: CommandLine, memory_keyring: Backend) -> None:
     # Parsable, but deep enough that storing it could exceed the recursion limit further down.
     response = {"access_token": "access-secret", "user": json.loads("[" * 900 + "]" * 900)}
 
     assert_one_line_error(cli("import", *ENTRY, stdin=json.dumps(response)), "nested more than 64 levels")
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
 
 
 @pytest.mark.parametrize("where", ["file", "stdin"])
-def test_import_accepts_a_utf8_bom(cli: Run, tmp_path: Path, keyring_file: Path, where: str) -> None:
+def test_import_accepts_a_utf8_bom(cli: CommandLine, tmp_path: Path, memory_keyring: Backend, where: str) -> None:
     data = b"\xef\xbb\xbf" + json.dumps(RESPONSE).encode()
     (tmp_path / "bom.json").write_bytes(data)
 
     result = cli("import", *ENTRY, "bom.json") if where == "file" else cli("import", *ENTRY, stdin=data)
 
     assert result.returncode == 0, result.stderr
-    assert stored(keyring_file)["access_token"] == RESPONSE["access_token"]  # type: ignore[index]
+    assert stored(memory_keyring)["access_token"] == RESPONSE["access_token"]  # type: ignore[index]
 
 
-def test_import_of_text_that_is_not_utf8(cli: Run) -> None:
+def test_import_of_text_that_is_not_utf8(cli: CommandLine) -> None:
     assert_one_line_error(cli("import", *ENTRY, stdin=b"\xff{}"), "standard input is not UTF-8 text")
 
 
-def test_a_stored_token_response_without_a_version(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, dict(RESPONSE))  # put there with `keyring set`, not by this package
+def test_a_stored_token_response_without_a_version(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, dict(RESPONSE))  # put there with `keyring set`, not by this package
 
     result = cli("status", *ENTRY)
 
@@ -380,12 +435,12 @@ def test_a_stored_token_response_without_a_version(cli: Run, keyring_file: Path)
 
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--json"]])
-def test_unknown_entry(cli: Run, command: list[str]) -> None:
+def test_unknown_entry(cli: CommandLine, command: list[str]) -> None:
     assert_one_line_error(cli(*command, *ENTRY), "no token is stored in keyring entry 'example-api'/'alice'")
 
 
-def test_a_record_that_is_not_a_token(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, "hunter2-not-json")
+def test_a_record_that_is_not_a_token(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, "hunter2-not-json")
 
     result = cli("status", *ENTRY)
 
@@ -399,38 +454,41 @@ def test_a_record_that_is_not_a_token(cli: Run, keyring_file: Path) -> None:
 @pytest.mark.parametrize(
     "command", [["status"], ["import", "-"], ["clear"], ["refresh", "--token-url", "https://auth.example/token"]]
 )
-def test_no_keyring_backend(cli: Run, command: list[str]) -> None:
-    result = cli(*command[:1], *ENTRY, *command[1:], stdin=json.dumps(RESPONSE), backend=FAIL_BACKEND)
+def test_no_keyring_backend(cli: CommandLine, command: list[str]) -> None:
+    with use_keyring(keyring.backends.fail.Keyring()):
+        result = cli(*command[:1], *ENTRY, *command[1:], stdin=json.dumps(RESPONSE))
 
     assert_one_line_error(result, "no usable keyring backend")
 
 
-def test_an_unloadable_keyring_backend(cli: Run) -> None:
-    assert_one_line_error(cli("status", *ENTRY, backend="no_such_module.Keyring"), "ModuleNotFoundError")
+def test_an_unloadable_keyring_backend(cli_process: Run) -> None:
+    # keyring loads the backend PYTHON_KEYRING_BACKEND names at its first use in a process.
+    assert_one_line_error(cli_process("status", *ENTRY, backend="no_such_module.Keyring"), "ModuleNotFoundError")
 
 
 # --- clear -------------------------------------------------------------------------------------
 
 
-def test_clear_deletes_the_record(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, record())
+def test_clear_deletes_the_record(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, record())
 
     result = cli("clear", *ENTRY)
 
     assert result.returncode == 0
     assert "deleted" in result.stdout
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
     assert cli("status", *ENTRY).returncode == 1
 
 
-def test_clear_deletes_a_broken_record(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, "not a record")
+def test_clear_deletes_a_broken_record(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, "not a record")
 
     assert cli("clear", *ENTRY).returncode == 0
-    assert json.loads(keyring_file.read_text()) == {}
+    assert stored(memory_keyring) is None
+    assert memory_keyring.entries == {}  # type: ignore[attr-defined]
 
 
-def test_clear_on_an_empty_entry(cli: Run, keyring_file: Path) -> None:
+def test_clear_on_an_empty_entry(cli: CommandLine) -> None:
     result = cli("clear", *ENTRY)
 
     assert result.returncode == 0, result.stderr
@@ -451,7 +509,7 @@ def refresh_args(server: AuthServer, *extra: str) -> list[str]:
     return ["refresh", *ENTRY, "--token-url", server.token_url, "--client-id", "cli-app", *extra]
 
 
-def test_refresh_rotates_the_stored_token(cli: Run, keyring_file: Path, auth_server: AuthServer) -> None:
+def test_refresh_rotates_the_stored_token(cli: CommandLine, memory_keyring: Backend, auth_server: AuthServer) -> None:
     login = auth_server.issue()
     cli("import", *ENTRY, stdin=json.dumps(login))
 
@@ -461,7 +519,7 @@ def test_refresh_rotates_the_stored_token(cli: Run, keyring_file: Path, auth_ser
     assert auth_server.refresh_calls == 1
     assert auth_server.token_log[0]["refresh_token"] == login["refresh_token"]
     assert "refresh token rotated" in result.stdout
-    saved = stored(keyring_file)
+    saved = stored(memory_keyring)
     assert saved is not None
     assert saved["refresh_token"] not in (None, login["refresh_token"])
     assert saved["access_token"] != login["access_token"]
@@ -469,7 +527,7 @@ def test_refresh_rotates_the_stored_token(cli: Run, keyring_file: Path, auth_ser
         assert secret not in result.stdout + result.stderr
 
 
-def test_refresh_with_the_secret_as_an_option_and_post_auth(cli: Run, auth_server: AuthServer) -> None:
+def test_refresh_with_the_secret_as_an_option_and_post_auth(cli: CommandLine, auth_server: AuthServer) -> None:
     cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
 
     result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42", "--client-auth", "post"))
@@ -479,22 +537,22 @@ def test_refresh_with_the_secret_as_an_option_and_post_auth(cli: Run, auth_serve
 
 
 def test_refresh_with_a_wrong_client_secret_keeps_the_token(
-    cli: Run, keyring_file: Path, auth_server: AuthServer
+    cli: CommandLine, memory_keyring: Backend, auth_server: AuthServer
 ) -> None:
     cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
-    before = stored(keyring_file)
+    before = stored(memory_keyring)
 
     result = cli(*refresh_args(auth_server, "--client-secret", "wrong"))
 
     assert_one_line_error(result, "invalid_client")
-    assert stored(keyring_file) == before
+    assert stored(memory_keyring) == before
 
 
 def test_refresh_with_a_rejected_refresh_token_keeps_the_login(
-    cli: Run, keyring_file: Path, auth_server: AuthServer
+    cli: CommandLine, memory_keyring: Backend, auth_server: AuthServer
 ) -> None:
     cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
-    before = stored(keyring_file)
+    before = stored(memory_keyring)
     auth_server.revoke_families()
 
     result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"))
@@ -502,11 +560,11 @@ def test_refresh_with_a_rejected_refresh_token_keeps_the_login(
     assert_one_line_error(
         result, "rejected the refresh token", "invalid_grant", "the stored token was kept", "--delete-on-invalid-grant"
     )
-    assert stored(keyring_file) == before  # a test command does not log the user out
+    assert stored(memory_keyring) == before  # a test command does not log the user out
 
 
 def test_refresh_with_a_rejected_refresh_token_deletes_it_when_asked(
-    cli: Run, keyring_file: Path, auth_server: AuthServer
+    cli: CommandLine, memory_keyring: Backend, auth_server: AuthServer
 ) -> None:
     cli("import", *ENTRY, stdin=json.dumps(auth_server.issue()))
     auth_server.revoke_families()
@@ -514,60 +572,67 @@ def test_refresh_with_a_rejected_refresh_token_deletes_it_when_asked(
     result = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42", "--delete-on-invalid-grant"))
 
     assert_one_line_error(result, "invalid_grant", "the stored token was deleted")
-    assert stored(keyring_file) is None
+    assert stored(memory_keyring) is None
 
 
-def test_refresh_without_a_refresh_token(cli: Run, keyring_file: Path, auth_server: AuthServer) -> None:
-    store(keyring_file, record(refresh_token=None))
+def test_refresh_without_a_refresh_token(cli: CommandLine, memory_keyring: Backend, auth_server: AuthServer) -> None:
+    store(memory_keyring, record(refresh_token=None))
 
     assert_one_line_error(cli(*refresh_args(auth_server)), "no refresh token")
     assert auth_server.refresh_calls == 0
-    assert stored(keyring_file) is not None
+    assert stored(memory_keyring) is not None
 
 
-def test_refresh_refuses_plain_http_to_another_host(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, record())
-    before = stored(keyring_file)
+def test_refresh_refuses_plain_http_to_another_host(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, record())
+    before = stored(memory_keyring)
 
     # A literal address of another host (TEST-NET-1): nothing is resolved and nothing is sent.
     result = cli("refresh", *ENTRY, "--token-url", "http://192.0.2.1/token")
 
     assert_one_line_error(result, "plain http", "http://192.0.2.1/token", "--allow-insecure-http")
-    assert stored(keyring_file) == before
+    assert stored(memory_keyring) == before
 
 
-# A keyring whose writes fail (a locked keychain, a full disk): loaded by keyring from the test's
-# directory, which is the command's working directory.
-READ_ONLY_KEYRING = """
-import keyring.errors
-from requests_tokenrefresh._demo import DemoFileKeyring
+class ReadOnlyKeyring(keyring.backend.KeyringBackend):
+    """The test's keyring, whose writes fail (a locked keychain, a full disk)."""
 
-class Keyring(DemoFileKeyring):
-    def set_password(self, service, username, password):
+    priority = -1  # a subclass registers with keyring's detection: never let it win there
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.inner.get_password(service, username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
         raise keyring.errors.PasswordSetError("the keychain is locked")
-"""
 
-
-@pytest.fixture
-def read_only_backend(tmp_path: Path) -> str:
-    (tmp_path / "read_only_keyring.py").write_text(READ_ONLY_KEYRING)
-    return "read_only_keyring.Keyring"
+    def delete_password(self, service: str, username: str) -> None:
+        self.inner.delete_password(service, username)
 
 
 def test_refresh_when_the_keyring_cannot_store_the_new_token(
-    cli: Run, tmp_path: Path, keyring_file: Path, auth_server: AuthServer, read_only_backend: str
+    cli: CommandLine, tmp_path: Path, memory_keyring: Backend, auth_server: AuthServer
 ) -> None:
     login = auth_server.issue()
-    store(keyring_file, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
+    store(memory_keyring, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
     unsaved = tmp_path / "unsaved.json"
 
-    result = cli(
-        # --timeout: the save is retried until then (30 s by default) before the token goes to the file
-        *refresh_args(
-            auth_server, "--client-secret", "client-secret-42", "--unsaved-token-file", str(unsaved), "--timeout", "5"
-        ),
-        backend=read_only_backend,
-    )
+    with use_keyring(ReadOnlyKeyring(memory_keyring)):
+        result = cli(
+            # --timeout: the save is retried until then (30 s by default) before the token goes to the file
+            *refresh_args(
+                auth_server,
+                "--client-secret",
+                "client-secret-42",
+                "--unsaved-token-file",
+                str(unsaved),
+                "--timeout",
+                "5",
+            ),
+        )
 
     assert_one_line_error(result, "could not store it", "the keychain is locked", str(unsaved), "import")
     assert result.stdout == ""  # no "refreshed" line
@@ -579,21 +644,22 @@ def test_refresh_when_the_keyring_cannot_store_the_new_token(
         assert secret not in result.stdout + result.stderr
     # The command the message gives stores it, and the rotated refresh token works.
     assert cli("import", *ENTRY, str(unsaved)).returncode == 0
-    assert stored(keyring_file)["refresh_token"] == rescued["refresh_token"]  # type: ignore[index]
+    assert stored(memory_keyring)["refresh_token"] == rescued["refresh_token"]  # type: ignore[index]
     again = cli(*refresh_args(auth_server, "--client-secret", "client-secret-42"))
     assert again.returncode == 0, again.stderr
     assert not auth_server.revoked
 
 
 def test_refresh_writes_an_unsaved_token_to_the_user_data_directory(
-    cli: Run, tmp_path: Path, keyring_file: Path, auth_server: AuthServer, read_only_backend: str
+    cli: CommandLine, tmp_path: Path, memory_keyring: Backend, auth_server: AuthServer
 ) -> None:
     login = auth_server.issue()
-    store(keyring_file, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
+    store(memory_keyring, record(access_token=login["access_token"], refresh_token=login["refresh_token"]))
     home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
 
     secret = ("--client-secret", "client-secret-42", "--timeout", "5")  # the save is retried until the timeout
-    result = cli(*refresh_args(auth_server, *secret), backend=read_only_backend, env=home)
+    with use_keyring(ReadOnlyKeyring(memory_keyring)):
+        result = cli(*refresh_args(auth_server, *secret), env=home)
 
     assert_one_line_error(result, "could not store it")
     [unsaved] = (tmp_path / "data" / "requests-tokenrefresh").glob("unsaved-token-*.json")
@@ -602,8 +668,8 @@ def test_refresh_writes_an_unsaved_token_to_the_user_data_directory(
     assert json.loads(unsaved.read_text())["refresh_token"] != login["refresh_token"]
 
 
-def test_refresh_to_a_closed_port_says_which_url_and_why(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, record())
+def test_refresh_to_a_closed_port_says_which_url_and_why(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, record())
     with socket.socket() as bound:  # bound, never listening: connecting is refused, and no one else gets the port
         bound.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{bound.getsockname()[1]}/oauth/token"
@@ -611,7 +677,7 @@ def test_refresh_to_a_closed_port_says_which_url_and_why(cli: Run, keyring_file:
         result = cli("refresh", *ENTRY, "--token-url", url, "--timeout", "2")
 
     assert_one_line_error(result, f"cannot reach the token endpoint {url}", "refused")
-    assert stored(keyring_file) is not None
+    assert stored(memory_keyring) is not None
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -637,9 +703,9 @@ def summary(stdout: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_demo_with_short_settings(cli: Run, keyring_file: Path) -> None:
+def test_demo_with_short_settings(cli_process: Run, keyring_file: Path) -> None:
     started = time.monotonic()
-    result = cli("demo", "--threads", "8", "--duration", "3", "--ttl", "1")
+    result = cli_process("demo", "--threads", "8", "--duration", "3", "--ttl", "1")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 20
@@ -653,7 +719,7 @@ def test_demo_with_short_settings(cli: Run, keyring_file: Path) -> None:
     assert "result: OK" in result.stdout
     assert "server:   http://127.0.0.1:" in result.stdout
     assert "keyring get requests-tokenrefresh-demo demo" in result.stdout  # the selected (file) backend
-    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # deleted at the end
+    assert stored_in_file(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # deleted at the end
     progress = result.stderr.splitlines()
     assert 1 <= len(progress) <= 8  # not a TTY: a line per second, no carriage returns
     assert all(
@@ -664,18 +730,18 @@ def test_demo_with_short_settings(cli: Run, keyring_file: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_keep_leaves_the_record(cli: Run, keyring_file: Path) -> None:
-    result = cli("demo", "--threads", "2", "--duration", "1", "--ttl", "1", "--keep", "--service", "svc")
+def test_demo_keep_leaves_the_record(cli_process: Run, keyring_file: Path) -> None:
+    result = cli_process("demo", "--threads", "2", "--duration", "1", "--ttl", "1", "--keep", "--service", "svc")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    kept = stored(keyring_file, "svc", "demo")
+    kept = stored_in_file(keyring_file, "svc", "demo")
     assert kept is not None
     assert kept["version"] == 1
 
 
 @pytest.mark.slow
-def test_demo_without_a_keyring_uses_a_temporary_file_keyring(cli: Run, tmp_path: Path) -> None:
-    result = cli("demo", "--threads", "4", "--duration", "1", "--ttl", "1", backend=FAIL_BACKEND)
+def test_demo_without_a_keyring_uses_a_temporary_file_keyring(cli_process: Run, tmp_path: Path) -> None:
+    result = cli_process("demo", "--threads", "4", "--duration", "1", "--ttl", "1", backend=FAIL_BACKEND)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no usable keyring backend" in result.stdout
@@ -714,20 +780,20 @@ def test_demo_file_keyring_is_never_chosen_without_its_file(monkeypatch: pytest.
     assert DemoFileKeyring.viable is True
 
 
-def test_demo_leaves_an_entry_it_did_not_create_alone(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, record())
+def test_demo_leaves_an_entry_it_did_not_create_alone(cli_process: Run, keyring_file: Path) -> None:
+    store_in_file(keyring_file, record())
     before = keyring_file.read_text()
 
-    result = cli("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
+    result = cli_process("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
 
     assert_one_line_error(result, "'example-api'/'alice' already holds a token the demo did not create")
     assert keyring_file.read_text() == before  # neither overwritten nor deleted
 
 
-def test_demo_leaves_a_value_that_is_not_a_token_alone(cli: Run, keyring_file: Path) -> None:
-    store(keyring_file, "hunter2-not-json")
+def test_demo_leaves_a_value_that_is_not_a_token_alone(cli_process: Run, keyring_file: Path) -> None:
+    store_in_file(keyring_file, "hunter2-not-json")
 
-    result = cli("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
+    result = cli_process("demo", "--service", "example-api", "--username", "alice", "--duration", "1")
 
     assert_one_line_error(result, "already holds a value that is not a demo token")
     assert "hunter2" not in result.stderr
@@ -735,19 +801,19 @@ def test_demo_leaves_a_value_that_is_not_a_token_alone(cli: Run, keyring_file: P
 
 
 @pytest.mark.slow
-def test_demo_reuses_and_deletes_a_token_an_earlier_demo_kept(cli: Run, keyring_file: Path) -> None:
+def test_demo_reuses_and_deletes_a_token_an_earlier_demo_kept(cli_process: Run, keyring_file: Path) -> None:
     demo = ["demo", "--threads", "2", "--duration", "1", "--ttl", "1"]
-    assert cli(*demo, "--keep").returncode == 0
-    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is not None
+    assert cli_process(*demo, "--keep").returncode == 0
+    assert stored_in_file(keyring_file, "requests-tokenrefresh-demo", "demo") is not None
 
-    result = cli(*demo)
+    result = cli_process(*demo)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None
+    assert stored_in_file(keyring_file, "requests-tokenrefresh-demo", "demo") is None
 
 
-def test_demo_with_an_unwritable_timeline_says_so_in_a_sentence(cli: Run, tmp_path: Path) -> None:
-    result = cli("demo", "--timeline", str(tmp_path / "no-such-dir" / "timeline.json"))
+def test_demo_with_an_unwritable_timeline_says_so_in_a_sentence(cli_process: Run, tmp_path: Path) -> None:
+    result = cli_process("demo", "--timeline", str(tmp_path / "no-such-dir" / "timeline.json"))
 
     assert_one_line_error(result, "no-such-dir/timeline.json: it (or its directory) does not exist")
     assert "Errno" not in result.stderr
@@ -759,7 +825,7 @@ def _demo_process(keyring_file: Path, tmp_path: Path, *args: str, stderr: Any, *
         stdout=subprocess.PIPE,
         stderr=stderr,
         cwd=tmp_path,
-        env=environment(keyring_file, **env),
+        env=process_environment(keyring_file, **env),
     )
 
 
@@ -808,7 +874,7 @@ def test_demo_ends_promptly_on_ctrl_c(tmp_path: Path, keyring_file: Path, when: 
     assert took < 10.0, f"{took:.2f} s after SIGINT; the demo's stderr ends: {stderr.decode()[-600:]!r}"
     assert stderr.decode().endswith("requests-tokenrefresh: interrupted\n")
     assert b"Traceback" not in stderr
-    assert stored(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # cleaned up, or never stored
+    assert stored_in_file(keyring_file, "requests-tokenrefresh-demo", "demo") is None  # cleaned up, or never stored
 
 
 @pytest.mark.slow

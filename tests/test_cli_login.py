@@ -1,17 +1,18 @@
 """``login``, ``logout`` and the refresh token's expiry in ``status``, driven as a user drives them.
 
-The command runs in a subprocess (``python -m requests_tokenrefresh``) against the loopback
-AuthServer, with keyring pointed at the demo's file backend in ``tmp_path``. The browser is played
-by requests: the test reads the address the command prints on standard error, fetches the
-server's login form, submits it, and follows the redirect to the command's loopback listener. The
-device login is approved on the server's page while the command polls (every 0.2 s here).
+The command runs in this process (``cli.main(argv)``, tests/cli_support.py) against the loopback
+AuthServer and the test's own keyring; a login that waits runs in a thread, its standard error
+read as it comes. The browser is played by requests: the test reads the address the command
+prints on standard error, fetches the server's login form, submits it, and follows the redirect
+to the command's loopback listener. The device login is approved on the server's page while the
+command polls (every 0.2 s here). Ctrl-C is sent to a real process (``python -m
+requests_tokenrefresh``), with keyring pointed at the demo's file backend in ``tmp_path``.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import signal
 import socket
@@ -23,17 +24,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring.backend
 import pytest
 import requests
 
 from requests_tokenrefresh.testing import AuthServer
 
-FILE_BACKEND = "requests_tokenrefresh._demo.DemoFileKeyring"
+from .cli_support import Background, CommandLine, Result, process_environment
+
 ENTRY = ["--service", "example-api", "--username", "alice"]
 AUTHORIZE_URL = re.compile(r"http://127\.0\.0\.1:\d+/authorize\?\S+")
 DEVICE_URL = re.compile(r"http://127\.0\.0\.1:\d+/device\?user_code=\S+")
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
 DAY = 86400
+
+Backend = keyring.backend.KeyringBackend
 
 
 @pytest.fixture
@@ -43,31 +48,29 @@ def auth() -> Iterator[AuthServer]:
         yield server
 
 
-def environment(tmp_path: Path) -> dict[str, str]:
-    """The file keyring in ``tmp_path``; no proxy, no SSH session, no variable of ours from outside."""
-    dropped = ("PYTHON_KEYRING", "REQUESTS_TOKEN", "SSH_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) and k.lower() not in _PROXY_VARIABLES}
-    env.update(PYTHON_KEYRING_BACKEND=FILE_BACKEND, REQUESTS_TOKENREFRESH_DEMO_KEYRING=str(tmp_path / "keyring.json"))
-    return env
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CommandLine:
+    """``cli(*args)``: run the command in this process, from ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    return CommandLine(capsys, monkeypatch)
 
 
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+@pytest.fixture
+def start(cli: CommandLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``start(*args)``: a :class:`Background` command (a login that waits); ended when the test ends."""
+    started: list[Background] = []
 
+    def run(*args: str) -> Background:
+        started.append(Background(monkeypatch, *args))
+        return started[-1]
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "requests_tokenrefresh", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment(tmp_path),
-        timeout=60,
-        check=False,
-    )
+    yield run
+    for command in started:
+        command.join(30)
 
 
 class Command:
-    """The command running in the background; its standard error is read as it comes."""
+    """The command running as a process (for Ctrl-C); its standard error is read as it comes."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.process = subprocess.Popen(
@@ -76,7 +79,7 @@ class Command:
             stderr=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
-            env=environment(tmp_path),
+            env=process_environment(tmp_path / "keyring.json"),
         )
         self._stderr: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -141,17 +144,23 @@ def approve_device(auth: AuthServer, url: str) -> None:
         assert s.post(auth.url + "/device", data={"user_code": code, "approve": "1"}, timeout=10).ok
 
 
-def stored(tmp_path: Path) -> dict[str, Any] | None:
-    """The record in the file keyring, read without the package."""
+def stored(backend: Backend) -> dict[str, Any] | None:
+    """The record in the test's keyring, read without the package."""
+    raw = backend.get_password("example-api", "alice")
+    return None if raw is None else json.loads(raw)
+
+
+def store(backend: Backend, record: dict[str, Any]) -> None:
+    backend.set_password("example-api", "alice", json.dumps(record))
+
+
+def stored_in_file(tmp_path: Path) -> dict[str, Any] | None:
+    """The record in the file keyring of a command run as a process, read without the package."""
     path = tmp_path / "keyring.json"
     if not path.exists():
         return None
     raw = json.loads(path.read_text()).get("example-api", {}).get("alice")
     return None if raw is None else json.loads(raw)
-
-
-def store(tmp_path: Path, record: dict[str, Any]) -> None:
-    (tmp_path / "keyring.json").write_text(json.dumps({"example-api": {"alice": json.dumps(record)}}))
 
 
 def secrets_of(auth: AuthServer) -> list[str]:
@@ -169,7 +178,7 @@ def assert_no_secret(auth: AuthServer, *texts: str) -> None:
             assert secret not in text
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def assert_one_line_error(result: Result, *fragments: str) -> None:
     assert result.returncode == 1, result
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -201,10 +210,12 @@ def record(refresh_expires_in: float, obtained: float) -> dict[str, Any]:
 # -- login ------------------------------------------------------------------------------------------
 
 
-def test_browser_login_stores_a_record_that_status_shows(auth: AuthServer, tmp_path: Path) -> None:
+def test_browser_login_stores_a_record_that_status_shows(
+    auth: AuthServer, cli: CommandLine, start: Any, memory_keyring: Backend
+) -> None:
     auth.refresh_expires_in = 30 * DAY
     login = ["login", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli", "--scope", "api"]
-    command = Command(tmp_path, *login, "--browser", "--no-browser", "--timeout", "30")
+    command = start(*login, "--browser", "--no-browser", "--timeout", "30")
     page = browse(command.wait_for(AUTHORIZE_URL))
     assert command.finish() == 0, command.stderr
     assert "The login worked" in page.text
@@ -216,26 +227,28 @@ def test_browser_login_stores_a_record_that_status_shows(auth: AuthServer, tmp_p
         lines[0],
     ), lines[0]
     assert "Log in with your browser at this address" in command.stderr
-    saved = stored(tmp_path)
+    saved = stored(memory_keyring)
     assert saved is not None
     assert saved["scope"] == "api"
     assert saved["access_token"] in auth._access
     assert auth.login_log[-1]["grant"] == "authorization_code"
 
-    status = run(tmp_path, "status", *ENTRY)
+    status = cli("status", *ENTRY)
     assert status.returncode == 0, status.stderr
     assert re.search(r"refresh token +present, expires in 29 d 23 h \(", status.stdout), status.stdout
-    info = json.loads(run(tmp_path, "status", *ENTRY, "--json").stdout)
+    info = json.loads(cli("status", *ENTRY, "--json").stdout)
     assert info["refresh_token_expires_at"] == pytest.approx(saved["obtained_at"] + 30 * DAY)
     assert info["refresh_token_expired"] is False
     assert_no_secret(auth, command.stdout, command.stderr, status.stdout)
 
 
-def test_device_login_polls_until_approved_into_a_token_file(auth: AuthServer, tmp_path: Path) -> None:
+def test_device_login_polls_until_approved_into_a_token_file(
+    auth: AuthServer, cli: CommandLine, start: Any, tmp_path: Path
+) -> None:
     auth.device_interval = 0.2
     token_file = tmp_path / "config" / "token.json"
     login = ["login", "--file", str(token_file), "--issuer", auth.issuer, "--client-id", "cli", "--device"]
-    command = Command(tmp_path, *login)
+    command = start(*login)
     url = command.wait_for(DEVICE_URL)
     time.sleep(0.5)  # a few polls answered authorization_pending first
     approve_device(auth, url)
@@ -248,7 +261,7 @@ def test_device_login_polls_until_approved_into_a_token_file(auth: AuthServer, t
     device = auth.devices[auth.login_log[-1]["device_code"]]
     assert device["polls"] >= 2
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-    status = run(tmp_path, "status", "--file", str(token_file))
+    status = cli("status", "--file", str(token_file))
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"token file      {token_file}\n")
     assert_no_secret(auth, command.stdout, command.stderr, status.stdout)
@@ -264,31 +277,31 @@ def test_ctrl_c_ends_a_waiting_login_at_once_and_releases_the_port(auth: AuthSer
     assert command.finish(timeout=15) == 130
     assert time.monotonic() - started < 10
     assert command.stderr.splitlines()[-1] == "requests-tokenrefresh: interrupted"
-    assert stored(tmp_path) is None
+    assert stored_in_file(tmp_path) is None
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the listener is gone
 
 
-def test_an_unknown_issuer_is_a_one_line_error(auth: AuthServer, tmp_path: Path) -> None:
+def test_an_unknown_issuer_is_a_one_line_error(auth: AuthServer, cli: CommandLine, memory_keyring: Backend) -> None:
     for issuer, fragment in (
         (auth.url + "/nobody", "metadata_not_found"),
         (f"http://127.0.0.1:{free_port()}", "network_error"),
     ):
-        result = run(tmp_path, "login", *ENTRY, "--issuer", issuer, "--client-id", "cli", "--browser")
+        result = cli("login", *ENTRY, "--issuer", issuer, "--client-id", "cli", "--browser")
         assert_one_line_error(result, fragment)
         assert result.stdout == ""
-    assert stored(tmp_path) is None
+    assert stored(memory_keyring) is None
 
 
-def test_a_busy_port_is_a_one_line_error(auth: AuthServer, tmp_path: Path) -> None:
+def test_a_busy_port_is_a_one_line_error(auth: AuthServer, cli: CommandLine, memory_keyring: Backend) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         login = ["login", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli", "--browser", "--no-browser"]
-        result = run(tmp_path, *login, "--port", str(port), "--timeout", "30")
+        result = cli(*login, "--port", str(port), "--timeout", "30")
     assert_one_line_error(result, "port_in_use", f"port {port}")
-    assert stored(tmp_path) is None
+    assert stored(memory_keyring) is None
 
 
 @pytest.mark.parametrize(
@@ -301,8 +314,8 @@ def test_a_busy_port_is_a_one_line_error(auth: AuthServer, tmp_path: Path) -> No
         ),
     ],
 )
-def test_login_without_the_server_is_a_usage_error(tmp_path: Path, args: list[str], fragment: str) -> None:
-    result = run(tmp_path, "login", *ENTRY, *args)
+def test_login_without_the_server_is_a_usage_error(cli: CommandLine, args: list[str], fragment: str) -> None:
+    result = cli("login", *ENTRY, *args)
     assert result.returncode == 2, result
     assert fragment in result.stderr
 
@@ -310,10 +323,10 @@ def test_login_without_the_server_is_a_usage_error(tmp_path: Path, args: list[st
 # -- logout -----------------------------------------------------------------------------------------
 
 
-def test_logout_revokes_both_tokens_then_deletes(auth: AuthServer, tmp_path: Path) -> None:
+def test_logout_revokes_both_tokens_then_deletes(auth: AuthServer, cli: CommandLine, memory_keyring: Backend) -> None:
     issued = auth.issue()
-    store(tmp_path, {"version": 1, **issued, "extra": {}, "obtained_at": time.time()})
-    result = run(tmp_path, "logout", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli")
+    store(memory_keyring, {"version": 1, **issued, "extra": {}, "obtained_at": time.time()})
+    result = cli("logout", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         f"revoked the refresh token and the access token at the revocation endpoint of {auth.issuer} and "
@@ -323,35 +336,37 @@ def test_logout_revokes_both_tokens_then_deletes(auth: AuthServer, tmp_path: Pat
         ("refresh_token", issued["refresh_token"]),
         ("access_token", issued["access_token"]),
     ]
-    assert stored(tmp_path) is None
+    assert stored(memory_keyring) is None
     assert auth.revoked
-    again = run(tmp_path, "logout", *ENTRY, "--issuer", auth.issuer)
+    again = cli("logout", *ENTRY, "--issuer", auth.issuer)
     assert again.returncode == 0, again.stderr
     assert again.stdout == "nothing is stored in keyring entry example-api/alice: nothing to log out of\n"
     assert len(auth.revocation_log) == 2
     assert_no_secret(auth, result.stdout, result.stderr)
 
 
-def test_logout_with_a_failing_revocation_endpoint_still_deletes(auth: AuthServer, tmp_path: Path) -> None:
+def test_logout_with_a_failing_revocation_endpoint_still_deletes(
+    auth: AuthServer, cli: CommandLine, memory_keyring: Backend
+) -> None:
     auth.revocation_mode = "fail"
-    store(tmp_path, {"version": 1, **auth.issue(), "extra": {}})
-    result = run(tmp_path, "logout", *ENTRY, "--revocation-url", auth.url + "/revoke", "--client-id", "cli")
+    store(memory_keyring, {"version": 1, **auth.issue(), "extra": {}})
+    result = cli("logout", *ENTRY, "--revocation-url", auth.url + "/revoke", "--client-id", "cli")
     assert_one_line_error(
         result,
         "the refresh_token was not revoked: temporarily_unavailable",
         "the token in keyring entry example-api/alice was deleted all the same",
     )
-    assert stored(tmp_path) is None
+    assert stored(memory_keyring) is None
     assert len(auth.revocation_log) == 2
     assert_no_secret(auth, result.stdout, result.stderr)
 
 
-def test_logout_without_a_revocation_endpoint_just_deletes(tmp_path: Path) -> None:
-    store(tmp_path, record(refresh_expires_in=DAY, obtained=0))
-    result = run(tmp_path, "logout", *ENTRY)
+def test_logout_without_a_revocation_endpoint_just_deletes(cli: CommandLine, memory_keyring: Backend) -> None:
+    store(memory_keyring, record(refresh_expires_in=DAY, obtained=0))
+    result = cli("logout", *ENTRY)
     assert result.returncode == 0, result.stderr
     assert "nothing was revoked (no --issuer or --revocation-url)" in result.stdout
-    assert stored(tmp_path) is None
+    assert stored(memory_keyring) is None
 
 
 # -- the refresh token's expiry in status -----------------------------------------------------------
@@ -361,14 +376,15 @@ def test_logout_without_a_revocation_endpoint_just_deletes(tmp_path: Path) -> No
     ("lifetime", "obtained", "exit_status", "row", "usable"),
     [
         (DAY, 2 * DAY, 1, r"present, but it expired 1 d ago \(.+\): log in again", "no (expired, and so has"),
-        (DAY, 3600, 0, r"present, expires in 22 h 59 min \(.+\): less than a day left, log in again soon", "yes"),
+        # Obtained an hour and 30 s ago: 22 h 59 min 30 s left, far from where the display turns to "23 h".
+        (DAY, 3630, 0, r"present, expires in 22 h 59 min \(.+\): less than a day left, log in again soon", "yes"),
     ],
 )
 def test_status_says_when_the_refresh_token_expires(
-    tmp_path: Path, lifetime: float, obtained: float, exit_status: int, row: str, usable: str
+    cli: CommandLine, memory_keyring: Backend, lifetime: float, obtained: float, exit_status: int, row: str, usable: str
 ) -> None:
-    store(tmp_path, record(refresh_expires_in=lifetime, obtained=obtained))
-    result = run(tmp_path, "status", *ENTRY)
+    store(memory_keyring, record(refresh_expires_in=lifetime, obtained=obtained))
+    result = cli("status", *ENTRY)
     assert result.returncode == exit_status, result
     rows = dict(re.findall(r"^(refresh token|usable) +(.*)$", result.stdout, re.MULTILINE))
     assert re.fullmatch(row, rows["refresh token"]), rows

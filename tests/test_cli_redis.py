@@ -1,9 +1,11 @@
 """The command line over Redis: ``--redis URL --key KEY`` and ``demo --hosts``, against a real redis-server.
 
-Every command runs as a user runs it, ``python -m requests_tokenrefresh`` in a subprocess from
-``tmp_path``, with keyring pointed at its fail backend: a command that touched the keyring instead
-of Redis would fail. The redis-server is started by tests/redis_support.py on 127.0.0.1 and
-stopped by PID; without one the tests fail and say how to install it.
+The commands run in this process (``cli.main(argv)``, tests/cli_support.py) with keyring's fail
+backend installed: a command that touched the keyring instead of Redis would fail. ``demo
+--hosts`` runs as a user runs it, ``python -m requests_tokenrefresh`` in a subprocess from
+``tmp_path``, with keyring pointed at its fail backend too. The redis-server is started by
+tests/redis_support.py on 127.0.0.1 and stopped by PID; without one the tests fail and say how
+to install it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring.backends.fail
 import pytest
 
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, use_keyring
 
+from .cli_support import CommandLine, Result, run_process
 from .redis_support import INSTALL_HELP, RedisServer, free_port, redis_server_path, wait_for
 
 KEY = "example-api:alice"
@@ -52,32 +56,31 @@ def auth_server() -> Iterator[AuthServer]:
 
 
 def environment(**env: str) -> dict[str, str]:
-    """The command's environment: no keyring (the fail backend), no inherited settings of ours."""
+    """A demo's environment: no keyring (the fail backend), no inherited settings of ours."""
     result = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_KEYRING", "REQUESTS_TOKEN"))}
     result.update(PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring", **env)
     return result
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """``cli(*args, stdin="", env=None)``: run the command, return the result."""
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CommandLine]:
+    """``cli(*args, stdin="", env=None)``: run the command in this process, from ``tmp_path``, with no keyring."""
+    monkeypatch.chdir(tmp_path)
+    with use_keyring(keyring.backends.fail.Keyring()):
+        yield CommandLine(capsys, monkeypatch)
 
-    def run(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "requests_tokenrefresh", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=environment(**(env or {})),
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
+
+@pytest.fixture
+def cli_process(tmp_path: Path) -> Run:
+    """``cli_process(*args, env=None)``: run ``python -m requests_tokenrefresh``, return the result."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_process(tmp_path, *args, env=environment(**(env or {})), timeout=COMMAND_TIMEOUT)
 
     return run
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def assert_one_line_error(result: Result | subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -87,7 +90,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0], lines[0]
 
 
-def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def assert_usage_error(result: Result, *fragments: str) -> None:
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     assert "usage: requests-tokenrefresh" in result.stderr
@@ -102,7 +105,7 @@ def stored(server: RedisServer, key: str = KEY) -> dict[str, Any] | None:
     return None if raw is None else json.loads(raw)
 
 
-def status_json(cli: Run, *store: str) -> dict[str, Any]:
+def status_json(cli: CommandLine, *store: str) -> dict[str, Any]:
     result = cli("status", *store, "--json")
     assert result.returncode == 0, result.stderr
     info: dict[str, Any] = json.loads(result.stdout)
@@ -112,7 +115,9 @@ def status_json(cli: Run, *store: str) -> dict[str, Any]:
 # --- status, import, refresh, clear --------------------------------------------------------------
 
 
-def test_import_status_refresh_status_clear(cli: Run, redis_server: RedisServer, auth_server: AuthServer) -> None:
+def test_import_status_refresh_status_clear(
+    cli: CommandLine, redis_server: RedisServer, auth_server: AuthServer
+) -> None:
     store = ["--redis", redis_server.url, "--key", KEY]
     login = {**auth_server.issue(), "expires_in": 120}  # short, so the refreshed expiry is plainly later
 
@@ -160,7 +165,9 @@ def test_import_status_refresh_status_clear(cli: Run, redis_server: RedisServer,
     assert not auth_server.revoked
 
 
-def test_the_url_can_come_from_the_environment(cli: Run, redis_server: RedisServer, auth_server: AuthServer) -> None:
+def test_the_url_can_come_from_the_environment(
+    cli: CommandLine, redis_server: RedisServer, auth_server: AuthServer
+) -> None:
     env = {"REQUESTS_TOKENREFRESH_REDIS_URL": redis_server.url}
 
     assert cli("import", "--key", KEY, stdin=json.dumps(auth_server.issue()), env=env).returncode == 0
@@ -185,11 +192,11 @@ def test_the_url_can_come_from_the_environment(cli: Run, redis_server: RedisServ
         (["demo", "--hosts", "0"], "from 1 to 64"),
     ],
 )
-def test_mixed_or_incomplete_store_options_are_usage_errors(cli: Run, args: list[str], fragment: str) -> None:
+def test_mixed_or_incomplete_store_options_are_usage_errors(cli: CommandLine, args: list[str], fragment: str) -> None:
     assert_usage_error(cli(*args), fragment)
 
 
-def test_unreachable_redis_is_a_one_line_error(cli: Run) -> None:
+def test_unreachable_redis_is_a_one_line_error(cli: CommandLine) -> None:
     url = f"redis://alice:{PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
 
     for args in (["status"], ["clear"], ["import"], ["refresh", "--token-url", "http://127.0.0.1:9/token"]):
@@ -200,7 +207,7 @@ def test_unreachable_redis_is_a_one_line_error(cli: Run) -> None:
         assert "at-0123456789" not in result.stderr
 
 
-def test_a_value_that_is_not_a_token_record(cli: Run, redis_server: RedisServer) -> None:
+def test_a_value_that_is_not_a_token_record(cli: CommandLine, redis_server: RedisServer) -> None:
     with redis_server.client() as client:
         client.set(KEY, json.dumps({"access_token": "at-0123456789", "expires_in": 60}))  # a response, no version
 
@@ -211,7 +218,7 @@ def test_a_value_that_is_not_a_token_record(cli: Run, redis_server: RedisServer)
 
 
 def test_refresh_when_redis_cannot_store_the_new_token(
-    cli: Run, tmp_path: Path, redis_server: RedisServer, auth_server: AuthServer
+    cli: CommandLine, tmp_path: Path, redis_server: RedisServer, auth_server: AuthServer
 ) -> None:
     """A user that may read the record but not write it: the rotated token goes to a file, never lost."""
     admin = ["--redis", redis_server.url, "--key", KEY]
@@ -245,7 +252,7 @@ def test_refresh_when_redis_cannot_store_the_new_token(
 
 
 def test_refresh_keeps_the_login_on_invalid_grant_unless_asked(
-    cli: Run, redis_server: RedisServer, auth_server: AuthServer
+    cli: CommandLine, redis_server: RedisServer, auth_server: AuthServer
 ) -> None:
     store = ["--redis", redis_server.url, "--key", KEY]
     login = {**auth_server.issue(), "refresh_token": "rt-not-known-to-the-server-0123"}
@@ -306,10 +313,10 @@ def assert_clean_run(result: subprocess.CompletedProcess[str], hosts: int) -> di
 
 @pytest.mark.slow
 @pytest.mark.timeout(COMMAND_TIMEOUT + 60)
-def test_demo_hosts_over_a_given_redis(cli: Run, redis_server: RedisServer) -> None:
+def test_demo_hosts_over_a_given_redis(cli_process: Run, redis_server: RedisServer) -> None:
     url = redis_server.url
 
-    result = cli("demo", "--hosts", "3", "--duration", "4", "--redis", url)
+    result = cli_process("demo", "--hosts", "3", "--duration", "4", "--redis", url)
 
     assert_clean_run(result, 3)
     assert re.search(r"3 processes x 8 threads for 4 s", result.stdout)
@@ -321,13 +328,13 @@ def test_demo_hosts_over_a_given_redis(cli: Run, redis_server: RedisServer) -> N
 
 @pytest.mark.slow
 @pytest.mark.timeout(COMMAND_TIMEOUT + 60)
-def test_demo_hosts_starts_its_own_redis_server(cli: Run) -> None:
+def test_demo_hosts_starts_its_own_redis_server(cli_process: Run) -> None:
     executable = redis_server_path()
     if executable is None:
         pytest.fail(INSTALL_HELP)
     path = os.pathsep.join([os.path.dirname(executable), os.environ.get("PATH", "")])
 
-    result = cli("demo", "--hosts", "2", "--duration", "3", env={"PATH": path})
+    result = cli_process("demo", "--hosts", "2", "--duration", "3", env={"PATH": path})
 
     assert_clean_run(result, 2)
     match = re.search(r"redis: +redis://127\.0\.0\.1:(\d+)/0, a redis-server the demo started", result.stdout)
@@ -336,19 +343,19 @@ def test_demo_hosts_starts_its_own_redis_server(cli: Run) -> None:
         pass  # stopped at the end
 
 
-def test_demo_hosts_without_redis_server_says_how_to_get_one(cli: Run, tmp_path: Path) -> None:
+def test_demo_hosts_without_redis_server_says_how_to_get_one(cli_process: Run, tmp_path: Path) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
 
-    result = cli("demo", "--hosts", "2", "--duration", "1", env={"PATH": str(empty)})
+    result = cli_process("demo", "--hosts", "2", "--duration", "1", env={"PATH": str(empty)})
 
     assert_one_line_error(result, "apt-get install redis-server", "--redis URL")
 
 
-def test_demo_hosts_with_an_unreachable_redis(cli: Run) -> None:
+def test_demo_hosts_with_an_unreachable_redis(cli_process: Run) -> None:
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
 
-    result = cli("demo", "--hosts", "2", "--duration", "1", "--redis", url)
+    result = cli_process("demo", "--hosts", "2", "--duration", "1", "--redis", url)
 
     assert_one_line_error(result, "redis://:***@127.0.0.1:")
     assert PASSWORD not in result.stdout + result.stderr
