@@ -4,7 +4,8 @@ The document is fetched from ``ISSUER/.well-known/openid-configuration`` and, wh
 there, from RFC 8414's ``/.well-known/oauth-authorization-server`` (inserted before the issuer's
 path). Its ``issuer`` must be the one asked for (RFC 8414 §3.3; a trailing slash is forgiven):
 otherwise a document copied from, or pointing at, another server would route the user's
-credentials there. A good document is cached for the life of the process.
+credentials there. A good document is cached for the life of the process. The whole discovery
+is bounded by its timeout, not each read: a server trickling its answer cannot stretch it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from ._grant import CONNECT_TIMEOUT, _read_before
 from ._redact import without_request
 from ._urls import check_url, origin
 from .exceptions import InsecureTransportError, LoginError
@@ -176,7 +179,8 @@ def discover(
         issuer: the issuer identifier, such as ``"https://id.example.com"`` or
             ``"https://login.example.com/realms/main"``.
         session: the session to fetch with; a new one by default.
-        timeout: seconds for each HTTP request.
+        timeout: seconds for the whole discovery, both documents and every byte of them: a
+            server that trickles its answer is given up on then, as one that cannot be reached.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
 
     Returns:
@@ -185,7 +189,8 @@ def discover(
     Raises:
         InsecureTransportError: ``issuer`` is plain http to a host that is not loopback.
         LoginError: no metadata document was found (``metadata_not_found``), it could not be
-            fetched (``network_error``), or it is invalid or names another issuer (``invalid_metadata``).
+            fetched within ``timeout`` (``network_error``, retryable), or it is invalid or names
+            another issuer (``invalid_metadata``).
         ValueError: ``issuer`` is not an absolute http(s) URL.
 
     .. versionadded:: 0.2
@@ -215,29 +220,80 @@ def discover(
 
 
 def _fetch(session: requests.Session, issuer: str, timeout: float) -> ProviderMetadata:
+    """Read the metadata within ``timeout`` seconds from now, every request and every byte included.
+
+    requests' timeout bounds each wait for a byte, so a server that trickles its answer (status
+    line, headers or body) would hold the caller, an adapter's first refresh perhaps, for as long
+    as it likes. The requests run in a daemon thread that the caller waits for until the deadline.
+    A body still arriving then is cut off by :func:`_read_before`'s watchdog, which ends the thread
+    too; headers still arriving keep it until the server stops or one read waits ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    outcome: list[ProviderMetadata | BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(_read(session, issuer, timeout, deadline))
+        except BaseException as exc:  # handed to the caller, who raises it
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=run, name="metadata-fetch", daemon=True).start()
+    except RuntimeError:
+        run()  # no new thread while the interpreter exits: then each read is bounded, not the whole
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise _too_slow(issuer, timeout)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _too_slow(issuer: str, timeout: float) -> LoginError:
+    return LoginError(
+        f"network_error: the metadata of {origin(issuer)} did not arrive within {timeout:g} seconds",
+        error="network_error",
+        retryable=True,
+    )
+
+
+def _read(session: requests.Session, issuer: str, timeout: float, deadline: float) -> ProviderMetadata:
     tried: list[str] = []
     for url in metadata_urls(issuer):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _too_slow(issuer, timeout)
         log.debug("reading authorization server metadata from %s", url)
         try:
-            response = session.get(url, headers={"Accept": "application/json"}, timeout=timeout, allow_redirects=False)
+            response = session.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=(min(CONNECT_TIMEOUT, left), left),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                _read_before(response, deadline)
         except requests.RequestException as exc:
             raise LoginError(
                 f"network_error: could not read the metadata of {origin(issuer)} ({type(exc).__name__})",
                 error="network_error",
                 retryable=True,
             ) from without_request(exc)
-        with response:
-            if response.status_code == 200:
-                try:
-                    document = response.json()
-                except (ValueError, RecursionError):
-                    raise LoginError(
-                        f"invalid_metadata: {url} did not answer with JSON", error="invalid_metadata"
-                    ) from None
-                return ProviderMetadata.from_document(document, issuer)
-            tried.append(f"{url} (HTTP {response.status_code})")
-            if response.status_code >= 500:
-                break  # a broken server, not a missing document: do not guess further
+        if response.status_code == 200:
+            try:
+                document = response.json()
+            except (ValueError, RecursionError):
+                raise LoginError(
+                    f"invalid_metadata: {url} did not answer with JSON", error="invalid_metadata"
+                ) from None
+            return ProviderMetadata.from_document(document, issuer)
+        tried.append(f"{url} (HTTP {response.status_code})")
+        if response.status_code >= 500:
+            break  # a broken server, not a missing document: do not guess further
     raise LoginError(
         f"metadata_not_found: no authorization server metadata for {issuer}: tried {', '.join(tried)}; "
         "check the issuer URL, or pass the endpoint URLs instead",
