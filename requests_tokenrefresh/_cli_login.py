@@ -16,10 +16,10 @@ import sys
 import time
 
 from ._cli_format import CLIENT_SECRET_ENV, _CommandError, _duration, _seconds, _shown_url, _when
-from ._cli_store import _load, _storage, _store_problem, _where
+from ._cli_store import _A_TOKEN, FORCE_HELP, _load, _replacing, _storage, _store_problem, _where
 from ._discovery import DEFAULT_TIMEOUT
 from ._redact import fingerprint
-from .exceptions import InsecureTransportError, LoginError, RevocationError, TokenStorageError
+from .exceptions import InsecureTransportError, LoginError, RevocationError
 from .login import (
     DEFAULT_LOGIN_TIMEOUT,
     login_browser,
@@ -28,7 +28,6 @@ from .login import (
     refresh_token_expires_at,
     should_use_device_flow,
 )
-from .storage import TokenStorage
 from .tokens import Token
 
 __all__ = ["LOGIN_EPILOG", "add_login_arguments", "add_logout_arguments"]
@@ -84,6 +83,7 @@ def add_login_arguments(sub: argparse.ArgumentParser) -> None:
         type=_seconds,
         help=f"seconds to wait for the login (default: {DEFAULT_LOGIN_TIMEOUT:g}; device login: the code's lifetime)",
     )
+    sub.add_argument("--force", action="store_true", help=FORCE_HELP)
     sub.set_defaults(func=_login, check=_login_problem)
 
 
@@ -124,16 +124,6 @@ def _use_device(args: argparse.Namespace) -> bool:
     return device_possible and should_use_device_flow()
 
 
-def _stored(storage: TokenStorage) -> bool:
-    """Whether a record is stored; a store that cannot be read fails now, before the user logs in."""
-    try:
-        return storage.load() is not None
-    except TokenStorageError as exc:
-        if isinstance(exc.__cause__, (ValueError, RecursionError)):
-            return True  # a record that is not a token: the login replaces it
-        raise
-
-
 def _expiry(token: Token, now: float) -> str:
     """When the token, and its refresh token, expire, for the line ``login`` ends with."""
     if token.expires_at is None:
@@ -154,7 +144,7 @@ def _insecure(exc: InsecureTransportError) -> _CommandError:
 
 def _login(args: argparse.Namespace) -> int:
     storage = _storage(args)
-    replaced = _stored(storage)
+    replaced = _replacing(storage, "login", force=args.force)  # before the user logs in for nothing
     common = {
         "client_id": args.client_id,
         "issuer": args.issuer,
@@ -190,7 +180,11 @@ def _login(args: argparse.Namespace) -> int:
             )
     except InsecureTransportError as exc:
         raise _insecure(exc) from exc
-    where = f"{_where(storage)}{' (replacing the token stored there)' if replaced else ''}"
+    where = _where(storage)
+    if replaced == _A_TOKEN:
+        where += " (replacing the token stored there)"
+    elif replaced is not None:
+        where += " (replacing the value stored there, which was not a token)"
     print(f"logged in: token {fingerprint(token.access_token)} stored in {where}; {_expiry(token, time.time())}")
     return 0
 

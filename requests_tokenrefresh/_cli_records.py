@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ._cli_format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
-from ._cli_store import _load, _load_token, _storage, _where
+from ._cli_store import _load, _load_token, _replacing, _storage, _where
 from ._filestorage import FileStorage
 from ._redact import fingerprint
 from ._redis import RedisStorage
@@ -196,6 +196,8 @@ def _import(args: argparse.Namespace) -> int:
         token = Token.from_response(response)  # expires_in counts from now; else the JWT exp claim
     except ValueError as exc:
         raise _CommandError(f"{source}: {exc}") from exc
+    if not args.force:
+        _replacing(storage, "import", force=False)  # a value that is not a token stays
     storage.save(token)
     print(f"stored token {fingerprint(token.access_token)} in {_where(storage)}")
     _print_status(storage, describe(token))

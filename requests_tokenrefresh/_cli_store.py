@@ -3,7 +3,8 @@
 The commands name the store with ``--service``/``--username`` (:class:`KeyringStorage`),
 ``--redis``/``--key`` (:class:`RedisStorage`) or ``--file`` (:class:`FileStorage`). ``refresh``
 uses storages that note a failed save and a delete it was not asked to do (:class:`_Noting`).
-A stored value that is not a token record is named as such, with what to do (:func:`_record_problem`).
+A stored value that is not a token record is named as such, with what to do (:func:`_record_problem`);
+``import`` and ``login`` replace it only when forced (:func:`_replacing`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import stat
 from typing import Any
 
 import keyring
@@ -20,13 +22,15 @@ from ._cli_format import PROG, _CommandError
 from ._filestorage import FileStorage
 from ._redis import RedisStorage
 from .exceptions import TokenStorageError
-from .storage import KeyringStorage, RefreshLease, TokenStorage
+from .storage import KeyringStorage, RefreshLease, TokenStorage, _describe, _record_kind
 from .tokens import RECORD_VERSION, Token
 
-__all__ = ["REDIS_URL_ENV", "add_store_options"]
+__all__ = ["FORCE_HELP", "REDIS_URL_ENV", "add_store_options"]
 
 #: Environment variable read when ``--key`` comes without ``--redis`` (a password in argv is visible to other users).
 REDIS_URL_ENV = "REQUESTS_TOKENREFRESH_REDIS_URL"
+#: The help of ``--force`` (``import``, ``login``): what :func:`_replacing` refuses unforced.
+FORCE_HELP = "replace a stored value that is not a token (another program's secret, say); a token is always replaced"
 
 
 class _Noting:
@@ -233,6 +237,14 @@ def _load_token(storage: TokenStorage) -> Token:
 
 def _read_raw(storage: TokenStorage) -> Any:
     """The stored value as it is, without parsing it."""
+    if isinstance(storage, FileStorage):
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(storage.path, flags)
+        except FileNotFoundError:
+            return None
+        with open(fd, "rb") as f:
+            return f.read()
     if isinstance(storage, RedisStorage):
         raw = storage._client.get(storage.key)  # the record's own key: RedisStorage keeps the client
         return raw.decode("utf-8") if isinstance(raw, bytes) else raw
@@ -280,6 +292,78 @@ def _record_problem(storage: TokenStorage) -> str | None:
         detail = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
         return f"{entry} does not hold a token record ({detail}); {clear}"
     return None
+
+
+#: What :func:`_stored_value` says of a token: a record of any layout version, or a token response stored by hand.
+_A_TOKEN = "a token"
+
+
+def _stored_value(storage: TokenStorage) -> str | None:
+    """What the store holds, in general terms and never quoting it: None (nothing), ``_A_TOKEN``, or what it is.
+
+    A token record, one of a newer layout and a token response (:func:`~requests_tokenrefresh.storage._record_kind`)
+    are tokens of this entry; anything else is described as the stores describe it, "a value that is not a
+    token (not valid JSON at character 0)". A store that cannot be read raises its error.
+    """
+    try:
+        return None if storage.load() is None else _A_TOKEN
+    except TokenStorageError as exc:
+        if isinstance(exc.__cause__, (ValueError, RecursionError)):  # a value the store cannot read as a record
+            read = exc
+        elif isinstance(storage, RedisStorage) and isinstance(exc.__cause__, storage._redis.exceptions.ResponseError):
+            kind = storage._call("read", lambda: storage._client.type(storage.key))  # WRONGTYPE: a hash, a list ...
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind in ("string", "none"):
+                raise  # refused for another reason (no permission): say so
+            return f"a value that is not a token (a Redis {kind}, not a string)"
+        elif isinstance(storage, FileStorage) and _open_to_others(storage.path):
+            read = exc  # refused unread: look at what it holds
+        else:
+            raise
+    try:
+        raw = _read_raw(storage)
+    except Exception:
+        raise read from None  # the store's own error says what went wrong
+    if raw is None:
+        return None
+    record: Any = None
+    try:
+        record = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        Token.from_record(record)
+    except UnicodeDecodeError:
+        return "a value that is not a token (not UTF-8 text)"
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return f"a value that is not a token ({_describe(exc)})"
+    except ValueError:
+        if _record_kind(record) != "other":
+            return _A_TOKEN
+        return "a value that is not a token (JSON, but neither a token record nor a token response)"
+    return _A_TOKEN
+
+
+def _open_to_others(path: str) -> bool:
+    """Whether ``path`` is a regular file (no link) its group or others may read or write (POSIX)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return os.name == "posix" and stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o077)
+
+
+def _replacing(storage: TokenStorage, command: str, *, force: bool) -> str | None:
+    """What a save by ``command`` (import, login) would replace: None, ``_A_TOKEN``, or a value that is no token.
+
+    Raises:
+        _CommandError: the store holds a value that is no token and ``force`` is false: it may be
+            another program's secret, and it is never replaced unasked.
+    """
+    held = _stored_value(storage)
+    if held is None or held == _A_TOKEN or force:
+        return held
+    raise _CommandError(
+        f"the {_where(storage, quoted=True)} holds {held}; it may belong to another program, so {command} "
+        "leaves it alone: pass --force to replace it"
+    )
 
 
 def _store_problem(args: argparse.Namespace) -> str | None:

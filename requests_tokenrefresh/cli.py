@@ -27,8 +27,8 @@ from ._cli_format import PROG, _CommandError, _file_error, _seconds
 from ._cli_login import LOGIN_EPILOG, add_login_arguments, add_logout_arguments
 from ._cli_records import _clear, _import, _status, describe
 from ._cli_refresh import _refresh
+from ._cli_store import FORCE_HELP, add_store_options
 from ._cli_store import REDIS_URL_ENV as _REDIS_URL_ENV
-from ._cli_store import add_store_options
 from .adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT
 from .exceptions import TokenRefreshError
 
@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = command("import", "store a token response (JSON from the app's login, a file or - for stdin)")
     entry(imp)
     imp.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="the token response (default: stdin)")
+    imp.add_argument("--force", action="store_true", help=FORCE_HELP)
     imp.set_defaults(func=_import)
 
     refresh = command(

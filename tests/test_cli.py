@@ -466,6 +466,99 @@ def test_an_unloadable_keyring_backend(cli_process: Run) -> None:
     assert_one_line_error(cli_process("status", *ENTRY, backend="no_such_module.Keyring"), "ModuleNotFoundError")
 
 
+# --- what import replaces ----------------------------------------------------------------------
+
+# Values another program may keep in the entry, and how the error names them (never quoting them).
+NOT_TOKENS = {
+    "a password": ("hunter2-not-json", "(not valid JSON at character 0)"),
+    "a JSON secret": (
+        '{"user": "bob", "password": "hunter2"}',
+        "(JSON, but neither a token record nor a token response)",
+    ),
+    "a JSON list": ('["hunter2"]', "(JSON, but neither a token record nor a token response)"),
+    "no record": (json.dumps({"version": 1, "password": "hunter2"}), "(JSON, but neither a token record nor"),
+}
+
+
+@pytest.mark.parametrize(("value", "kind"), NOT_TOKENS.values(), ids=NOT_TOKENS)
+def test_import_leaves_a_value_that_is_not_a_token_alone(
+    cli: CommandLine, memory_keyring: Backend, value: str, kind: str
+) -> None:
+    store(memory_keyring, value)
+
+    result = cli("import", *ENTRY, stdin=json.dumps(RESPONSE))
+
+    assert_one_line_error(
+        result,
+        f"the keyring entry 'example-api'/'alice' holds a value that is not a token {kind}",
+        "it may belong to another program, so import leaves it alone: pass --force to replace it",
+    )
+    assert "hunter2" not in result.stderr
+    assert result.stdout == ""
+    assert memory_keyring.get_password("example-api", "alice") == value
+    forced = cli("import", *ENTRY, "--force", stdin=json.dumps(RESPONSE))
+    assert forced.returncode == 0, forced.stderr
+    assert stored(memory_keyring)["access_token"] == RESPONSE["access_token"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [record(access_token="older-access-0123456789"), dict(RESPONSE), record(version=2)],
+    ids=["an earlier login", "a token response stored by hand", "a record of a newer layout"],
+)
+def test_import_replaces_a_token_without_force(
+    cli: CommandLine, memory_keyring: Backend, value: dict[str, Any]
+) -> None:
+    store(memory_keyring, value)
+
+    result = cli("import", *ENTRY, stdin=json.dumps({**RESPONSE, "access_token": "new-access-0123456789"}))
+
+    assert result.returncode == 0, result.stderr
+    assert stored(memory_keyring)["access_token"] == "new-access-0123456789"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644], ids=["private", "others may read it"])
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"Host example\n    User alice\n    IdentityFile ~/.ssh/hunter2\n", "(not valid JSON at character 0)"),
+        (b"\xffhunter2\x00", "(not UTF-8 text)"),
+    ],
+    ids=["an ssh config", "binary"],
+)
+def test_import_leaves_a_file_that_is_not_a_token_alone(
+    cli: CommandLine, tmp_path: Path, content: bytes, kind: str, mode: int
+) -> None:
+    path = tmp_path / "config"
+    path.write_bytes(content)
+    path.chmod(mode)
+
+    result = cli("import", "--file", str(path), stdin=json.dumps(RESPONSE))
+
+    assert_one_line_error(
+        result, f"the token file {str(path)!r} holds a value that is not a token {kind}", "pass --force to replace it"
+    )
+    assert "hunter2" not in result.stderr
+    assert path.read_bytes() == content
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    forced = cli("import", "--file", str(path), "--force", stdin=json.dumps(RESPONSE))
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(path.read_text())["access_token"] == RESPONSE["access_token"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_import_replaces_a_token_file_that_others_may_read(cli: CommandLine, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    path.write_text(json.dumps(record(access_token="older-access-0123456789")))
+    path.chmod(0o644)
+
+    result = cli("import", "--file", str(path), stdin=json.dumps(RESPONSE))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(path.read_text())["access_token"] == RESPONSE["access_token"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 # --- clear -------------------------------------------------------------------------------------
 
 

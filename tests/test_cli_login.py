@@ -293,6 +293,50 @@ def test_an_unknown_issuer_is_a_one_line_error(auth: AuthServer, cli: CommandLin
     assert stored(memory_keyring) is None
 
 
+def test_login_leaves_a_value_that_is_not_a_token_alone(
+    auth: AuthServer, cli: CommandLine, memory_keyring: Backend
+) -> None:
+    memory_keyring.set_password("example-api", "alice", "hunter2-not-json")
+    login = ["login", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli", "--browser", "--no-browser"]
+
+    result = cli(*login, "--timeout", "5")
+
+    assert_one_line_error(
+        result,
+        "the keyring entry 'example-api'/'alice' holds a value that is not a token (not valid JSON at character 0)",
+        "so login leaves it alone: pass --force to replace it",
+    )
+    assert "hunter2" not in result.stderr
+    assert result.stdout == ""
+    assert auth.login_log == []
+    assert memory_keyring.get_password("example-api", "alice") == "hunter2-not-json"
+
+
+def test_login_with_force_replaces_a_value_that_is_not_a_token(
+    auth: AuthServer, start: Any, memory_keyring: Backend
+) -> None:
+    memory_keyring.set_password("example-api", "alice", "hunter2-not-json")
+    login = ["login", *ENTRY, "--issuer", auth.issuer, "--client-id", "cli", "--browser", "--no-browser"]
+
+    forced = start(*login, "--force", "--timeout", "30")
+    browse(forced.wait_for(AUTHORIZE_URL))
+
+    assert forced.finish() == 0, forced.stderr
+    assert "in keyring entry example-api/alice (replacing the value stored there, which was not a token);" in (
+        forced.stdout
+    )
+    first = stored(memory_keyring)
+    assert first is not None
+    assert first["access_token"] in auth._access
+    # A token is replaced without --force, and the line says so.
+    again = start(*login, "--timeout", "30")
+    browse(again.wait_for(AUTHORIZE_URL))
+    assert again.finish() == 0, again.stderr
+    assert "in keyring entry example-api/alice (replacing the token stored there);" in again.stdout
+    assert stored(memory_keyring)["access_token"] != first["access_token"]  # type: ignore[index]
+    assert "hunter2" not in forced.stdout + forced.stderr + again.stdout + again.stderr
+
+
 def test_a_busy_port_is_a_one_line_error(auth: AuthServer, cli: CommandLine, memory_keyring: Backend) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -268,6 +268,39 @@ def test_refresh_keeps_the_login_on_invalid_grant_unless_asked(
     assert stored(redis_server) is None
 
 
+@pytest.mark.parametrize(
+    ("kind", "described"),
+    [("string", "(not valid JSON at character 0)"), ("hash", "(a Redis hash, not a string)")],
+)
+def test_import_and_login_leave_a_key_that_is_not_a_token_alone(
+    cli: CommandLine, redis_server: RedisServer, auth_server: AuthServer, kind: str, described: str
+) -> None:
+    with redis_server.client() as client:
+        if kind == "string":
+            client.set(KEY, "hunter2-not-json")
+        else:
+            client.hset(KEY, mapping={"user": "bob", "password": "hunter2"})
+        before = client.dump(KEY)
+    store = ["--redis", redis_server.url, "--key", KEY]
+    login = {**auth_server.issue(), "expires_in": 120}
+    refused = f"the Redis key {KEY!r} at {redis_server.url} holds a value that is not a token {described}"
+
+    imported = cli("import", *store, stdin=json.dumps(login))
+    logged_in = cli(
+        "login", *store, "--issuer", auth_server.issuer, "--client-id", "cli-app", "--browser", "--no-browser",
+        "--timeout", "5",
+    )  # fmt: skip
+
+    assert_one_line_error(imported, refused, "so import leaves it alone: pass --force to replace it")
+    assert_one_line_error(logged_in, refused, "so login leaves it alone: pass --force to replace it")
+    assert "hunter2" not in imported.stderr + logged_in.stderr
+    with redis_server.client() as client:
+        assert client.dump(KEY) == before
+    forced = cli("import", *store, "--force", stdin=json.dumps(login))
+    assert forced.returncode == 0, forced.stderr
+    assert stored(redis_server)["refresh_token"] == login["refresh_token"]  # type: ignore[index]
+
+
 # --- demo --hosts ------------------------------------------------------------------------------
 
 
