@@ -311,10 +311,9 @@ def _stored_value(storage: TokenStorage) -> str | None:
         if isinstance(exc.__cause__, (ValueError, RecursionError)):  # a value the store cannot read as a record
             read = exc
         elif isinstance(storage, RedisStorage) and isinstance(exc.__cause__, storage._redis.exceptions.ResponseError):
-            kind = storage._call("read", lambda: storage._client.type(storage.key))  # WRONGTYPE: a hash, a list ...
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-            if kind in ("string", "none"):
-                raise  # refused for another reason (no permission): say so
+            kind = _redis_type(storage)  # WRONGTYPE: a hash, a list ...
+            if kind in (None, "string", "none"):
+                raise  # refused for another reason (no permission): its error says so
             return f"a value that is not a token (a Redis {kind}, not a string)"
         elif isinstance(storage, FileStorage) and _open_to_others(storage.path):
             read = exc  # refused unread: look at what it holds
@@ -323,7 +322,7 @@ def _stored_value(storage: TokenStorage) -> str | None:
     try:
         raw = _read_raw(storage)
     except Exception:
-        raise read from None  # the store's own error says what went wrong
+        raise read from read.__cause__  # the store's own error (and its cause) says what went wrong
     if raw is None:
         return None
     record: Any = None
@@ -339,6 +338,15 @@ def _stored_value(storage: TokenStorage) -> str | None:
             return _A_TOKEN
         return "a value that is not a token (JSON, but neither a token record nor a token response)"
     return _A_TOKEN
+
+
+def _redis_type(storage: RedisStorage) -> str | None:
+    """The type of the value at the key (``string``, ``hash``, ``none`` ...), or None if Redis will not say."""
+    try:
+        kind = storage._client.type(storage.key)
+    except storage._redis.exceptions.RedisError:
+        return None
+    return kind.decode() if isinstance(kind, bytes) else str(kind)
 
 
 def _open_to_others(path: str) -> bool:
