@@ -28,7 +28,7 @@ The refresh protocol
 --------------------
 Rule 1: only the lease holder refreshes. Taking the lease (one Lua call) also bumps the fence
         and notes the record's version; :meth:`~_RedisLease.load` reads the record, its version
-        and the in-flight marker again (one Lua call).
+        and the in-flight marker again (one round trip).
 Rule 2: right before the refresh request is sent, :meth:`~_RedisLease.check` asks the server (one
         Lua call) that the lease is still ours with enough time left and that the record was not
         written since it was read; if not, LeaseLostError and nothing is sent.
@@ -161,10 +161,6 @@ redis.call('set', KEYS[3], ARGV[4] .. ':' .. version)
 return {0, left}
 """
 )
-# KEYS: record, version, inflight. Returns {record, version, marker} (nil where missing).
-_READ = """
-return {redis.call('get', KEYS[1]), redis.call('get', KEYS[2]), redis.call('get', KEYS[3])}
-"""
 # KEYS: record, version, inflight. ARGV: the record, the lowest new version (Rule 5). An
 # unconditional write (Rule 4); returns the new version.
 _SAVE = """
@@ -296,7 +292,6 @@ class RedisStorage(TokenStorage):
                 ("release", _RELEASE),
                 ("extend", _EXTEND),
                 ("check", _CHECK),
-                ("read", _READ),
                 ("save", _SAVE),
                 ("delete", _DELETE),
                 ("save_if", _SAVE_IF),
@@ -342,8 +337,21 @@ class RedisStorage(TokenStorage):
         return [self.key, self._keys["version"], self._keys["inflight"]]
 
     def _read(self) -> tuple[Any, int, Any]:
-        """(record, version, in-flight marker), read in one call."""
-        raw, version, marker = self._run("read", "read", [])
+        """(record, version, in-flight marker), read in one call.
+
+        Three GETs in one pipeline, not a script (Redis counts a script's keys as written, and a
+        user allowed only to read the record, ``%R~key``, could not load it) nor an MGET (which
+        reads a key of another type as missing, where GET says WRONGTYPE).
+        """
+
+        def read() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for name in self._record_keys():
+                    pipe.get(name)
+                return list(pipe.execute())
+
+        self._check_policy("read")
+        raw, version, marker = self._call("read", read)
         return raw, int(version or 0), marker
 
     def _run(self, action: str, script: str, args: list[Any], token: Token | None = None) -> Any:
