@@ -95,6 +95,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from ._clock import SYSTEM_CLOCK, Clock, as_clock
 from ._grant import Grant
 from ._redact import fingerprint
 from ._retry import refresh_with_retries
@@ -135,7 +136,7 @@ class _Kind(enum.Enum):
 @dataclasses.dataclass(eq=False)
 class _Flight:
     kind: _Kind
-    started: float  # time.monotonic()
+    started: float  # time.monotonic(): real, as the Condition's waits are (Rule 3)
     epoch: int  # the reset epoch it was begun in (Rule 10)
     forced: bool = False  # a refresh because the server rejected the current token
     unsaved: bool = False  # the token in memory is newer than the stored one (Rule 7)
@@ -161,7 +162,9 @@ class Coordinator:
         lease_timeout: seconds to wait for the storage's refresh lease (another process may
             hold it for a whole refresh).
         wait_timeout: the longest a thread waits for another thread's flight.
-        clock: epoch seconds now.
+        clock: the one source of time (:mod:`._clock`): wall time for expiry; monotonic time and
+            sleep for the deadlines and pauses of retries, save retries and the wait for an
+            interrupted holder. Condition and Event waits keep real time (Rule 3).
         on_refresh, on_session_expired, on_refresh_token_expiring: the adapter's callbacks.
     """
 
@@ -174,7 +177,7 @@ class Coordinator:
         refresh_timeout: float,
         lease_timeout: float,
         wait_timeout: float,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] = SYSTEM_CLOCK,
         on_refresh: Callable[[Token], object] | None = None,
         on_session_expired: Callable[[SessionExpiredError], object] | None = None,
         on_refresh_token_expiring: Callable[[Token], object] | None = None,
@@ -186,7 +189,10 @@ class Coordinator:
         self._refresh_timeout = refresh_timeout
         self._lease_timeout = lease_timeout
         self._wait_timeout = wait_timeout
-        self._clock = clock
+        clock = as_clock(clock)
+        self._clock = clock.time  # called on every request: the bound method, not the object
+        self._monotonic = clock.monotonic
+        self._sleep = clock.sleep
         self._on_refresh = on_refresh
         self._on_session_expired = on_session_expired
         self._on_refresh_token_expiring = on_refresh_token_expiring
@@ -661,7 +667,9 @@ class Coordinator:
         except LeaseLostError as exc:  # nothing is sent; the next try reads the store again
             raise RefreshError(f"lease_lost: {exc}", error="lease_lost", retryable=True) from exc
         try:
-            new = refresh_with_retries(self._grant, base, timeout=self._refresh_timeout)
+            new = refresh_with_retries(
+                self._grant, base, timeout=self._refresh_timeout, sleep=self._sleep, monotonic=self._monotonic
+            )
         except SessionExpiredError as exc:
             return self._end_session(flight, lease, base, exc)
         outcome = self._save_in_lease(flight, lease, new)
@@ -701,10 +709,10 @@ class Coordinator:
         Its request with the stored refresh token may have reached the server: presenting that
         token again would spend it twice. Returns what the store holds then.
         """
-        deadline = time.monotonic() + self._refresh_timeout
+        deadline = self._monotonic() + self._refresh_timeout
         log.info("waiting up to %.0fs for an interrupted refresh to store its answer", self._refresh_timeout)
-        while lease.interrupted and time.monotonic() + INTERRUPTED_POLL_INTERVAL < deadline:
-            time.sleep(INTERRUPTED_POLL_INTERVAL)
+        while lease.interrupted and self._monotonic() + INTERRUPTED_POLL_INTERVAL < deadline:
+            self._sleep(INTERRUPTED_POLL_INTERVAL)
             with contextlib.suppress(TokenStorageError):  # a storage blip: read again next time
                 stored = lease.load()
         if lease.interrupted:
@@ -742,7 +750,7 @@ class Coordinator:
         Returns (``new``, whether it is still unsaved), (a newer token another holder stored
         meanwhile, False), or None when a reset dropped this refresh (Rule 10).
         """
-        deadline = time.monotonic() + self._refresh_timeout
+        deadline = self._monotonic() + self._refresh_timeout
         while True:
             with self._store_mutex:
                 with self._cond:
@@ -764,7 +772,7 @@ class Coordinator:
                             return newer, False
                 except TokenStorageError as exc:
                     error = exc
-            if time.monotonic() + SAVE_RETRY_INTERVAL >= deadline or isinstance(error, LeaseLostError):
+            if self._monotonic() + SAVE_RETRY_INTERVAL >= deadline or isinstance(error, LeaseLostError):
                 # Rule 7: keep it in memory and save again later.
                 log.warning(
                     "refreshed token %s not saved (%s); keeping it in memory", fingerprint(new.access_token), error
@@ -773,7 +781,7 @@ class Coordinator:
                     self._unsaved_lease = lease if lease.fenced and not isinstance(error, LeaseLostError) else None
                 return new, True
             log.warning("refreshed token %s not saved yet (%s); retrying", fingerprint(new.access_token), error)
-            time.sleep(SAVE_RETRY_INTERVAL)
+            self._sleep(SAVE_RETRY_INTERVAL)
             # Then the save says whether a newer token is there; a storage blip is one more failure.
             with contextlib.suppress(TokenStorageError):
                 lease.extend(self._refresh_timeout)

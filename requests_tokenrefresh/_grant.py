@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._redact import fingerprint, without_request
 from ._retry import TRANSIENT_ERRORS
 from ._urls import is_secure, origin, proxy_for, without_userinfo
@@ -74,7 +75,7 @@ class OAuthRefreshGrant:
         client_auth: str = "basic",
         scope: str | None = None,
         allow_insecure_http: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.token_url = token_url  # None: the issuer's, found by discovery at the first request
         self.issuer = issuer
@@ -158,8 +159,8 @@ class OAuthRefreshGrant:
         session = self.session
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
-        sent_at = self.clock()
-        deadline = time.monotonic() + timeout
+        sent_at = self.clock.time()
+        deadline = time.monotonic() + timeout  # a socket watchdog's: real time
         log.debug(
             "%s grant to %s with refresh token %s",
             data["grant_type"],
@@ -203,7 +204,7 @@ class ClientCredentialsGrant(OAuthRefreshGrant):
 class CallableGrant:
     """Wraps a user's ``refresher`` callable as a grant: its result becomes a Token."""
 
-    def __init__(self, refresher: Refresher, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, refresher: Refresher, clock: Clock = SYSTEM_CLOCK) -> None:
         self.refresher = refresher
         self.clock = clock
 
@@ -212,7 +213,7 @@ class CallableGrant:
     def __call__(self, token: Token | None, timeout: float) -> Token:
         if token is None:
             raise SessionExpiredError("no token is stored: log in and save a token first", error="no_token")
-        sent_at = self.clock()
+        sent_at = self.clock.time()
         try:
             result = self.refresher(token)
         except (RefreshError, *TRANSIENT_ERRORS):

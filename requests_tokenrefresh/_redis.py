@@ -60,10 +60,10 @@ import logging
 import math
 import secrets
 import threading
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._redact import fingerprint
 from .exceptions import LeaseLostError, TokenStorageError
 from .storage import RefreshLease, TokenStorage, _describe
@@ -225,6 +225,9 @@ class RedisStorage(TokenStorage):
             Redis Cluster, give it a hash tag (``"{example-api:alice}"``) so all are in one slot.
         lease_margin: seconds a lease must have left beyond what the adapter asks for before a
             refresh request is sent.
+        clock: the monotonic time and sleep of the wait for the lease (a
+            :class:`~requests_tokenrefresh.testing.FakeClock` in tests); the lease's own expiry is
+            kept in the server's clock.
 
     Raises:
         ImportError: redis-py is not installed (``pip install requests-tokenrefresh[redis]``).
@@ -244,6 +247,7 @@ class RedisStorage(TokenStorage):
         key: str = "example-api:alice",
         *,
         lease_margin: float = DEFAULT_LEASE_MARGIN,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         module = _import_redis()
         if not isinstance(key, str) or not key.strip():
@@ -254,6 +258,7 @@ class RedisStorage(TokenStorage):
             raise ValueError("lease_margin must be a finite number of seconds >= 0")
         self.key = key
         self.lease_margin: float = float(lease_margin)
+        self._clock = clock
         self._redis = module
         # RedisClusterException (a key in no slot, no node reachable) is no RedisError.
         self._errors: tuple[type[BaseException], ...] = (
@@ -472,22 +477,23 @@ class _RedisLease(RefreshLease):
 
     def __enter__(self) -> RefreshLease:
         s = self.storage
-        started = time.monotonic()
+        clock = s._clock
+        started = clock.monotonic()
         ms = math.ceil(self.timeout * 1000)
         while True:
             taken, number, version = s._run("take the refresh lease of", "acquire", [self.owner, ms])
             if taken:
                 break
-            if time.monotonic() - started + LEASE_POLL_INTERVAL > self.wait:
+            if clock.monotonic() - started + LEASE_POLL_INTERVAL > self.wait:
                 raise TokenStorageError(
                     f"timed out after {self.wait:.1f}s waiting for the refresh lease of Redis key {s.key!r} "
                     f"at {s.location}: another host or process holds it and is refreshing the same token"
                 )
-            time.sleep(LEASE_POLL_INTERVAL)
+            clock.sleep(LEASE_POLL_INTERVAL)
         self.fence, self.version = int(number), int(version)
         self.lost = self.version < s._seen
         s._saw(self.version)
-        log.debug("took the refresh lease of %s (fence %d) after %.3fs", s.key, self.fence, time.monotonic() - started)
+        log.debug("took the refresh lease of %s (fence %d) after %.3fs", s.key, self.fence, clock.monotonic() - started)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -17,6 +17,7 @@ from requests.exceptions import UnrewindableBodyError
 from requests.utils import rewind_body
 from urllib3.util.retry import Retry
 
+from ._clock import Clock, as_clock
 from ._coordinator import Coordinator
 from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
 from ._redact import fingerprint
@@ -75,7 +76,7 @@ class _Settings:
     on_refresh_token_expiring: Callable[[Token], object] | None
     base_url: str | None
     allow_insecure_http: bool
-    clock: Callable[[], float]
+    clock: Clock | Callable[[], float]
 
 
 class TokenRefreshAdapter(HTTPAdapter):
@@ -126,7 +127,9 @@ class TokenRefreshAdapter(HTTPAdapter):
         base_url: if given, only requests under this URL get the token.
         allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
             not loopback (or through a proxy that is not).
-        clock: returns epoch seconds; for tests.
+        clock: the source of time, for tests: a :class:`~requests_tokenrefresh.testing.FakeClock`
+            (wall time, monotonic time and sleep: expiries, retry pauses and deadlines move only
+            with it), or a callable returning epoch seconds (expiries only).
         **kwargs: passed to :class:`~requests.adapters.HTTPAdapter` (``pool_maxsize``,
             ``max_retries`` ...). A ``urllib3.Retry`` whose ``status_forcelist`` names a status
             of ``refresh_status_codes`` is given without it: that status must reach the adapter,
@@ -161,7 +164,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         on_refresh_token_expiring: Callable[[Token], object] | None = None,
         base_url: str | None = None,
         allow_insecure_http: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
         if not isinstance(storage, TokenStorage):
@@ -235,7 +238,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._base_url = s.base_url
         self._allow_http = s.allow_insecure_http
         self._refresh_codes = s.refresh_status_codes
-        self._clock = s.clock
+        clock = as_clock(s.clock)
+        self._clock = clock.time
         # The class after this one in the method resolution order (HTTPAdapter, or a transport
         # mixed in after it): `self._transport.send(self, ...)` is super().send(...), looked up
         # at each call (so a patched HTTPAdapter.send, as responses makes, is seen) without the
@@ -253,10 +257,10 @@ class TokenRefreshAdapter(HTTPAdapter):
                 client_auth=s.client_auth,
                 scope=s.scope,
                 allow_insecure_http=s.allow_insecure_http,
-                clock=s.clock,
+                clock=clock,
             )
         else:
-            self._grant = CallableGrant(s.refresher, clock=s.clock)
+            self._grant = CallableGrant(s.refresher, clock=clock)
         self._coordinator = Coordinator(
             s.storage,
             self._grant,
@@ -267,7 +271,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             # so a thread waits for that and the refresh of its own leader.
             lease_timeout=s.refresh_timeout + _WAIT_MARGIN,
             wait_timeout=3 * (s.refresh_timeout + _WAIT_MARGIN),
-            clock=s.clock,
+            clock=clock,
             on_refresh=s.on_refresh,
             on_session_expired=s.on_session_expired,
             on_refresh_token_expiring=s.on_refresh_token_expiring,
