@@ -12,6 +12,7 @@ from ._filestorage import FileStorage
 from ._redis import RedisStorage
 from .adapters import Refresher, TokenRefreshAdapter
 from .exceptions import (
+    EndpointError,
     InsecureTransportError,
     LeaseLostError,
     LoginError,
@@ -28,6 +29,7 @@ from .tokens import Token, TokenState
 __version__ = "0.2.0"
 
 __all__ = [
+    "EndpointError",
     "FileStorage",
     "InsecureTransportError",
     "KeyringStorage",

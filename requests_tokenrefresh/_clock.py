@@ -22,7 +22,7 @@ __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "as_clock"]
 class Clock(Protocol):
     """What the adapter asks of a clock.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     def time(self) -> float:
@@ -50,7 +50,7 @@ SYSTEM_CLOCK: Clock = SystemClock()
 
 
 class _WallClock:
-    """A plain callable of epoch seconds (the adapter's ``clock=`` before 0.3) with real deadlines."""
+    """A plain callable of epoch seconds (what the adapter's ``clock=`` may be) with real deadlines."""
 
     def __init__(self, wall: Callable[[], float]) -> None:
         self.time = wall

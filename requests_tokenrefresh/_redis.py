@@ -105,8 +105,7 @@ local function held(value)
 end
 """
 # KEYS: lease, fence, version. ARGV: owner, ms. Returns {1, fence, version} when taken, or
-# {0, ms left, 0} while another owner holds it. A value in redis-py Lock's format (an owner
-# without expiry, with a key TTL: a host of an older release) is held until its TTL runs out.
+# {0, ms left, 0} while another owner holds it.
 _ACQUIRE = (
     _NOW
     + _HELD
@@ -114,10 +113,6 @@ _ACQUIRE = (
 local value = redis.call('get', KEYS[1])
 local owner, expiry = held(value)
 if expiry and expiry > now then return {0, expiry - now, 0} end
-if value and not expiry then
-  local ttl = redis.call('pttl', KEYS[1])
-  if ttl > 0 then return {0, ttl, 0} end
-end
 redis.call('set', KEYS[1], ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])))
 return {1, redis.call('incr', KEYS[2]), tonumber(redis.call('get', KEYS[3]) or '0')}
 """

@@ -5,8 +5,9 @@ Every exception this package raises derives from :class:`TokenRefreshError`, whi
 
     requests.RequestException
      └── TokenRefreshError
-          ├── RefreshError                 the token endpoint (or refresher) failed
-          │    ├── SessionExpiredError     the refresh token is gone or rejected: log in again
+          ├── EndpointError                the authorization server (or a refresher) said no or failed
+          │    ├── RefreshError            a refresh failed
+          │    │    └── SessionExpiredError    the refresh token is gone or rejected: log in again
           │    ├── LoginError              a login or discovery step failed; nothing was stored
           │    └── RevocationError         a token could not be revoked at logout
           ├── TokenStorageError            the token store (keyring) failed or holds a bad record
@@ -23,6 +24,7 @@ from typing import Any
 import requests
 
 __all__ = [
+    "EndpointError",
     "InsecureTransportError",
     "LeaseLostError",
     "LoginError",
@@ -41,8 +43,11 @@ class TokenRefreshError(requests.RequestException):
     """
 
 
-class RefreshError(TokenRefreshError):
-    """A refresh failed.
+class EndpointError(TokenRefreshError):
+    """The authorization server (or a user's refresher) refused a request or could not be reached.
+
+    Its subclasses say which request: a refresh, a login step, a revocation. ``except
+    RefreshError`` catches failed refreshes only; ``except EndpointError`` all three.
 
     Args:
         message: human-readable text; never contains a secret.
@@ -52,14 +57,14 @@ class RefreshError(TokenRefreshError):
         retryable: whether sending again later may succeed (network trouble, 5xx, 429).
         retry_after: seconds the server asked us to wait (``Retry-After``), if any.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
 
     def __init__(
         self,
         message: str,
         *,
-        error: str = "refresh_failed",
+        error: str = "endpoint_error",
         error_description: str | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
@@ -76,6 +81,21 @@ class RefreshError(TokenRefreshError):
         return (_rebuild, (type(self), self.args, self.__dict__.copy()))
 
 
+class RefreshError(EndpointError):
+    """A refresh failed.
+
+    Takes the arguments of :class:`EndpointError`; ``error`` is ``"refresh_failed"`` unless given.
+
+    .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       A subclass of :class:`EndpointError`, as are :class:`LoginError` and
+       :class:`RevocationError`, which are no longer subclasses of this one.
+    """
+
+    def __init__(self, message: str, *, error: str = "refresh_failed", **kwargs: Any) -> None:
+        super().__init__(message, error=error, **kwargs)
+
+
 class SessionExpiredError(RefreshError):
     """The session is over: no refresh token, or the server rejected it (``invalid_grant``).
 
@@ -89,7 +109,7 @@ class SessionExpiredError(RefreshError):
         super().__init__(message, error=error, **kwargs)
 
 
-class LoginError(RefreshError):
+class LoginError(EndpointError):
     """A login, discovery or revocation step failed; nothing was stored.
 
     ``error`` is the OAuth error code (``access_denied``, ``expired_token``, ``invalid_grant``
@@ -103,7 +123,7 @@ class LoginError(RefreshError):
         super().__init__(message, error=error, **kwargs)
 
 
-class RevocationError(RefreshError):
+class RevocationError(EndpointError):
     """A token could not be revoked at the revocation endpoint (RFC 7009).
 
     Attributes:
@@ -144,7 +164,7 @@ class InsecureTransportError(TokenRefreshError, ValueError):
     """
 
 
-def _rebuild(cls: type[RefreshError], args: tuple[Any, ...], state: dict[str, Any]) -> RefreshError:
+def _rebuild(cls: type[EndpointError], args: tuple[Any, ...], state: dict[str, Any]) -> EndpointError:
     exc = cls.__new__(cls)
     Exception.__init__(exc, *args)
     exc.__dict__.update(state)

@@ -103,8 +103,6 @@ class RefreshLease:
             again after the lease was released.
 
     .. versionadded:: 0.2
-    .. versionchanged:: 0.3
-       ``lost`` and ``fenced``.
     """
 
     fenced: bool = False

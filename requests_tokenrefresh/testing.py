@@ -237,8 +237,6 @@ class FakeClock:
         slept (float): the seconds :meth:`sleep` has been asked for in all.
 
     .. versionadded:: 0.2
-    .. versionchanged:: 0.3
-       :meth:`time`, :meth:`monotonic` and :meth:`sleep`.
     """
 
     def __init__(self, start: float | None = None) -> None:

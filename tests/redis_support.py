@@ -162,9 +162,6 @@ def lease_left(client: Any, key: str) -> float | None:
     value = client.get(f"{key}:lease")
     if value is None:
         return None
-    if len(value.split()) != 2:  # redis-py Lock's format (releases before 0.3): the key's TTL
-        ttl = client.pttl(f"{key}:lease")
-        return ttl / 1000 if ttl > 0 else None
     expiry = int(value.split()[1])
     seconds, micros = client.time()
     left = (expiry - (seconds * 1000 + micros // 1000)) / 1000

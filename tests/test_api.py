@@ -24,9 +24,12 @@ from requests.adapters import HTTPAdapter
 import requests_tokenrefresh
 import requests_tokenrefresh.testing
 from requests_tokenrefresh import (
+    EndpointError,
     InsecureTransportError,
+    LoginError,
     MemoryStorage,
     RefreshError,
+    RevocationError,
     SessionExpiredError,
     TokenRefreshAdapter,
     TokenRefreshError,
@@ -34,6 +37,7 @@ from requests_tokenrefresh import (
 )
 
 PUBLIC_NAMES = {
+    "EndpointError",
     "FileStorage",
     "InsecureTransportError",
     "KeyringStorage",
@@ -240,7 +244,10 @@ def test_the_quickstart_options_table_lists_every_keyword_with_its_default() -> 
     ("cls", "base"),
     [
         (TokenRefreshError, requests.RequestException),
-        (RefreshError, TokenRefreshError),
+        (EndpointError, TokenRefreshError),
+        (RefreshError, EndpointError),
+        (LoginError, EndpointError),
+        (RevocationError, EndpointError),
         (SessionExpiredError, RefreshError),
         (TokenStorageError, TokenRefreshError),
         (InsecureTransportError, TokenRefreshError),
@@ -249,6 +256,11 @@ def test_the_quickstart_options_table_lists_every_keyword_with_its_default() -> 
 )
 def test_exception_tree(cls: type[Exception], base: type[Exception]) -> None:
     assert issubclass(cls, base)
+
+
+@pytest.mark.parametrize("cls", [LoginError, RevocationError])
+def test_except_refresh_error_does_not_catch_a_failed_login_or_logout(cls: type[Exception]) -> None:
+    assert not issubclass(cls, RefreshError)
 
 
 def test_insecure_transport_error_is_caught_as_value_error() -> None:

@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from requests_tokenrefresh import (
+    EndpointError,
     InsecureTransportError,
     KeyringStorage,
     LoginError,
@@ -400,7 +401,8 @@ def test_the_token_endpoint_refusing_the_code(
     with pytest.raises(LoginError, match="invalid_grant: Code was already redeemed") as info:
         _browser_login(auth, storage=storage, stream=io.StringIO())
     browser.join()
-    assert isinstance(info.value, RefreshError)
+    assert isinstance(info.value, EndpointError)
+    assert not isinstance(info.value, RefreshError)  # a failed login is no failed refresh
     assert info.value.error == "invalid_grant"
     assert storage.load() is None
     assert browser.last_page.status_code == 400
@@ -822,6 +824,7 @@ def test_the_refresh_token_lifetime_is_kept_and_read(auth: AuthServer, browser: 
 
 
 def test_all_login_errors_share_the_package_root() -> None:
-    assert issubclass(LoginError, RefreshError)
+    assert issubclass(LoginError, EndpointError)
+    assert issubclass(RevocationError, EndpointError)
     assert issubclass(RevocationError, TokenRefreshError)
     assert issubclass(LoginError, requests.RequestException)
