@@ -1,0 +1,151 @@
+"""The other process of a process cell (run by ``processes.py``, never imported by pytest).
+
+::
+
+    python tests/faults/worker.py --storage file --path P --token-url URL --api URL \\
+        --step "lease read" --fault sigkill --state DIR [--refresh-timeout S] [--lease-cap S]
+
+One adapter over the storage (``file``: FileStorage; ``keyring``: KeyringStorage over the kit's
+FileKeyring at ``--path`` with its lock files in ``--lock-dir``; ``redis``: RedisStorage at
+``--url``/``--key``), wrapped by ``inject.FaultStorage`` so that the fault lands at ``--step``:
+
+``sigkill``, ``sigstop``
+    The request runs in the main thread. At the step (after its call) the process writes
+    ``DIR/at`` and waits for ``DIR/go``: the test kills or stops it there. A process that goes
+    on sends two more requests, closes the adapter and prints one JSON line: ``first`` and
+    ``recovery`` outcomes, the ``steps`` it reached.
+``exit``
+    The request runs in a daemon thread. At the step, the main thread returns (the interpreter
+    exits) and the step's thread goes on once the main thread is gone. For ``request sent``
+    (the token endpoint holds the request) the main thread returns when ``DIR/exit`` appears,
+    and ``DIR/exiting`` says that the interpreter is exiting.
+
+At ``save retried`` the first save fails (raised here): the step is the second save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from inject import FaultStorage, Injector, Spec, outcome_of  # this directory is sys.path[0]
+
+from requests_tokenrefresh import KeyringStorage, TokenRefreshAdapter, TokenStorage, TokenStorageError
+from requests_tokenrefresh._filestorage import FileStorage
+from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh.testing import FileKeyring
+
+SERVICE, USER = "fault-api", "alice"  # as backends.py
+#: Seconds any wait here lasts at most, so that a broken test leaves no process behind.
+BOUND = 60.0
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"worker: timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def make_storage(args: argparse.Namespace) -> TokenStorage:
+    if args.storage == "file":
+        return FileStorage(args.path)
+    if args.storage == "keyring":
+        return KeyringStorage(SERVICE, USER, backend=FileKeyring(args.path), lock_dir=args.lock_dir)
+    return RedisStorage(args.url, key=args.key, lease_margin=args.lease_margin)
+
+
+class FirstSaveFails:
+    """The ``save retried`` precondition: the first save raises instead of saving."""
+
+    def __enter__(self) -> None:
+        raise TokenStorageError("injected: the first save fails")
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--storage", choices=["file", "keyring", "redis"], required=True)
+    parser.add_argument("--path", default="")
+    parser.add_argument("--lock-dir", default="")
+    parser.add_argument("--url", default="")
+    parser.add_argument("--key", default="")
+    parser.add_argument("--token-url", required=True)
+    parser.add_argument("--api", required=True)
+    parser.add_argument("--step", required=True)
+    parser.add_argument("--fault", choices=["exit", "sigkill", "sigstop"], required=True)
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--refresh-timeout", type=float, default=1.0)
+    parser.add_argument("--lease-cap", type=float, default=None)
+    parser.add_argument("--lease-margin", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="worker %(threadName)s %(levelname)s %(name)s: %(message)s"
+    )
+    state = Path(args.state)
+    leaving = threading.Event()
+
+    def park() -> None:  # sigkill, sigstop: the test acts on this process here
+        (state / "at").touch()
+        wait_for((state / "go").exists, "the go file")
+
+    def leave() -> None:  # exit: the main thread returns; this thread goes on as the interpreter exits
+        (state / "at").touch()
+        leaving.set()
+        wait_for(lambda: not threading.main_thread().is_alive(), "the main thread to end")
+
+    injector = Injector()
+    if args.step == "save retried":
+        injector.specs["save attempted"] = Spec(around=FirstSaveFails)
+    if args.step != "request sent":
+        injector.specs[args.step] = Spec(after=leave if args.fault == "exit" else park)
+    storage = FaultStorage(make_storage(args), injector, lease_cap=args.lease_cap)
+    adapter = TokenRefreshAdapter(
+        storage,
+        token_url=args.token_url,
+        refresh_timeout=args.refresh_timeout,
+        on_refresh=lambda token: injector.at("publish", lambda: None),
+    )
+    session = requests.Session()
+    session.mount(args.api.rsplit("/", 1)[0] + "/", adapter)
+
+    def send() -> str:
+        try:
+            return outcome_of(session.get(args.api, timeout=BOUND))
+        except requests.RequestException as exc:
+            return outcome_of(exc)
+
+    if args.fault == "exit":
+        threading.Thread(target=send, name="caller", daemon=True).start()
+        if args.step == "request sent":
+
+            def watch() -> None:
+                wait_for(lambda: not threading.main_thread().is_alive(), "the main thread to end")
+                (state / "exiting").touch()
+
+            threading.Thread(target=watch, name="watcher", daemon=True).start()
+            wait_for((state / "exit").exists, "the exit file")
+        elif not leaving.wait(BOUND):
+            raise SystemExit("worker: the step was never reached")
+        return 0  # the interpreter exits with the caller inside the adapter
+
+    first = send()
+    recovery = [send() for _ in range(2)]
+    adapter.close()
+    session.close()
+    print(json.dumps({"first": first, "recovery": recovery, "steps": injector.reached}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
