@@ -1,23 +1,26 @@
 """Every cell of the fault matrix (``matrix.py``) that can occur, one test each:
 ``test_cell[<step>-<fault>-<storage>]``; and the published table is the declared one.
 
-Run them with ``python -m pytest tests/faults``; with ``RTR_FAULT_MATRIX=results.json`` each cell
+Run them with ``python -m pytest -m slow tests/faults``; with ``RTR_FAULT_MATRIX=results.json`` each cell
 also records its observed outcome there, which ``python docs/fault_matrix.py results.json``
 renders as the table of that run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ..redis_support import INSTALL_HELP, RedisServer, redis_server_path
 from .backends import make_backend
-from .harness import Scene, check, record, run_in_process
-from .matrix import cell_id, cells, expected
+from .harness import Observation, Scene, check, record, run_in_process
+from .matrix import FAULTS, NA, OUTCOMES, STEPS, STORAGES, cell_id, cells, expected
 from .processes import run_process_cell
 
 pytestmark = pytest.mark.slow
@@ -45,3 +48,61 @@ def test_cell(step: str, fault: str, storage: str, tmp_path: Path, request: pyte
     observation = run_process_cell(scene, tmp_path) if shared else run_in_process(scene)
     record(observation, step, fault, storage, declared)
     check(observation, declared, fault)
+
+
+def _docs_script() -> Any:
+    path = Path(__file__).resolve().parents[2] / "docs" / "fault_matrix.py"
+    spec = importlib.util.spec_from_file_location("docs_fault_matrix", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_matrix_is_the_declared_one() -> None:
+    """docs/_fault_matrix.inc is what docs/fault_matrix.py renders from the declared outcomes: a
+    changed outcome fails here until the page is generated again (python docs/fault_matrix.py)."""
+    script = _docs_script()
+    matrix = script.load_matrix()
+    assert script.INCLUDE.read_text() == script.render(matrix, script.declared(matrix))
+
+
+def test_every_cell_is_declared_or_explained() -> None:
+    cases = cells()
+    assert len(cases) == len(STEPS) * len(FAULTS) * len(STORAGES)
+    for case in cases:
+        outcome = expected(*case)
+        assert outcome in OUTCOMES or outcome[len("n/a: ") :] in NA, (case, outcome)
+
+
+def _clean() -> Observation:
+    """An observation that passes as ``ok``."""
+    return Observation(
+        "lease_read-close-file",
+        first="ok",
+        stored_after="current",
+        recovery=["ok"] * 3,
+        stored_final="current",
+        memory_final="current",
+        fired=["lease read"],
+    )
+
+
+VIOLATIONS = {
+    "outcome": {"first": "RefreshError(timeout, retryable=True)"},
+    "invariant 1": {"reused": ["1a2b3c4d"]},
+    "invariant 2": {"stored_final": "spent", "stored_after": "spent"},
+    "invariant 3": {"session_expired": 1},
+    "invariant 4": {"threads_left": ["token-refresh"]},
+    "invariant 5": {"recovery": ["ok", "bare ValueError: x", "ok"]},
+    "never placed": {"fired": []},
+}
+
+
+@pytest.mark.parametrize("violation", VIOLATIONS)
+def test_each_check_fails_on_a_made_up_violation(violation: str) -> None:
+    check(_clean(), "ok", "close")
+    observation = dataclasses.replace(_clean(), **VIOLATIONS[violation])
+    with pytest.raises(AssertionError, match=violation):
+        check(observation, "ok", "close")
