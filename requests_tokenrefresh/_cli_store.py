@@ -124,9 +124,11 @@ class _NotingLease(RefreshLease):
         super().__init__(lease.storage)
         self._lease = lease
         self._noting = noting
+        self.fenced = lease.fenced
 
     def __enter__(self) -> RefreshLease:
         self._lease.__enter__()
+        self.lost = self._lease.lost
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -134,11 +136,14 @@ class _NotingLease(RefreshLease):
 
     def load(self) -> Token | None:
         token = self._lease.load()
-        self.interrupted = self._lease.interrupted
+        self.interrupted, self.lost = self._lease.interrupted, self._lease.lost
         return token
 
     def check(self, seconds: float) -> None:
         self._lease.check(seconds)
+
+    def forget(self) -> None:
+        self._lease.forget()
 
     def extend(self, seconds: float) -> None:
         self._lease.extend(seconds)

@@ -670,8 +670,13 @@ class Coordinator:
             new = refresh_with_retries(
                 self._grant, base, timeout=self._refresh_timeout, sleep=self._sleep, monotonic=self._monotonic
             )
-        except SessionExpiredError as exc:
-            return self._end_session(flight, lease, base, exc)
+        except BaseException as exc:
+            # No token to store: a later holder must not wait for this refresh's answer (Rule 9).
+            with contextlib.suppress(TokenStorageError):
+                lease.forget()
+            if isinstance(exc, SessionExpiredError):
+                return self._end_session(flight, lease, base, exc)
+            raise
         outcome = self._save_in_lease(flight, lease, new)
         if outcome is None:
             return None  # a reset came meanwhile (Rule 10): this token belongs to no one now

@@ -20,9 +20,11 @@ first use: it could evict the record or the lease):
     and the logs.
 ``key:inflight``
     ``"<fence>:<version>"``, set by :meth:`_RedisLease.check` in the same Lua call that found the
-    lease still ours, deleted by every write of the record. Found by a later holder while the
-    record still has that version, it means: a refresh request with this record's refresh token
-    may have reached the token endpoint and its answer was not stored (yet).
+    lease still ours, deleted by every write of the record and by its holder when its refresh
+    ended without a token to store (:meth:`_RedisLease.forget`). Found by a later holder while
+    the record still has that version, it means: a refresh request with this record's refresh
+    token may have reached the token endpoint and its answer was not stored (yet): its holder
+    crashed or stalls.
 
 The refresh protocol
 --------------------
@@ -156,6 +158,11 @@ redis.call('set', KEYS[3], ARGV[4] .. ':' .. version)
 return {0, left}
 """
 )
+# KEYS: inflight. ARGV: the marker this lease set. Deletes it if it is still that one.
+_FORGET = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 # KEYS: record, version, inflight. ARGV: the record, the lowest new version (Rule 5). An
 # unconditional write (Rule 4); returns the new version.
 _SAVE = """
@@ -268,7 +275,7 @@ class RedisStorage(TokenStorage):
             self._url = client_or_url
         elif isinstance(client_or_url, module.Redis) or (cluster is not None and isinstance(client_or_url, cluster)):
             self._client = client_or_url
-            self.location = _describe_client(client_or_url)
+            self.location = _describe_client(client_or_url, key)
         else:
             raise TypeError(
                 f"RedisStorage takes a redis.Redis client or a redis:// URL, not {type(client_or_url).__name__}"
@@ -292,6 +299,7 @@ class RedisStorage(TokenStorage):
                 ("release", _RELEASE),
                 ("extend", _EXTEND),
                 ("check", _CHECK),
+                ("forget", _FORGET),
                 ("save", _SAVE),
                 ("delete", _DELETE),
                 ("save_if", _SAVE_IF),
@@ -345,19 +353,24 @@ class RedisStorage(TokenStorage):
         """
 
         def read() -> list[Any]:
+            # The version first: a write landing between two GETs (other clients' commands may)
+            # then leaves the record newer than the version read, and the check before a refresh
+            # fails, rather than a spent refresh token passing it with a newer version.
             with self._client.pipeline(transaction=False) as pipe:
-                for name in self._record_keys():
+                for name in (self._keys["version"], self._keys["inflight"], self.key):
                     pipe.get(name)
                 return list(pipe.execute())
 
         self._check_policy("read")
-        raw, version, marker = self._call("read", read)
+        version, marker, raw = self._call("read", read)
         return raw, int(version or 0), marker
 
     def _run(self, action: str, script: str, args: list[Any], token: Token | None = None) -> Any:
         keys = [self._keys["lease"], self._keys["fence"], self._keys["version"]] if script == "acquire" else None
         if script in ("release", "extend"):
             keys = [self._keys["lease"]]
+        elif script == "forget":
+            keys = [self._keys["inflight"]]
         elif script == "check":
             keys = [self._keys["lease"], self._keys["version"], self._keys["inflight"]]
         elif keys is None:
@@ -537,6 +550,10 @@ class _RedisLease(RefreshLease):
         if status == 3:
             raise LeaseLostError(f"the Redis key {s.key!r} was written since it was read: not refreshing")
 
+    def forget(self) -> None:
+        s = self.storage
+        s._run("clear the in-flight marker of", "forget", [f"{self.fence}:{self.version}"])
+
     def extend(self, seconds: float) -> None:
         s = self.storage
         if not s._run("extend the refresh lease of", "extend", [self.owner, math.ceil(seconds * 1000)]):
@@ -609,11 +626,20 @@ def _redacted(url: str) -> str:
         return "<a malformed URL>"
 
 
-def _describe_client(client: Any) -> str:
-    try:
-        kwargs = client.connection_pool.connection_kwargs
-    except AttributeError:
+def _describe_client(client: Any, key: str) -> str:
+    """Where ``client`` reaches the record of ``key``: a node of a cluster, a Sentinel service, a server."""
+    if hasattr(client, "get_node_from_key"):  # Redis Cluster: the node that holds the key's slot
+        try:
+            node = client.get_node_from_key(key)
+            return f"redis+cluster://{node.host}:{node.port}"
+        except Exception:  # only a description: the slot map may not be known yet
+            return f"<{type(client).__name__}>"
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if pool is None or kwargs is None:
         return f"<{type(client).__name__}>"
+    if getattr(pool, "service_name", None):  # Sentinel's master_for(): no host or port of its own
+        return f"redis+sentinel://{pool.service_name}/{kwargs.get('db', 0)}"
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

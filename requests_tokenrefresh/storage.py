@@ -129,6 +129,16 @@ class RefreshLease:
             LeaseLostError: it is not (nothing must be sent).
         """
 
+    def forget(self) -> None:
+        """The refresh begun after :meth:`check` ended without a token to save: say so to later holders.
+
+        A lease that marks a refresh in flight (so that a later holder waits for its answer)
+        removes its mark; by default there is none.
+
+        Raises:
+            TokenStorageError: the storage failed (the mark then only makes a later holder wait).
+        """
+
     def extend(self, seconds: float) -> None:
         """Hold the lease for at least ``seconds`` more (while a save is being retried).
 

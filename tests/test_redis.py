@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh import LeaseLostError, SessionExpiredError, Token, TokenStorageError
+from requests_tokenrefresh import LeaseLostError, RefreshError, SessionExpiredError, Token, TokenStorageError
 from requests_tokenrefresh._redis import INSTALL_HELP, RedisStorage
-from requests_tokenrefresh.testing import AuthServer
+from requests_tokenrefresh.testing import AuthServer, Canned
 
 from .redis_support import INSTALL_HELP as SERVER_HELP
 from .redis_support import RedisServer, free_port, lease_left, lease_owner, redis_server_path, wait_for
@@ -642,3 +642,27 @@ def test_after_a_sign_out_a_request_costs_one_read_not_a_lease(make: Callable[..
         # One read each (three GETs in one round trip), and the INFO call itself. Taking the lease
         # as well cost 14 commands a request.
         assert _commands(client) - before == 10 * 3 + 1
+
+
+def test_a_refresh_that_ends_without_a_token_leaves_no_in_flight_marker(
+    make: Callable[..., RedisStorage], client: Any, key: str, expired: Any
+) -> None:
+    """Step "request sent", fault "token endpoint answers 5xx" (then an error): nothing to wait for.
+
+    The marker tells a later holder that an answer may still be stored; a holder that gave up has
+    none to store, and the next holder waited refresh_timeout for nothing.
+    """
+    with AuthServer(ttl=3600) as srv:
+        make().save(expired(srv.issue()))
+        srv.canned.extend([Canned(503, {"error": "temporarily_unavailable"})] * 10)
+        _, adapter = _adapter_session(srv, make(), refresh_timeout=1)
+        with pytest.raises(RefreshError) as caught:
+            adapter.refresh()
+        assert caught.value.retryable
+        assert srv.refresh_calls >= 1
+        assert not client.exists(f"{key}:inflight")
+        srv.canned.clear()
+        _, other = _adapter_session(srv, make(), refresh_timeout=20)
+        started = time.monotonic()
+        other.refresh()
+        assert time.monotonic() - started < 10  # no wait of refresh_timeout for an answer
