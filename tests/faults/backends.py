@@ -28,7 +28,7 @@ from typing import Any
 
 import keyring.errors
 
-from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenStorage, TokenStorageError
+from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenStorage
 from requests_tokenrefresh._filestorage import FileStorage
 from requests_tokenrefresh._redis import RedisStorage
 from requests_tokenrefresh.testing import FileKeyring, MemoryKeyring
@@ -290,7 +290,3 @@ class Outage:
             raise AssertionError("the storage outage did not end within its bound")
         if self.error is not None:
             raise AssertionError(f"the storage could not be brought back: {self.error!r}")
-
-
-def storage_error(step: str) -> TokenStorageError:
-    return TokenStorageError(f"injected: the storage failed at {step}")

@@ -2,8 +2,8 @@
 
 The victim is ``worker.py`` (a real process with its own adapter over the shared storage); this
 process plays the others ("survivors"): another process on the same file or keyring entry, or
-another host on the same Redis. A Redis victim takes a 2-s lease (``--lease-cap``) and a
-0.2-s ``lease_margin``, so that a cell waits 2 s for a dead holder's lease rather than
+another host on the same Redis. A Redis victim takes a 2.5-s lease (``--lease-cap``) and a
+0.2-s ``lease_margin`` (its check asks for 1.2 s), so that a cell waits 2.5 s for a dead holder's lease rather than
 ``refresh_timeout`` + 10 s; a file-lock victim has ``refresh_timeout`` 3 s, so that its 1-s stall
 while the token endpoint answers does not run out its own deadline. The protocol is the same.
 
@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -48,13 +49,13 @@ from .harness import (
 )
 from .inject import outcome_of
 
-__all__ = ["run_process_cell"]
+__all__ = ["Victim", "Zygote", "run_process_cell"]
 
 WORKER = Path(__file__).with_name("worker.py")
 #: Seconds a stopped file-lock holder stays stopped (the lock never runs out: the others wait).
 STALL = 1.0
 #: A Redis victim's lease and margin (see the module docstring).
-REDIS_LEASE, REDIS_MARGIN = 2.0, 0.2
+REDIS_LEASE, REDIS_MARGIN = 2.5, 0.2
 #: A file-lock victim's refresh_timeout.
 FILE_LOCK_TIMEOUT = 3.0
 
@@ -68,20 +69,92 @@ def is_stopped(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("T", "t")
 
 
-def start_victim(scene: Scene, srv: AuthServer, state: Path) -> subprocess.Popen[str]:
-    command = [sys.executable, str(WORKER), *scene.backend.describe()]
-    command += ["--token-url", srv.token_url, "--api", srv.url + "/api/data"]
-    command += ["--step", STEP_NAMES[scene.step], "--fault", scene.fault, "--state", str(state)]
+class Victim:
+    """A worker forked by the :class:`Zygote`: its PID, and the files it leaves."""
+
+    def __init__(self, pid: int, state: Path) -> None:
+        self.pid = pid
+        self.out, self.err, self.status = state / "out", state / "err", state / "status"
+
+    def poll(self) -> int | None:
+        """Its exit status once it has ended (``-9``: killed), else None."""
+        return int(self.status.read_text()) if self.status.exists() else None
+
+    def wait(self, bound: float = BOUND) -> int:
+        wait_until(lambda: self.poll() is not None, f"process {self.pid} to end", bound)
+        status = self.poll()
+        assert status is not None
+        return status
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)  # by PID: a process this module's zygote forked
+
+    def output(self) -> tuple[str, str]:
+        read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731
+        return read(self.out), read(self.err)
+
+
+class Zygote:
+    """``worker.py --serve``: forks workers that start in milliseconds (see worker.py)."""
+
+    def __init__(self, directory: Path) -> None:
+        env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
+        env["XDG_CACHE_HOME"] = str(directory / "cache")
+        self.log = (directory / "zygote.err").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
+        if self._line() != "ready":
+            raise HarnessError(f"the zygote did not start; see {directory / 'zygote.err'}")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], BOUND)
+        if not readable:
+            raise HarnessError(f"the zygote said nothing for {BOUND}s")
+        return self.process.stdout.readline().strip()
+
+    def fork(self, argv: list[str], state: Path) -> Victim:
+        assert self.process.stdin is not None
+        job = {"argv": argv, "out": str(state / "out"), "err": str(state / "err"), "status": str(state / "status")}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        line = self._line()
+        if not line.isdigit():
+            raise HarnessError(f"the zygote answered {line!r}")
+        return Victim(int(line), state)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # the end of its input: it exits
+        try:
+            self.process.wait(BOUND)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(BOUND)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
+
+
+def start_victim(zygote: Zygote, scene: Scene, srv: AuthServer, state: Path) -> Victim:
+    argv = [*scene.backend.describe(), "--token-url", srv.token_url, "--api", srv.url + "/api/data"]
+    argv += ["--step", STEP_NAMES[scene.step], "--fault", scene.fault, "--state", str(state)]
     if scene.backend.kind == "redis":
-        command += ["--refresh-timeout", str(REFRESH_TIMEOUT), "--lease-cap", str(REDIS_LEASE)]
-        command += ["--lease-margin", str(REDIS_MARGIN)]
+        argv += ["--refresh-timeout", str(REFRESH_TIMEOUT), "--lease-cap", str(REDIS_LEASE)]
+        argv += ["--lease-margin", str(REDIS_MARGIN)]
     else:
-        command += ["--refresh-timeout", str(FILE_LOCK_TIMEOUT)]
-    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv += ["--refresh-timeout", str(FILE_LOCK_TIMEOUT)]
+    return zygote.fork(argv, state)
 
 
-def run_process_cell(scene: Scene, directory: Path) -> Observation:
+def run_process_cell(scene: Scene, directory: Path, zygote: Zygote) -> Observation:
     """Run one process cell (interpreter exit, SIGKILL, SIGSTOP) and observe it."""
     obs = Observation(scene.cell)
     random.seed(scene.cell)
@@ -91,10 +164,9 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
     srv = AuthServer(ttl=3600, rotation="reuse-detection").start()
     state = directory / "victim"
     state.mkdir()
-    victim: subprocess.Popen[str] | None = None
+    victim: Victim | None = None
     session = requests.Session()
     survivor: TokenRefreshAdapter | None = None
-    stderr = ""
     try:
         with captured_log(obs):
             seed = expired_seed(srv)
@@ -102,14 +174,13 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
             request_sent = scene.step == "request_sent"
             if request_sent:
                 srv.hold_refresh()
-            victim = start_victim(scene, srv, state)
-            process = victim
+            victim = process = start_victim(zygote, scene, srv, state)
             if request_sent:
                 wait_until(lambda: srv.refresh_calls >= 1 or process.poll() is not None, "the victim's request")
             else:
                 wait_until(lambda: (state / "at").exists() or process.poll() is not None, "the victim at its step")
             if victim.poll() is not None:
-                raise HarnessError(f"the victim ended before its step: {victim.communicate()[1][-3000:]}")
+                raise HarnessError(f"the victim ended (status {victim.poll()}) before its step")
             obs.fired = [STEP_NAMES[scene.step]]
 
             if scene.fault == "exit":
@@ -117,12 +188,8 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
                     (state / "exit").touch()
                     wait_until(lambda: (state / "exiting").exists() or process.poll() is not None, "the exit")
                     srv.release_refresh()
-                try:
-                    victim.wait(BOUND)
-                    obs.first = "ok" if victim.returncode == 0 else f"exit status {victim.returncode}"
-                except subprocess.TimeoutExpired:
-                    obs.first = f"still running after {BOUND}s"
-                stderr = victim.communicate(timeout=BOUND)[1]
+                status = victim.wait()
+                obs.first = "ok" if status == 0 else f"exit status {status}"
                 obs.stored_after = obs.stored_final = read_state(scene.backend, srv)
                 obs.memory_final = "n/a"
             else:
@@ -142,29 +209,30 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
                         return outcome_of(exc)
 
                 if scene.fault == "sigkill":
-                    victim.kill()  # SIGKILL, by PID
-                    victim.wait(BOUND)
+                    victim.signal(signal.SIGKILL)
+                    victim.wait()
                     srv.release_refresh()  # a request that reached the server is processed
                     obs.first = send()
                 else:
-                    os.kill(victim.pid, signal.SIGSTOP)
+                    victim.signal(signal.SIGSTOP)
                     wait_until(lambda: is_stopped(process.pid), "the victim to stop")
                     (state / "go").touch()
                     srv.release_refresh()
                     if scene.backend.kind == "redis":  # the others go on once its lease has run out
                         obs.first = send()
-                        os.kill(victim.pid, signal.SIGCONT)
+                        victim.signal(signal.SIGCONT)
                     else:  # a file lock does not run out: the others wait for the holder
-                        timer = threading.Timer(STALL, os.kill, (victim.pid, signal.SIGCONT))
+                        timer = threading.Timer(STALL, victim.signal, (signal.SIGCONT,))
                         timer.name = "fault-continue"
                         timer.start()
                         obs.first = send()
                         timer.join(BOUND)
-                    out, stderr = victim.communicate(timeout=BOUND)
-                    if victim.returncode != 0 or not out.strip():
-                        obs.others.append(f"victim exit status {victim.returncode}")
+                    status = victim.wait()
+                    out = victim.output()[0].strip()
+                    if status != 0 or not out:
+                        obs.others.append(f"victim exit status {status}")
                     else:
-                        result = json.loads(out.strip().splitlines()[-1])
+                        result = json.loads(out.splitlines()[-1])
                         obs.others += [result["first"], *result["recovery"]]
                 obs.stored_after = read_state(scene.backend, srv)
                 obs.recovery = [send() for _ in range(RECOVERY_REQUESTS)]
@@ -178,12 +246,10 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
     finally:
         srv.release_refresh(drop=True)
         if victim is not None and victim.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim.pid, signal.SIGCONT)
-            victim.kill()
-        if victim is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
-                stderr = stderr or victim.communicate(timeout=BOUND)[1]
+            victim.signal(signal.SIGCONT)
+            victim.signal(signal.SIGKILL)
+            with contextlib.suppress(HarnessError):
+                victim.wait()
         session.close()
         if survivor is not None:
             survivor.close()
@@ -191,5 +257,6 @@ def run_process_cell(scene: Scene, directory: Path) -> Observation:
         srv.stop()
         obs.threads_left = threads_left(before)
         obs.seconds = round(time.monotonic() - started, 2)
+        stderr = victim.output()[1] if victim is not None else ""
         obs.log += [line for line in stderr.splitlines() if " INFO " not in line or "refresh" in line][-40:]
     return obs

@@ -21,7 +21,7 @@ from ..redis_support import INSTALL_HELP, RedisServer, redis_server_path
 from .backends import make_backend
 from .harness import Observation, Scene, check, record, run_in_process
 from .matrix import FAULTS, NA, OUTCOMES, STEPS, STORAGES, cell_id, cells, expected
-from .processes import run_process_cell
+from .processes import Zygote, run_process_cell
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """Forks the process cells' workers (tests/faults/worker.py --serve)."""
+    forker = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield forker
+    forker.close()
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("step", "fault", "storage"), RUNNABLE, ids=[cell_id(*c) for c in RUNNABLE])
 def test_cell(step: str, fault: str, storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -45,7 +53,10 @@ def test_cell(step: str, fault: str, storage: str, tmp_path: Path, request: pyte
     declared = expected(step, fault, storage)
     shared = fault in PROCESS_FAULTS  # a keyring that processes share
     scene = Scene(step, fault, make_backend(storage, tmp_path, server, key, shared=shared), declared)
-    observation = run_process_cell(scene, tmp_path) if shared else run_in_process(scene)
+    if shared:
+        observation = run_process_cell(scene, tmp_path, request.getfixturevalue("zygote"))
+    else:
+        observation = run_in_process(scene)
     record(observation, step, fault, storage, declared)
     check(observation, declared, fault)
 
