@@ -417,7 +417,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         s = self._settings
         if not revoke or token is None or (s.revocation_url is None and s.issuer is None):
             return
-        from .login import revoke_token  # only a logout that revokes needs it
+        from ._revocation import revoke_token  # only a logout that revokes needs it
 
         try:
             revoke_token(

@@ -34,8 +34,8 @@ import keyring.backends.fail
 import keyring.errors
 import pytest
 
-from requests_tokenrefresh._cli_format import _duration
 from requests_tokenrefresh._demo import DemoFileKeyring
+from requests_tokenrefresh.cli.format import _duration
 from requests_tokenrefresh.testing import AuthServer, use_keyring
 
 from .cli_support import FILE_BACKEND, CommandLine, Result, process_environment, run_process

@@ -21,8 +21,7 @@ import filelock
 import pytest
 import requests
 
-from requests_tokenrefresh import Token, TokenRefreshAdapter, TokenStorage, TokenStorageError
-from requests_tokenrefresh._filestorage import FileStorage
+from requests_tokenrefresh import FileStorage, Token, TokenRefreshAdapter, TokenStorage, TokenStorageError
 from requests_tokenrefresh.testing import AuthServer
 from tests.file_worker import token as record
 

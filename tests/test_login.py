@@ -721,14 +721,14 @@ def test_device_login_shows_progress_on_a_terminal(auth: AuthServer) -> None:
 def test_should_use_device_flow(
     environ: dict[str, str], platform: str, expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("requests_tokenrefresh.login._CONTAINER_MARKERS", ("/nonexistent/.dockerenv",))
+    monkeypatch.setattr("requests_tokenrefresh.login.device._CONTAINER_MARKERS", ("/nonexistent/.dockerenv",))
     assert should_use_device_flow(environ, platform=platform) is expected
 
 
 def test_should_use_device_flow_in_a_container(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / ".dockerenv"
     marker.touch()
-    monkeypatch.setattr("requests_tokenrefresh.login._CONTAINER_MARKERS", (str(marker),))
+    monkeypatch.setattr("requests_tokenrefresh.login.device._CONTAINER_MARKERS", (str(marker),))
     assert should_use_device_flow({"DISPLAY": ":0"}, platform="linux") is True
 
 

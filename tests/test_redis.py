@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from requests_tokenrefresh import LeaseLostError, RefreshError, SessionExpiredError, Token, TokenStorageError
-from requests_tokenrefresh._redis import INSTALL_HELP, RedisStorage
+from requests_tokenrefresh.storage.redis import INSTALL_HELP, RedisStorage
 from requests_tokenrefresh.testing import AuthServer, Canned
 
 from .redis_support import INSTALL_HELP as SERVER_HELP

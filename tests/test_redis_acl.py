@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from requests_tokenrefresh import SessionExpiredError, Token, TokenRefreshAdapter, TokenRefreshError
-from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh import RedisStorage, SessionExpiredError, Token, TokenRefreshAdapter, TokenRefreshError
 from requests_tokenrefresh.testing import AuthServer
 
 from .redis_support import INSTALL_HELP, RedisServer, redis_server_path

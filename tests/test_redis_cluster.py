@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from requests_tokenrefresh import LeaseLostError, Token, TokenRefreshAdapter, TokenStorageError
-from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh import LeaseLostError, RedisStorage, Token, TokenRefreshAdapter, TokenStorageError
 from requests_tokenrefresh.testing import AuthServer
 
 from .redis_cluster_support import ClusterGroup, redis_cli_path

@@ -28,8 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from requests_tokenrefresh import LeaseLostError, Token
-from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh import LeaseLostError, RedisStorage, Token
 from requests_tokenrefresh.testing import AuthServer, Canned
 
 from .redis_support import INSTALL_HELP, RedisServer, host_env, lease_left, redis_server_path, wait_for

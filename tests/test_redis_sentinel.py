@@ -19,13 +19,13 @@ import pytest
 import requests
 
 from requests_tokenrefresh import (
+    RedisStorage,
     RefreshError,
     SessionExpiredError,
     Token,
     TokenRefreshAdapter,
     TokenStorageError,
 )
-from requests_tokenrefresh._redis import RedisStorage
 from requests_tokenrefresh.testing import AuthServer
 
 from .redis_cluster_support import SentinelGroup

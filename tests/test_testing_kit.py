@@ -26,12 +26,20 @@ from requests_tokenrefresh import (
     MemoryStorage,
     Token,
     TokenRefreshAdapter,
-    _authserver,
-    _filekeyring,
-    pytest_plugin,
     testing,
 )
-from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, FileKeyring, MemoryKeyring, use_keyring
+from requests_tokenrefresh import pytest_plugin as plugin_under_its_first_name
+from requests_tokenrefresh.testing import (
+    AuthServer,
+    Canned,
+    FakeClock,
+    FileKeyring,
+    MemoryKeyring,
+    pytest_plugin,
+    use_keyring,
+)
+from requests_tokenrefresh.testing import authserver as _authserver
+from requests_tokenrefresh.testing import filekeyring as _filekeyring
 
 pytest_plugins = ["pytester"]
 
@@ -96,7 +104,7 @@ def test_the_documented_test_file_and_a_users_tests_pass_with_the_plugin(pyteste
     pytester.makepyfile(test_documented=example, test_user=USER_TESTS)
 
     result = pytester.runpytest_subprocess(
-        "-p", "requests_tokenrefresh.pytest_plugin", "-p", "no:cacheprovider", timeout=90
+        "-p", "requests_tokenrefresh.testing.pytest_plugin", "-p", "no:cacheprovider", timeout=90
     )
 
     result.assert_outcomes(passed=4)
@@ -124,7 +132,7 @@ def test_it(auth_server, token_session):
     )
 
     result = pytester.runpytest_subprocess(
-        "-p", "requests_tokenrefresh.pytest_plugin", "-p", "no:cacheprovider", timeout=60
+        "-p", "requests_tokenrefresh.testing.pytest_plugin", "-p", "no:cacheprovider", timeout=60
     )
 
     result.assert_outcomes(passed=1)
@@ -134,7 +142,7 @@ def test_a_conftest_may_import_the_kit_and_name_the_plugin(pytester: pytest.Pyte
     pytester.makeini(STRICT_INI)  # pytest warns (here: fails) if a plugin module was imported before it is named
     pytester.makeconftest(
         "from requests_tokenrefresh.testing import AuthServer\n"
-        'pytest_plugins = ["requests_tokenrefresh.pytest_plugin"]\n'
+        'pytest_plugins = ["requests_tokenrefresh.testing.pytest_plugin"]\n'
     )
     pytester.makepyfile(test_user="def test_it(auth_server, fake_clock):\n    assert auth_server.url\n")
 
@@ -538,3 +546,9 @@ def test_auth_server_stops_without_waiting_out_a_poll() -> None:
         with AuthServer():
             pass
     assert time.monotonic() - started < 2.5
+
+
+def test_the_plugin_keeps_its_first_name() -> None:
+    """``-p requests_tokenrefresh.pytest_plugin`` (0.2's name) serves the same fixtures."""
+    for name in pytest_plugin.__all__:
+        assert getattr(plugin_under_its_first_name, name) is getattr(pytest_plugin, name)

@@ -1,6 +1,7 @@
 """The demo's clients and server: the timed token server, the client threads, the progress line.
 
-Shared by the demo in one process (:mod:`._demo`) and each host of ``demo --hosts`` (:mod:`._demo_hosts`).
+Shared by the demo in one process (:mod:`requests_tokenrefresh._demo`) and each host of
+``demo --hosts`` (:mod:`.hosts`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any, TextIO
 
 import requests
 
-from ._authserver import AuthServer, Canned
-from ._redact import fingerprint
-from .exceptions import SessionExpiredError
-from .tokens import Token
+from .._redact import fingerprint
+from ..exceptions import SessionExpiredError
+from ..testing.authserver import AuthServer, Canned
+from ..tokens import Token
 
 __all__ = ["_Run", "_TimedAuthServer", "_ms", "_percentile", "_progress", "_show_progress", "_worker"]
 

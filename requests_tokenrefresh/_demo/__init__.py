@@ -1,6 +1,6 @@
 """The ``demo`` command: many threads, short-lived tokens and a strict token endpoint, all on loopback.
 
-An :class:`~requests_tokenrefresh._authserver.AuthServer` on 127.0.0.1 issues access tokens that
+An :class:`~requests_tokenrefresh.testing.AuthServer` on 127.0.0.1 issues access tokens that
 live a few seconds, rotates refresh tokens and revokes the whole token family when a refresh token
 is presented twice. The demo stores an expired token through :class:`KeyringStorage`, mounts the
 real :class:`TokenRefreshAdapter` and lets many threads send requests through several expiries,
@@ -10,11 +10,11 @@ input of the storm picture in the docs (``docs/timeline.py``).
 
 Where keyring has no usable backend, the demo says so and stores the token in
 :class:`DemoFileKeyring`, a plaintext file in a new temporary directory, never a default backend;
-it only ever uses and deletes a keyring entry that holds its own token (:mod:`._demo_keyring`).
-The client threads, the timed server and the progress line are in :mod:`._demo_clients`.
+it only ever uses and deletes a keyring entry that holds its own token (:mod:`.keyring`).
+The client threads, the timed server and the progress line are in :mod:`.clients`.
 
-``demo --hosts N`` (:func:`run_hosts_demo`, :mod:`._demo_hosts`) runs the clients in N processes
-that share nothing but one Redis key; :mod:`._demo_procs` starts and ends those processes and the
+``demo --hosts N`` (:func:`run_hosts_demo`, :mod:`.hosts`) runs the clients in N processes
+that share nothing but one Redis key; :mod:`.procs` starts and ends those processes and the
 redis-server the demo may start. This module keeps the names the command line, the tests and
 ``PYTHON_KEYRING_BACKEND=requests_tokenrefresh._demo.DemoFileKeyring`` use.
 """
@@ -30,15 +30,15 @@ from typing import Any, TextIO
 
 import requests
 
-from ._authserver import AuthServer
-from ._demo_clients import _ms, _progress, _Run, _TimedAuthServer, _worker
-from ._demo_hosts import host_main, run_hosts_demo
-from ._demo_keyring import _MARK, DEMO_KEYRING_ENV, DemoFileKeyring, _open_storage, _release, keyring_problem
-from ._demo_procs import REDIS_INSTALL_HELP
-from ._redact import fingerprint
-from .adapters import TokenRefreshAdapter
-from .storage import KeyringStorage
-from .tokens import Token
+from .._redact import fingerprint
+from ..adapters import TokenRefreshAdapter
+from ..storage import KeyringStorage
+from ..testing.authserver import AuthServer
+from ..tokens import Token
+from .clients import _ms, _progress, _Run, _TimedAuthServer, _worker
+from .hosts import host_main, run_hosts_demo
+from .keyring import _MARK, DEMO_KEYRING_ENV, DemoFileKeyring, _open_storage, _release, keyring_problem
+from .procs import REDIS_INSTALL_HELP
 
 __all__ = [
     "DEMO_KEYRING_ENV",

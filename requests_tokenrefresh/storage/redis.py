@@ -65,11 +65,11 @@ import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._clock import SYSTEM_CLOCK, Clock
-from ._redact import fingerprint
-from .exceptions import LeaseLostError, TokenStorageError
-from .storage import RefreshLease, TokenStorage, _describe
-from .tokens import Token
+from .._clock import SYSTEM_CLOCK, Clock
+from .._redact import fingerprint
+from ..exceptions import LeaseLostError, TokenStorageError
+from ..tokens import Token
+from .base import RefreshLease, TokenStorage, describe
 
 if TYPE_CHECKING:
     import redis
@@ -428,7 +428,7 @@ class RedisStorage(TokenStorage):
             return Token.from_record(json.loads(text))
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
             raise TokenStorageError(
-                f"the Redis key {self.key!r} at {self.location} does not hold a token record ({_describe(exc)}); "
+                f"the Redis key {self.key!r} at {self.location} does not hold a token record ({describe(exc)}); "
                 f"remove it with `redis-cli DEL {self.key}` and log in again"
             ) from exc
 

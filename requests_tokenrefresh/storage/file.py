@@ -34,17 +34,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .exceptions import TokenStorageError
-from .storage import (
-    _NEWER_RECORD_ADVICE,
-    RefreshLease,
-    TokenStorage,
-    _describe,
-    _FileLease,
-    _load_filelock,
-    _record_kind,
-)
-from .tokens import Token
+from ..exceptions import TokenStorageError
+from ..tokens import Token
+from .base import NEWER_RECORD_ADVICE, RefreshLease, TokenStorage, describe, record_kind
+from .filelease import FileLease, load_filelock
 
 __all__ = ["FileStorage"]
 
@@ -86,11 +79,11 @@ class FileStorage(TokenStorage):
         self.path: str = _absolute(path, "path")
         #: The inter-process refresh lock file.
         self.lock_path: str = _absolute(lock_path, "lock_path") if lock_path is not None else self.path + ".lock"
-        _load_filelock()
+        load_filelock()
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """An OS file lock (``flock`` / ``LockFileEx``) on :attr:`lock_path`, released if the holder dies."""
-        return _FileLease(self, self.lock_path, timeout)
+        return FileLease(self, self.lock_path, timeout)
 
     def load(self) -> Token | None:
         try:
@@ -111,7 +104,7 @@ class FileStorage(TokenStorage):
             ) from exc
         except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError too
             raise TokenStorageError(
-                f"the token file {self.path} does not hold a token record ({_describe(exc)}); {self._advice(record)}"
+                f"the token file {self.path} does not hold a token record ({describe(exc)}); {self._advice(record)}"
             ) from exc
 
     def _read(self) -> bytes:
@@ -148,9 +141,9 @@ class FileStorage(TokenStorage):
 
     def _advice(self, record: Any) -> str:
         """What to do about a file that holds ``record`` (parsed JSON, or None), which is no token record."""
-        kind = _record_kind(record)
+        kind = record_kind(record)
         if kind == "newer":
-            return _NEWER_RECORD_ADVICE
+            return NEWER_RECORD_ADVICE
         if kind == "response":
             return (
                 "it looks like a token response stored by hand: store it with "

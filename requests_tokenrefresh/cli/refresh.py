@@ -11,9 +11,13 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from ._cli_format import CLIENT_SECRET_ENV, PROG, _CommandError, _file_error, _network_reason, _shown_url
-from ._cli_records import _print_status, describe
-from ._cli_store import (
+from .._redact import fingerprint
+from ..adapters import TokenRefreshAdapter
+from ..exceptions import InsecureTransportError, RefreshError, SessionExpiredError
+from ..tokens import Token
+from .format import CLIENT_SECRET_ENV, PROG, _CommandError, _file_error, _network_reason, _shown_url
+from .records import _print_status, describe
+from .store import (
     _command_storage,
     _CommandFileStorage,
     _CommandRedisStorage,
@@ -22,10 +26,6 @@ from ._cli_store import (
     _load_token,
     _store_name,
 )
-from ._redact import fingerprint
-from .adapters import TokenRefreshAdapter
-from .exceptions import InsecureTransportError, RefreshError, SessionExpiredError
-from .tokens import Token
 
 __all__: list[str] = []
 

@@ -18,12 +18,11 @@ from typing import Any
 
 import keyring
 
-from ._cli_format import PROG, _CommandError
-from ._filestorage import FileStorage
-from ._redis import RedisStorage
-from .exceptions import TokenStorageError
-from .storage import KeyringStorage, RefreshLease, TokenStorage, _describe, _record_kind
-from .tokens import RECORD_VERSION, Token
+from ..exceptions import TokenStorageError
+from ..storage import FileStorage, KeyringStorage, RedisStorage, RefreshLease, TokenStorage
+from ..storage.base import describe, record_kind
+from ..tokens import RECORD_VERSION, Token
+from .format import PROG, _CommandError
 
 __all__ = ["FORCE_HELP", "REDIS_URL_ENV", "add_store_options"]
 
@@ -306,7 +305,7 @@ _A_TOKEN = "a token"
 def _stored_value(storage: TokenStorage) -> str | None:
     """What the store holds, in general terms and never quoting it: None (nothing), ``_A_TOKEN``, or what it is.
 
-    A token record, one of a newer layout and a token response (:func:`~requests_tokenrefresh.storage._record_kind`)
+    A token record, one of a newer layout and a token response (:func:`~requests_tokenrefresh.storage.base.record_kind`)
     are tokens of this entry; anything else is described as the stores describe it, "a value that is not a
     token (not valid JSON at character 0)". A store that cannot be read raises its error.
     """
@@ -337,9 +336,9 @@ def _stored_value(storage: TokenStorage) -> str | None:
     except UnicodeDecodeError:
         return "a value that is not a token (not UTF-8 text)"
     except (json.JSONDecodeError, RecursionError) as exc:
-        return f"a value that is not a token ({_describe(exc)})"
+        return f"a value that is not a token ({describe(exc)})"
     except ValueError:
-        if _record_kind(record) != "other":
+        if record_kind(record) != "other":
             return _A_TOKEN
         return "a value that is not a token (JSON, but neither a token record nor a token response)"
     return _A_TOKEN

@@ -3,7 +3,7 @@
 :func:`run_hosts_demo` starts the hosts (each :func:`host_main`): each its own cache directory, no
 keyring, a :class:`RedisStorage`; the token server stays in the demo process, which counts the
 refresh calls of all of them. Without ``--redis`` the demo starts a redis-server of its own on
-127.0.0.1 (no persistence) and stops it at the end (:mod:`._demo_procs`).
+127.0.0.1 (no persistence) and stops it at the end (:mod:`.procs`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, TextIO
 
 import requests
 
-from ._authserver import AuthServer
-from ._demo_clients import _percentile, _Run, _show_progress, _TimedAuthServer, _worker
-from ._demo_keyring import _MARK
-from ._demo_procs import _Host, _LocalRedis, _start_hosts, _stop_hosts, _wait_ready
-from ._redis import RedisStorage
-from .adapters import TokenRefreshAdapter
-from .exceptions import TokenStorageError
-from .tokens import Token
+from ..adapters import TokenRefreshAdapter
+from ..exceptions import TokenStorageError
+from ..storage import RedisStorage
+from ..testing.authserver import AuthServer
+from ..tokens import Token
+from .clients import _percentile, _Run, _show_progress, _TimedAuthServer, _worker
+from .keyring import _MARK
+from .procs import _Host, _LocalRedis, _start_hosts, _stop_hosts, _wait_ready
 
 __all__ = ["HOST_GRACE", "HOST_REPORT_INTERVAL", "host_main", "run_hosts_demo"]
 

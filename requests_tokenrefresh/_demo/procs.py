@@ -25,7 +25,7 @@ REDIS_INSTALL_HELP = (
     "redis-server`; macOS: `brew install redis`) so that the demo can start one on 127.0.0.1"
 )
 # Runs one host; sys.path as the demo process has it, so the host runs the same package.
-_HOST_CODE = "from requests_tokenrefresh._demo_hosts import host_main; host_main()"
+_HOST_CODE = "from requests_tokenrefresh._demo.hosts import host_main; host_main()"
 
 
 class _HostsError(ValueError):

@@ -8,14 +8,12 @@ import sys
 import time
 from typing import Any
 
-from ._cli_format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
-from ._cli_store import _load, _load_token, _replacing, _storage, _where
-from ._filestorage import FileStorage
-from ._redact import fingerprint
-from ._redis import RedisStorage
-from .login import refresh_token_expires_at
-from .storage import KeyringStorage, TokenStorage
-from .tokens import Token, _number
+from .._redact import fingerprint
+from ..login import refresh_token_expires_at
+from ..storage import FileStorage, KeyringStorage, RedisStorage, TokenStorage
+from ..tokens import Token, parse_number
+from .format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
+from .store import _load, _load_token, _replacing, _storage, _where
 
 __all__ = ["describe"]
 
@@ -166,7 +164,7 @@ def _check_times(source: str, response: dict[str, Any]) -> None:
     for field in ("expires_in", "expires_at", "obtained_at"):
         if response.get(field) is None:
             continue
-        value = _number(response[field])
+        value = parse_number(response[field])
         if value is None:
             raise _CommandError(f"{source}: {field} is not a number of seconds")
         if field == "expires_in":

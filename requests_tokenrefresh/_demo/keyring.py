@@ -17,10 +17,10 @@ import keyring
 import keyring.errors
 from keyring.backends import chainer, fail
 
-from ._filekeyring import FileKeyring
-from .exceptions import TokenStorageError
-from .storage import KeyringStorage
-from .tokens import Token
+from ..exceptions import TokenStorageError
+from ..storage import KeyringStorage
+from ..testing.filekeyring import FileKeyring
+from ..tokens import Token
 
 __all__ = ["DEMO_KEYRING_ENV", "DemoFileKeyring", "keyring_problem"]
 

@@ -15,12 +15,10 @@ import os
 import sys
 import time
 
-from ._cli_format import CLIENT_SECRET_ENV, _CommandError, _duration, _seconds, _shown_url, _when
-from ._cli_store import _A_TOKEN, FORCE_HELP, _load, _replacing, _storage, _store_problem, _where
-from ._discovery import DEFAULT_TIMEOUT
-from ._redact import fingerprint
-from .exceptions import InsecureTransportError, LoginError, RevocationError
-from .login import (
+from .._discovery import DEFAULT_TIMEOUT
+from .._redact import fingerprint
+from ..exceptions import InsecureTransportError, LoginError, RevocationError
+from ..login import (
     DEFAULT_LOGIN_TIMEOUT,
     login_browser,
     login_device,
@@ -28,7 +26,9 @@ from .login import (
     refresh_token_expires_at,
     should_use_device_flow,
 )
-from .tokens import Token
+from ..tokens import Token
+from .format import CLIENT_SECRET_ENV, _CommandError, _duration, _seconds, _shown_url, _when
+from .store import _A_TOKEN, FORCE_HELP, _load, _replacing, _storage, _store_problem, _where
 
 __all__ = ["LOGIN_EPILOG", "add_login_arguments", "add_logout_arguments"]
 

@@ -5,8 +5,8 @@ that share only Redis); ``login`` gets the first token (browser or device flow) 
 revokes and deletes it; ``status``, ``import``, ``refresh`` and ``clear`` look after the token a
 :class:`KeyringStorage` keeps in the OS keyring (``--service``/``--username``), a
 :class:`RedisStorage` keeps in Redis (``--redis URL --key KEY``) or a :class:`FileStorage` keeps
-in a file (``--file PATH``). The commands live in ``_cli_login``, ``_cli_records`` and
-``_cli_refresh``; the store options in ``_cli_store``.
+in a file (``--file PATH``). The commands live in ``login``, ``records`` and
+``refresh`` of this package; the store options in ``store``.
 No command prints a token, a refresh token or a client secret unless given ``--show-secrets``
 (``refresh`` writes a token it could not store in the keyring to a file only the user can read);
 errors are one line on stderr and exit status 1 (usage errors: 2).
@@ -21,16 +21,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from ._cli_format import CLIENT_SECRET_ENV as _CLIENT_SECRET_ENV
-from ._cli_format import PROG, _CommandError, _file_error, _seconds
-from ._cli_login import LOGIN_EPILOG, add_login_arguments, add_logout_arguments
-from ._cli_records import _clear, _import, _status, describe
-from ._cli_refresh import _refresh
-from ._cli_store import FORCE_HELP, add_store_options
-from ._cli_store import REDIS_URL_ENV as _REDIS_URL_ENV
-from .adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT
-from .exceptions import TokenRefreshError
+from .. import __version__
+from ..adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT
+from ..exceptions import TokenRefreshError
+from .format import CLIENT_SECRET_ENV as _CLIENT_SECRET_ENV
+from .format import PROG, _CommandError, _file_error, _seconds
+from .login import LOGIN_EPILOG, add_login_arguments, add_logout_arguments
+from .records import _clear, _import, _status, describe
+from .refresh import _refresh
+from .store import FORCE_HELP, add_store_options
+from .store import REDIS_URL_ENV as _REDIS_URL_ENV
 
 __all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "REDIS_URL_ENV", "build_parser", "describe", "main"]
 
@@ -58,7 +58,7 @@ If the keyring (or Redis) cannot store the new token, it is written to a new fil
 
 def _demo(args: argparse.Namespace) -> int:
     if args.hosts is not None:
-        from ._demo import run_hosts_demo
+        from .._demo import run_hosts_demo
 
         return run_hosts_demo(
             hosts=args.hosts,
@@ -71,7 +71,7 @@ def _demo(args: argparse.Namespace) -> int:
             out=sys.stdout,
             err=sys.stderr,
         )
-    from ._demo import run_demo  # defines a keyring backend class: load it only for the demo
+    from .._demo import run_demo  # defines a keyring backend class: load it only for the demo
 
     return run_demo(
         threads=args.threads or DEMO_THREADS,
