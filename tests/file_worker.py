@@ -1,4 +1,4 @@
-"""One process of tests/test_file_storage.py, sharing a FileStorage with others (never imported by pytest).
+"""One process of tests/storage/test_file.py, sharing a FileStorage with others (never imported by pytest).
 
 Modes (the first argument), each printing one JSON line:
 

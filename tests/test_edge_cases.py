@@ -1,4 +1,5 @@
-"""Defects a new user found in a day (issue "Hardening"): each test failed before its fix."""
+"""Edge cases of the adapter: proxies and loopback, logout and account switch mid-refresh, odd tokens and
+clocks, endpoints that always say 401, answers that trickle, a fork or a script ending mid-refresh."""
 
 from __future__ import annotations
 

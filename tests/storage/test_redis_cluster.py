@@ -19,8 +19,8 @@ import requests
 from requests_tokenrefresh import LeaseLostError, RedisStorage, Token, TokenRefreshAdapter, TokenStorageError
 from requests_tokenrefresh.testing import AuthServer
 
-from .redis_cluster_support import ClusterGroup, redis_cli_path
-from .redis_support import INSTALL_HELP, lease_left, redis_server_path, wait_for
+from ..redis_cluster_support import ClusterGroup, redis_cli_path
+from ..redis_support import INSTALL_HELP, lease_left, redis_server_path, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import requests
 from requests_tokenrefresh import KeyringStorage, Token, TokenRefreshAdapter, TokenStorageError
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring
 
-from .jwt_support import make_jwt
+from ..jwt_support import make_jwt
 
 
 class WinVaultKeyring(MemoryKeyring):

@@ -29,8 +29,8 @@ import pytest
 
 from requests_tokenrefresh.testing import AuthServer, use_keyring
 
-from .cli_support import CommandLine, Result, run_process
-from .redis_support import INSTALL_HELP, RedisServer, free_port, redis_server_path, wait_for
+from ..cli_support import CommandLine, Result, run_process
+from ..redis_support import INSTALL_HELP, RedisServer, free_port, redis_server_path, wait_for
 
 KEY = "example-api:alice"
 PASSWORD = "redis-pass-0123456789"

@@ -23,8 +23,8 @@ from requests_tokenrefresh import LeaseLostError, RefreshError, SessionExpiredEr
 from requests_tokenrefresh.storage.redis import INSTALL_HELP, RedisStorage
 from requests_tokenrefresh.testing import AuthServer, Canned
 
-from .redis_support import INSTALL_HELP as SERVER_HELP
-from .redis_support import RedisServer, free_port, lease_left, lease_owner, redis_server_path, wait_for
+from ..redis_support import INSTALL_HELP as SERVER_HELP
+from ..redis_support import RedisServer, free_port, lease_left, lease_owner, redis_server_path, wait_for
 
 
 @pytest.fixture(scope="module")

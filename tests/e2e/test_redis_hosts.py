@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from requests_tokenrefresh import LeaseLostError, RedisStorage, Token
 from requests_tokenrefresh.testing import AuthServer, Canned
 
-from .redis_support import INSTALL_HELP, RedisServer, host_env, lease_left, redis_server_path, wait_for
+from ..redis_support import INSTALL_HELP, RedisServer, host_env, lease_left, redis_server_path, wait_for
 
-SUPPORT = Path(__file__).with_name("redis_support.py")
+SUPPORT = Path(__file__).resolve().parents[1] / "redis_support.py"
 #: Seconds any one host process may take, start-up on a loaded machine included.
 PROCESS_TIMEOUT = 120.0
 

@@ -28,8 +28,8 @@ from requests_tokenrefresh import (
 )
 from requests_tokenrefresh.testing import AuthServer
 
-from .redis_cluster_support import SentinelGroup
-from .redis_support import INSTALL_HELP, redis_server_path, wait_for
+from ..redis_cluster_support import SentinelGroup
+from ..redis_support import INSTALL_HELP, redis_server_path, wait_for
 
 pytestmark = pytest.mark.slow
 

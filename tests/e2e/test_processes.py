@@ -33,7 +33,7 @@ import requests
 from requests_tokenrefresh import KeyringStorage, SessionExpiredError, Token, TokenRefreshAdapter
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring
 
-WORKER = Path(__file__).with_name("mp_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "mp_worker.py"
 USER = "carol"
 #: keyring backends for the subprocesses, by RTR_TEST_KEYRING.
 SUBPROCESS_BACKENDS = {

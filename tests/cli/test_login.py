@@ -30,7 +30,7 @@ import requests
 
 from requests_tokenrefresh.testing import AuthServer
 
-from .cli_support import Background, CommandLine, Result, process_environment
+from ..cli_support import Background, CommandLine, Result, process_environment
 
 ENTRY = ["--service", "example-api", "--username", "alice"]
 AUTHORIZE_URL = re.compile(r"http://127\.0\.0\.1:\d+/authorize\?\S+")

@@ -25,7 +25,7 @@ from requests_tokenrefresh import FileStorage, Token, TokenRefreshAdapter, Token
 from requests_tokenrefresh.testing import AuthServer
 from tests.file_worker import token as record
 
-WORKER = Path(__file__).with_name("file_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "file_worker.py"
 ACCESS = "at-3f9c1e7a-access-secret"
 REFRESH = "rt-8b2d4c6e-refresh-secret"
 TOKEN = Token(ACCESS, REFRESH, expires_at=1_700_003_600.0, obtained_at=1_700_000_000.0, extra={"user": {"id": 7}})

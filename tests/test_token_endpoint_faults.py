@@ -1,4 +1,4 @@
-"""The fault matrix (issue 6): one table of faults, each run against a real loopback token endpoint.
+"""Faults of the token endpoint and the keyring: one table, each row run against a real loopback token endpoint.
 
 Every row starts from an *expired* token (or, where the row says so, one inside the refresh
 window) stored in a :class:`KeyringStorage`, so the first request must refresh. The row injects

@@ -43,7 +43,7 @@ from requests_tokenrefresh.testing import filekeyring as _filekeyring
 
 pytest_plugins = ["pytester"]
 
-DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "testing.rst"
+DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "testing.rst"
 
 # More of a user's tests, run beside the ten-line test file of docs/testing.rst.
 USER_TESTS = """

@@ -22,7 +22,7 @@ import pytest
 import requests_tokenrefresh
 from requests_tokenrefresh import login
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "login.rst"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "login.rst"
 # What the prose's ``name=`` may be an argument of.
 DOCUMENTED = (
     login.discover,

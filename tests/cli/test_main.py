@@ -38,8 +38,8 @@ from requests_tokenrefresh._demo import DemoFileKeyring
 from requests_tokenrefresh.cli.format import _duration
 from requests_tokenrefresh.testing import AuthServer, use_keyring
 
-from .cli_support import FILE_BACKEND, CommandLine, Result, process_environment, run_process
-from .jwt_support import make_jwt
+from ..cli_support import FILE_BACKEND, CommandLine, Result, process_environment, run_process
+from ..jwt_support import make_jwt
 
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
 ENTRY = ["--service", "example-api", "--username", "alice"]

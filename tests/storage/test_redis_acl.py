@@ -22,9 +22,9 @@ import requests
 from requests_tokenrefresh import RedisStorage, SessionExpiredError, Token, TokenRefreshAdapter, TokenRefreshError
 from requests_tokenrefresh.testing import AuthServer
 
-from .redis_support import INSTALL_HELP, RedisServer, redis_server_path
+from ..redis_support import INSTALL_HELP, RedisServer, redis_server_path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "hosts.rst"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "hosts.rst"
 #: The key of the page's examples, which its key pattern admits.
 KEY = "example-api:alice"
 POLICY_WARNING = "cannot read the eviction policy"
