@@ -29,7 +29,7 @@ from ..tokens import Token
 from .common import _BROWSER_PARAMS, _LAUNCH_GRACE, _NO_BROWSER, DEFAULT_LOGIN_TIMEOUT, _b64, _extra, _save, _say
 
 if TYPE_CHECKING:
-    from .loopback import Callback
+    from .loopback import Callback, LoopbackListener
 
 __all__ = ["login_browser"]
 
@@ -113,9 +113,7 @@ def login_browser(
         raise ValueError("client_id must be a non-empty string")
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
-    import webbrowser  # here: it and the loopback listener (http.server) are heavy to import
-
-    from .loopback import LoopbackListener
+    import webbrowser  # here: it is heavy to import
 
     extra = _extra(extra_params, _BROWSER_PARAMS)
     out = sys.stderr if stream is None else stream
@@ -126,16 +124,7 @@ def login_browser(
         verifier = secrets.token_urlsafe(48)  # 64 characters of RFC 7636's unreserved set
         nonce = secrets.token_urlsafe(32) if scope and "openid" in scope.split() else None
         client.secrets.append(verifier)
-        try:
-            listener = LoopbackListener(state=state, port=port, path=redirect_path, redirect_host=redirect_host)
-        except OSError as exc:
-            where = f"port {port}" if port else "a free port"
-            raise LoginError(
-                f"port_in_use: could not listen on {redirect_host} {where} for the login's redirect "
-                f"({exc.strerror or exc}); choose another port, or 0 for any",
-                error="port_in_use",
-            ) from None
-        with listener:
+        with _listen(state, port, redirect_path, redirect_host) as listener:
             params = {
                 "response_type": "code",
                 "client_id": client_id,
@@ -149,47 +138,70 @@ def login_browser(
             }
             endpoint = urls["authorization_endpoint"]
             url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
-            minutes = f"{timeout / 60:g} minutes" if timeout >= 120 else f"{timeout:g} seconds"
-            _say(out, f"Log in with your browser at this address:\n\n    {url}\n")
-            log.debug("browser login: waiting on %s", listener.redirect_uri)
-            deadline = time.monotonic() + timeout  # from now on, whatever the browser launcher does
-            launcher = _Launcher(webbrowser.open, url) if open_browser else None
-            if launcher is not None:
-                launcher.finished.wait(min(_LAUNCH_GRACE, timeout))
-                if launcher.failed():
-                    _say(out, _NO_BROWSER)
-            _say(out, f"Waiting up to {minutes} for the login; press Ctrl-C to cancel.")
-            callback = None
-            while callback is None and (left := deadline - time.monotonic()) > 0:
-                callback = listener.wait(min(left, 1.0))
-                if callback is None and launcher is not None and launcher.failed():
-                    _say(out, _NO_BROWSER)  # a launcher that waited for its browser, which then failed
-            if callback is None:
-                count = len(listener.ignored)
-                ignored = ""
-                if count:
-                    ignored = f" ({count} stray request{'s' * (count > 1)} ignored, the last {listener.ignored[-1]})"
-                raise LoginError(
-                    f"timeout: no login arrived within {timeout:g} seconds{ignored}",
-                    error="timeout",
-                )
+            callback = _wait_for_redirect(listener, url, out, timeout, webbrowser.open if open_browser else None)
             try:
                 token = _finish(client, callback, urls["token_endpoint"], listener.redirect_uri, verifier, nonce)
                 _save(storage, token)
             except BaseException as exc:
-                if isinstance(exc, LoginError):
-                    reason = f"The login failed ({exc.error})."
-                elif isinstance(exc, TokenStorageError):
-                    reason = "The login worked, but the token could not be stored."
-                else:
-                    reason = "The login was interrupted."
-                callback.answer(False, reason + " Go back to the program for details.")
+                callback.answer(False, _failure_page(exc) + " Go back to the program for details.")
                 raise
             callback.answer(True, "The login worked; the program has its token.")
             _say(out, "Logged in.")
             return token
     finally:
         client.close()
+
+
+def _listen(state: str, port: int, path: str, host: str) -> LoopbackListener:
+    """The loopback listener for the redirect; a port that is taken is a LoginError at once."""
+    from .loopback import LoopbackListener  # here: the listener (http.server) is heavy to import
+
+    try:
+        return LoopbackListener(state=state, port=port, path=path, redirect_host=host)
+    except OSError as exc:
+        where = f"port {port}" if port else "a free port"
+        raise LoginError(
+            f"port_in_use: could not listen on {host} {where} for the login's redirect "
+            f"({exc.strerror or exc}); choose another port, or 0 for any",
+            error="port_in_use",
+        ) from None
+
+
+def _wait_for_redirect(
+    listener: LoopbackListener, url: str, out: TextIO, timeout: float, open_url: Callable[[str], bool] | None
+) -> Callback:
+    """Show ``url`` (and open it with ``open_url``), then wait up to ``timeout`` for the redirect.
+
+    The timeout runs from the moment the URL is shown, whatever the browser launcher does.
+    """
+    minutes = f"{timeout / 60:g} minutes" if timeout >= 120 else f"{timeout:g} seconds"
+    _say(out, f"Log in with your browser at this address:\n\n    {url}\n")
+    log.debug("browser login: waiting on %s", listener.redirect_uri)
+    deadline = time.monotonic() + timeout
+    launcher = _Launcher(open_url, url) if open_url is not None else None
+    if launcher is not None:
+        launcher.finished.wait(min(_LAUNCH_GRACE, timeout))
+        if launcher.failed():
+            _say(out, _NO_BROWSER)
+    _say(out, f"Waiting up to {minutes} for the login; press Ctrl-C to cancel.")
+    while (left := deadline - time.monotonic()) > 0:
+        callback = listener.wait(min(left, 1.0))
+        if callback is not None:
+            return callback
+        if launcher is not None and launcher.failed():
+            _say(out, _NO_BROWSER)  # a launcher that waited for its browser, which then failed
+    count = len(listener.ignored)
+    ignored = f" ({count} stray request{'s' * (count > 1)} ignored, the last {listener.ignored[-1]})" if count else ""
+    raise LoginError(f"timeout: no login arrived within {timeout:g} seconds{ignored}", error="timeout")
+
+
+def _failure_page(exc: BaseException) -> str:
+    """What the browser's page says when the login failed after the redirect arrived."""
+    if isinstance(exc, LoginError):
+        return f"The login failed ({exc.error})."
+    if isinstance(exc, TokenStorageError):
+        return "The login worked, but the token could not be stored."
+    return "The login was interrupted."
 
 
 class _Launcher:
