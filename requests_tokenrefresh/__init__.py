@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from ._filestorage import FileStorage
-from ._redis import RedisStorage
 from .adapters import Refresher, TokenRefreshAdapter
 from .exceptions import (
     EndpointError,
@@ -23,7 +21,7 @@ from .exceptions import (
     TokenStorageError,
 )
 from .login import ProviderMetadata, discover, login_browser, login_device, logout
-from .storage import KeyringStorage, MemoryStorage, RefreshLease, TokenStorage
+from .storage import FileStorage, KeyringStorage, MemoryStorage, RedisStorage, RefreshLease, TokenStorage
 from .tokens import Token, TokenState
 
 __version__ = "0.2.0"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from ._grant import CONNECT_TIMEOUT, _read_before
+from ._grant import CONNECT_TIMEOUT, read_before
 from ._redact import without_request
 from ._urls import check_url, origin
 from .exceptions import InsecureTransportError, LoginError
@@ -48,7 +48,7 @@ _cache: dict[tuple[str, bool], ProviderMetadata] = {}
 _cache_lock = threading.Lock()
 
 
-# Kept here so that this module needs nothing from login.py; it belongs in exceptions.py.
+# Kept here so that this module needs nothing from the login package; it belongs in exceptions.py.
 @dataclasses.dataclass(frozen=True)
 class ProviderMetadata:
     """What an authorization server publishes about itself (RFC 8414 / OpenID Connect Discovery).
@@ -225,7 +225,7 @@ def _fetch(session: requests.Session, issuer: str, timeout: float) -> ProviderMe
     requests' timeout bounds each wait for a byte, so a server that trickles its answer (status
     line, headers or body) would hold the caller, an adapter's first refresh perhaps, for as long
     as it likes. The requests run in a daemon thread that the caller waits for until the deadline.
-    A body still arriving then is cut off by :func:`_read_before`'s watchdog, which ends the thread
+    A body still arriving then is cut off by :func:`read_before`'s watchdog, which ends the thread
     too; headers still arriving keep it until the server stops or one read waits ``timeout``.
     """
     deadline = time.monotonic() + timeout
@@ -276,7 +276,7 @@ def _read(session: requests.Session, issuer: str, timeout: float, deadline: floa
                 stream=True,
             )
             with response:
-                _read_before(response, deadline)
+                read_before(response, deadline)
         except requests.RequestException as exc:
             raise LoginError(
                 f"network_error: could not read the metadata of {origin(issuer)} ({type(exc).__name__})",

@@ -35,7 +35,10 @@ __all__ = [
     "Grant",
     "OAuthRefreshGrant",
     "Refresher",
+    "clean_text",
+    "no_auth",
     "parse_retry_after",
+    "read_before",
 ]
 
 #: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
@@ -97,7 +100,7 @@ class OAuthRefreshGrant:
                 session = requests.Session()
                 # Keep proxy settings from the environment, but never let requests add ~/.netrc
                 # credentials to the token request (it does so whenever a request has no auth).
-                session.auth = _no_auth
+                session.auth = no_auth
                 self._session, self._session_pid = session, os.getpid()
             return self._session
 
@@ -178,7 +181,7 @@ class OAuthRefreshGrant:
                 stream=True,
             )
             with response:
-                _read_before(response, deadline)
+                read_before(response, deadline)
         except requests.RequestException as exc:
             # requests' error carries the token request (refresh token in the body, client
             # secret in the header): re-raise the same kind of error without it.
@@ -232,7 +235,7 @@ class CallableGrant:
         return None
 
 
-def _read_before(response: requests.Response, deadline: float) -> None:
+def read_before(response: requests.Response, deadline: float) -> None:
     """Read the whole body by ``deadline``: a server trickling bytes cannot stretch a refresh.
 
     requests' read timeout bounds each wait for a byte, not the whole answer; a watchdog shuts
@@ -272,7 +275,7 @@ def _read_before(response: requests.Response, deadline: float) -> None:
         )
 
 
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
@@ -302,8 +305,8 @@ def _parse(response: requests.Response, previous: Token | None, sent_at: float, 
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
     secrets = (previous.refresh_token, previous.access_token, client_secret) if previous else (client_secret,)
-    error = _clean(error, secrets)[:100] if isinstance(error, str) and error else f"http_{status}"
-    description = _clean(description, secrets) if isinstance(description, str) else None
+    error = clean_text(error, secrets)[:100] if isinstance(error, str) and error else f"http_{status}"
+    description = clean_text(description, secrets) if isinstance(description, str) else None
     message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the token endpoint)"
     if error == "invalid_grant":
         raise SessionExpiredError(message, error_description=description)
@@ -317,7 +320,7 @@ def _parse(response: requests.Response, previous: Token | None, sent_at: float, 
     )
 
 
-def _clean(description: str, secrets: tuple[str | None, ...]) -> str:
+def clean_text(description: str, secrets: tuple[str | None, ...]) -> str:
     """Trim a server's error_description, and never let it echo a secret back."""
     for secret in secrets:
         if not secret:

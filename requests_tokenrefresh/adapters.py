@@ -78,6 +78,39 @@ class _Settings:
     allow_insecure_http: bool
     clock: Clock | Callable[[], float]
 
+    def __post_init__(self) -> None:
+        """Refuse what the adapter cannot work with, each with a sentence; seconds become floats."""
+        if not isinstance(self.storage, TokenStorage):
+            raise ValueError(f"storage must be a TokenStorage, not {type(self.storage).__name__}")
+        if sum(x is not None for x in (self.token_url, self.issuer, self.refresher)) != 1:
+            raise ValueError("give exactly one of token_url= or issuer= (OAuth 2.0) and refresher= (a callable)")
+        if not isinstance(self.allow_insecure_http, bool):
+            raise ValueError("allow_insecure_http must be True or False")
+        for name in ("token_url", "issuer", "revocation_url"):
+            url = getattr(self, name)
+            if url is not None:
+                check_url(name, url, self.allow_insecure_http)
+        if self.base_url is not None:
+            check_url("base_url", self.base_url, True)
+        if self.grant_type not in GRANT_TYPES:
+            raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {self.grant_type!r}")
+        if self.grant_type == "client_credentials" and (self.refresher is not None or self.client_id is None):
+            raise ValueError("grant_type='client_credentials' needs token_url= or issuer=, and client_id=")
+        if self.client_auth not in CLIENT_AUTH_METHODS:
+            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {self.client_auth!r}")
+        for name in ("client_id", "client_secret"):
+            text = getattr(self, name)
+            if text is not None and (not isinstance(text, str) or not text):
+                raise ValueError(f"{name} must be a non-empty string or None")
+        for name in ("leeway", "refresh_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("refresher", "on_refresh", "on_session_expired", "on_refresh_token_expiring", "clock"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ValueError(f"{name} must be callable")
+
 
 class TokenRefreshAdapter(HTTPAdapter):
     """An :class:`~requests.adapters.HTTPAdapter` that adds a valid access token to every request.
@@ -167,44 +200,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         clock: Clock | Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(storage, TokenStorage):
-            raise ValueError(f"storage must be a TokenStorage, not {type(storage).__name__}")
-        if sum(x is not None for x in (token_url, issuer, refresher)) != 1:
-            raise ValueError("give exactly one of token_url= or issuer= (OAuth 2.0) and refresher= (a callable)")
-        if refresher is not None and not callable(refresher):
-            raise ValueError("refresher must be callable")
-        if not isinstance(allow_insecure_http, bool):
-            raise ValueError("allow_insecure_http must be True or False")
-        for name, url in (("token_url", token_url), ("issuer", issuer), ("revocation_url", revocation_url)):
-            if url is not None:
-                check_url(name, url, allow_insecure_http)
-        if base_url is not None:
-            check_url("base_url", base_url, True)
-        if grant_type not in GRANT_TYPES:
-            raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {grant_type!r}")
-        if grant_type == "client_credentials" and (refresher is not None or client_id is None):
-            raise ValueError("grant_type='client_credentials' needs token_url= or issuer=, and client_id=")
-        if client_auth not in CLIENT_AUTH_METHODS:
-            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {client_auth!r}")
-        for name, text in (("client_id", client_id), ("client_secret", client_secret)):
-            if text is not None and (not isinstance(text, str) or not text):
-                raise ValueError(f"{name} must be a non-empty string or None")
-        for name, value in (("leeway", leeway), ("refresh_timeout", refresh_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-        codes = _status_codes(refresh_status_codes)
-        callbacks = {
-            "on_refresh": on_refresh,
-            "on_session_expired": on_session_expired,
-            "on_refresh_token_expiring": on_refresh_token_expiring,
-            "clock": clock,
-        }
-        for name, fn in callbacks.items():
-            if fn is not None and not callable(fn):
-                raise ValueError(f"{name} must be callable")
-        if "max_retries" in kwargs:
-            kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], codes)
-        self._settings = _Settings(
+        self._settings = _Settings(  # checks itself, as a Token does
             storage=storage,
             token_url=token_url,
             issuer=issuer,
@@ -215,9 +211,9 @@ class TokenRefreshAdapter(HTTPAdapter):
             client_secret=client_secret,
             client_auth=client_auth,
             scope=_scope(scope),
-            leeway=float(leeway),
-            refresh_status_codes=codes,
-            refresh_timeout=float(refresh_timeout),
+            leeway=leeway,
+            refresh_status_codes=_status_codes(refresh_status_codes),
+            refresh_timeout=refresh_timeout,
             on_refresh=on_refresh,
             on_session_expired=on_session_expired,
             on_refresh_token_expiring=on_refresh_token_expiring,
@@ -225,6 +221,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             allow_insecure_http=allow_insecure_http,
             clock=clock,
         )
+        if "max_retries" in kwargs:
+            kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], self._settings.refresh_status_codes)
         super().__init__(**kwargs)
         self._start()
 
@@ -417,7 +415,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         s = self._settings
         if not revoke or token is None or (s.revocation_url is None and s.issuer is None):
             return
-        from .login import revoke_token  # only a logout that revokes needs it
+        from ._revocation import revoke_token  # only a logout that revokes needs it
 
         try:
             revoke_token(

@@ -21,7 +21,7 @@ from typing import Any
 from ._jwt import read_times
 from ._redact import fingerprint
 
-__all__ = ["RECORD_VERSION", "REFRESH_TOKEN_EXPIRES_AT", "Token", "TokenState"]
+__all__ = ["RECORD_VERSION", "REFRESH_TOKEN_EXPIRES_AT", "Token", "TokenState", "parse_number"]
 
 log: logging.Logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Token:
         for name in ("expires_at", "obtained_at"):
             value = getattr(self, name)
             if value is not None:
-                number = _number(value)
+                number = parse_number(value)
                 if number is None or not 0 <= number <= _LATEST:
                     raise ValueError(f"{name} must be epoch seconds (a finite number up to year 9999) or None")
                 object.__setattr__(self, name, number)
@@ -164,7 +164,7 @@ class Token:
             del extra["extra"]
             extra.update(response["extra"])
         for name in _REFRESH_LIFETIMES:
-            lifetime = _number(response.get(name))
+            lifetime = parse_number(response.get(name))
             if lifetime is not None and lifetime > 0 and now + lifetime < _LATEST:
                 # Relative to this response: kept as a time, so a later refresh whose answer
                 # does not repeat it (obtained_at moves on) does not stretch it.
@@ -198,7 +198,7 @@ class Token:
         times = {}
         for name in ("expires_at", "obtained_at"):
             value = record.get(name)
-            number = None if value is None else _number(value)
+            number = None if value is None else parse_number(value)
             if value is not None and (number is None or not 0 <= number <= _LATEST):
                 # Written by an older version or by hand (milliseconds?): unknown, not unreadable.
                 log.warning("ignoring the stored %s: not epoch seconds up to year 9999", name)
@@ -253,7 +253,7 @@ class Token:
 
         .. versionadded:: 0.2
         """
-        value = _number(self.extra.get(REFRESH_TOKEN_EXPIRES_AT))
+        value = parse_number(self.extra.get(REFRESH_TOKEN_EXPIRES_AT))
         return value if value is not None and 0 <= value <= _LATEST else None
 
     @functools.cached_property
@@ -278,7 +278,7 @@ class Token:
         return self
 
 
-def _number(value: Any) -> float | None:
+def parse_number(value: Any) -> float | None:
     """Return ``value`` as a finite float, accepting numeric strings; None otherwise."""
     if isinstance(value, bool):
         return None
@@ -301,16 +301,16 @@ def _expiry(response: Mapping[str, Any], access: str, now: float) -> tuple[float
     # A bad expiry field never rejects the response: that would throw away a rotated refresh
     # token. It is ignored, and the JWT's exp (or a 401) tells when to refresh.
     if response.get("expires_at") is not None:
-        expires_at = _number(response["expires_at"])
+        expires_at = parse_number(response["expires_at"])
         obtained = response.get("obtained_at")
-        obtained_at = _number(obtained) if obtained is not None else None
+        obtained_at = parse_number(obtained) if obtained is not None else None
         if expires_at is not None and 0 <= expires_at <= _LATEST:
             if obtained_at is not None and not 0 <= obtained_at <= _LATEST:
                 obtained_at = None
             return expires_at, obtained_at
         log.warning("ignoring expires_at from the token response: not epoch seconds up to year 9999")
     elif response.get("expires_in") is not None:
-        expires_in = _number(response["expires_in"])
+        expires_in = parse_number(response["expires_in"])
         if expires_in is not None and expires_in > 0 and now + expires_in < _LATEST:
             return now + expires_in, now
         log.warning("ignoring expires_in from the token response: not a positive number of seconds")

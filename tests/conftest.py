@@ -31,7 +31,6 @@ import requests
 from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring, use_keyring
 
-
 # Hypothesis profiles: "dev" (the default) draws new schedules on every run; "ci" (tox -e slow)
 # draws the same ones every run, so CI checks what was checked before a push and a failure replays.
 hypothesis.settings.register_profile("dev", print_blob=True)

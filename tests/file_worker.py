@@ -1,4 +1,4 @@
-"""One process of tests/test_file_storage.py, sharing a FileStorage with others (never imported by pytest).
+"""One process of tests/storage/test_file.py, sharing a FileStorage with others (never imported by pytest).
 
 Modes (the first argument), each printing one JSON line:
 
@@ -22,8 +22,7 @@ import sys
 import threading
 import time
 
-from requests_tokenrefresh import Token
-from requests_tokenrefresh._filestorage import FileStorage
+from requests_tokenrefresh import FileStorage, Token
 
 #: Seconds any loop here runs at most, so that a broken test cannot leave a process behind.
 BOUND = 60.0

@@ -1,6 +1,6 @@
 """One process of the multi-process tests: T threads send requests through one adapter for D seconds.
 
-Run by tests/test_processes.py as a subprocess (never imported by pytest). The keyring backend and
+Run by tests/e2e/test_processes.py as a subprocess (never imported by pytest). The keyring backend and
 the cache directory (for the refresh lock) come from the environment the test sets. Prints one
 JSON line: requests ok, failed, and failures by exception type.
 """

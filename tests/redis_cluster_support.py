@@ -1,6 +1,6 @@
 """Redis Cluster and Redis Sentinel groups of real redis-server processes, for the tests.
 
-Imported by tests/test_redis_cluster.py and tests/test_redis_sentinel.py. Every process listens on
+Imported by tests/storage/test_redis_cluster.py and tests/storage/test_redis_sentinel.py. Every process listens on
 127.0.0.1 on a free port (a cluster node on two: its clients' port and its cluster bus port), is
 started by this module and stopped by PID: SIGTERM, then SIGKILL if it has not exited.
 

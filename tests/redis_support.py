@@ -157,7 +157,7 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) 
 def lease_left(client: Any, key: str) -> float | None:
     """Seconds left on the refresh lease of ``key`` by the server's clock; None if nobody holds it.
 
-    The lease is ``"<owner> <expiry ms>"`` with no key TTL (requests_tokenrefresh._redis).
+    The lease is ``"<owner> <expiry ms>"`` with no key TTL (requests_tokenrefresh.storage.redis).
     """
     value = client.get(f"{key}:lease")
     if value is None:
@@ -230,9 +230,8 @@ def naive_storage(url: str, key: str, lock_ttl: float) -> Any:
 def _host(args: argparse.Namespace) -> dict[str, Any]:
     import requests
 
-    from requests_tokenrefresh import TokenRefreshAdapter
+    from requests_tokenrefresh import RedisStorage, TokenRefreshAdapter
     from requests_tokenrefresh._redact import fingerprint
-    from requests_tokenrefresh._redis import RedisStorage
 
     if args.naive_lock_ttl:
         storage = naive_storage(args.redis_url, args.key, args.naive_lock_ttl)
@@ -290,8 +289,7 @@ def _host(args: argparse.Namespace) -> dict[str, Any]:
 def _hold(args: argparse.Namespace) -> dict[str, Any]:
     import requests
 
-    from requests_tokenrefresh import LeaseLostError, Token
-    from requests_tokenrefresh._redis import RedisStorage
+    from requests_tokenrefresh import LeaseLostError, RedisStorage, Token
 
     state = Path(args.state_dir)
     parks = set(args.park or ())

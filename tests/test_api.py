@@ -167,7 +167,7 @@ def public_callables() -> list[Any]:
 REDIS_CLIENT_HINT = pytest.mark.xfail(
     strict=True,
     raises=NameError,
-    reason="requests_tokenrefresh/_redis.py imports redis for type checkers only, and annotates "
+    reason="requests_tokenrefresh/storage/redis.py imports redis for type checkers only, and annotates "
     "RedisStorage's client_or_url with redis.Redis: once fixed there, this mark goes",
 )
 

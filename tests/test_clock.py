@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from requests_tokenrefresh import KeyringStorage, TokenStorageError
+from requests_tokenrefresh import KeyringStorage, RedisStorage, TokenStorageError
 from requests_tokenrefresh._clock import SYSTEM_CLOCK, Clock, as_clock
-from requests_tokenrefresh._redis import RedisStorage
 from requests_tokenrefresh.testing import AuthServer, Canned, FakeClock, MemoryKeyring
 
 from .redis_support import INSTALL_HELP, RedisServer, redis_server_path

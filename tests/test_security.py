@@ -1,4 +1,4 @@
-"""Security (issue 6, item 5): where the token may travel, and where a secret must never show up.
+"""Security: where the token may travel, and where a secret must never show up.
 
 Every network test runs against real loopback servers (``http.server``) that record each request
 they get, Authorization header included: the API on 127.0.0.1, an "other port" server on

@@ -28,9 +28,7 @@ from typing import Any
 
 import keyring.errors
 
-from requests_tokenrefresh import KeyringStorage, MemoryStorage, Token, TokenStorage
-from requests_tokenrefresh._filestorage import FileStorage
-from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh import FileStorage, KeyringStorage, MemoryStorage, RedisStorage, Token, TokenStorage
 from requests_tokenrefresh.testing import FileKeyring, MemoryKeyring
 
 from ..redis_support import RedisServer

@@ -47,9 +47,14 @@ from typing import Any
 import requests
 from inject import FaultStorage, Injector, Spec, outcome_of  # this directory is sys.path[0]
 
-from requests_tokenrefresh import KeyringStorage, TokenRefreshAdapter, TokenStorage, TokenStorageError
-from requests_tokenrefresh._filestorage import FileStorage
-from requests_tokenrefresh._redis import RedisStorage
+from requests_tokenrefresh import (
+    FileStorage,
+    KeyringStorage,
+    RedisStorage,
+    TokenRefreshAdapter,
+    TokenStorage,
+    TokenStorageError,
+)
 from requests_tokenrefresh.testing import FileKeyring
 
 SERVICE, USER = "fault-api", "alice"  # as backends.py

@@ -1,0 +1,155 @@
+"""Posting forms to the authorization server's endpoints as a client: logins and revocation.
+
+:class:`EndpointClient` holds the client's identity and how it authenticates (RFC 6749 §2.3),
+finds endpoints in the arguments or the issuer's metadata, posts within a deadline, and turns
+an error answer (RFC 6749 §5.2) into a :class:`~requests_tokenrefresh.LoginError` scrubbed of
+secrets. The adapter's refresh has its own path (:mod:`._grant`), on the hot side of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from ._discovery import check_endpoint, discover
+from ._grant import CLIENT_AUTH_METHODS, CONNECT_TIMEOUT, clean_text, no_auth, read_before
+from ._redact import without_request
+from ._urls import is_secure, origin
+from .exceptions import (
+    InsecureTransportError,
+    LoginError,
+)
+from .tokens import Token
+
+__all__ = ["EndpointClient"]
+
+log: logging.Logger = logging.getLogger(__name__)
+
+
+class EndpointClient:
+    """The client's identity and how it authenticates; posts forms to the server's endpoints."""
+
+    def __init__(
+        self,
+        client_id: str | None,
+        client_secret: str | None,
+        client_auth: str,
+        session: requests.Session | None,
+        timeout: float,
+        allow_insecure_http: bool,
+    ) -> None:
+        if client_auth not in CLIENT_AUTH_METHODS:
+            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}")
+        if client_id is not None and (not isinstance(client_id, str) or not client_id):
+            raise ValueError("client_id must be a non-empty string")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.client_auth = client_auth
+        self.own_session = session is None
+        self.session = requests.Session() if session is None else session
+        self.timeout = timeout
+        self.allow_insecure_http = allow_insecure_http
+        self.secrets: list[str | None] = [client_secret]  # scrubbed from any server text we show
+        self.issuer: str | None = None  # the issuer whose metadata gave the endpoints, if any
+        self.iss_required = False  # its metadata promises iss in every authorization response (RFC 9207)
+
+    def close(self) -> None:
+        if self.own_session:
+            self.session.close()
+
+    def endpoints(self, issuer: str | None, given: Mapping[str, str | None]) -> dict[str, str]:
+        """The URLs of the endpoints named in ``given``: the given ones, else the issuer's."""
+        metadata = None
+        found: dict[str, str] = {}
+        for name, url in given.items():
+            if url is None:
+                if issuer is None:
+                    raise ValueError(f"pass issuer= or the {name.replace('_endpoint', '_url')} argument")
+                if metadata is None:
+                    self.issuer = issuer
+                    metadata = discover(
+                        issuer, session=self.session, timeout=self.timeout, allow_insecure_http=self.allow_insecure_http
+                    )
+                found[name] = metadata.endpoint(name, allow_insecure_http=self.allow_insecure_http)
+            else:
+                found[name] = check_endpoint(name, url, self.allow_insecure_http)
+        if metadata is not None and "authorization_endpoint" in given:
+            metadata.check_pkce()
+            self.iss_required = metadata.document.get("authorization_response_iss_parameter_supported") is True
+        return found
+
+    def post(self, url: str, data: dict[str, str], what: str) -> tuple[int, Any, float]:
+        """POST ``data`` (and the client's credentials) to ``url``; return status, JSON body, send time."""
+        auth: Any = no_auth  # never ~/.netrc credentials
+        if self.client_id is not None:
+            if self.client_secret is not None and self.client_auth == "basic":
+                # RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
+                auth = requests.auth.HTTPBasicAuth(quote(self.client_id, safe=""), quote(self.client_secret, safe=""))
+            else:
+                data["client_id"] = self.client_id
+                if self.client_secret is not None:
+                    data["client_secret"] = self.client_secret
+        if not self.allow_insecure_http and not is_secure(url, self.session.proxies, self.session.trust_env):
+            raise InsecureTransportError(
+                f"refusing to send credentials over plain http to the {what} at {origin(url)} "
+                "(through a proxy that is not this machine?); use https or pass allow_insecure_http=True"
+            )
+        sent_at = time.time()
+        deadline = time.monotonic() + self.timeout
+        try:
+            response = self.session.post(
+                url,
+                data=data,
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                read_before(response, deadline)
+        except requests.RequestException as exc:
+            raise LoginError(
+                f"network_error: could not reach the {what} at {origin(url)} ({type(exc).__name__})",
+                error="network_error",
+                retryable=True,
+            ) from without_request(exc)
+        try:
+            body: Any = response.json()
+        except (ValueError, RecursionError):
+            body = None
+        return response.status_code, body, sent_at
+
+    def error(self, status: int, body: Any, what: str) -> LoginError:
+        """The LoginError for an error answer of the server (RFC 6749 §5.2), scrubbed of secrets."""
+        error = body.get("error") if isinstance(body, dict) else None
+        description = body.get("error_description") if isinstance(body, dict) else None
+        scrub = tuple(self.secrets)
+        error = clean_text(error, scrub)[:100] if isinstance(error, str) and error else f"http_{status}"
+        description = clean_text(description, scrub) if isinstance(description, str) else None
+        if 300 <= status < 400:
+            description = f"the {what} answered with a redirect (HTTP {status}); set its URL to the real endpoint"
+        message = f"{error}: {description}" if description else f"{error} (HTTP {status} from the {what})"
+        return LoginError(
+            message,
+            error=error,
+            error_description=description,
+            retryable=status == 429 or status >= 500 or error in ("temporarily_unavailable", "server_error"),
+        )
+
+    def token(self, status: int, body: Any, sent_at: float) -> Token:
+        """The Token of a successful token response."""
+        if not isinstance(body, dict):
+            raise LoginError(
+                f"invalid_token_response: the token endpoint answered HTTP {status} without a JSON object",
+                error="invalid_token_response",
+            )
+        try:
+            return Token.from_response(body, now=sent_at)
+        except ValueError as exc:
+            raise LoginError(f"invalid_token_response: {exc}", error="invalid_token_response") from None

@@ -1,0 +1,12 @@
+"""The ``requests-tokenrefresh`` command: log in and out, inspect, import, refresh, and the live demo.
+
+:func:`main` runs it (the console script and ``python -m requests_tokenrefresh``); the commands
+live in one module each: ``login`` (login, logout), ``records`` (status, import, clear),
+``refresh``, ``store`` (where a command reads and writes the record), ``format`` (what it prints).
+"""
+
+from __future__ import annotations
+
+from .main import CLIENT_SECRET_ENV, DEMO_SERVICE, DEMO_USERNAME, REDIS_URL_ENV, build_parser, describe, main
+
+__all__ = ["CLIENT_SECRET_ENV", "DEMO_SERVICE", "DEMO_USERNAME", "REDIS_URL_ENV", "build_parser", "describe", "main"]
