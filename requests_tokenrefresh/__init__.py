@@ -21,12 +21,23 @@ from .exceptions import (
     TokenStorageError,
 )
 from .login import ProviderMetadata, discover, login_browser, login_device, logout
-from .storage import FileStorage, KeyringStorage, MemoryStorage, RedisStorage, RefreshLease, TokenStorage
+from .storage import (
+    EncryptedStorage,
+    EncryptionKeys,
+    FileStorage,
+    KeyringStorage,
+    MemoryStorage,
+    RedisStorage,
+    RefreshLease,
+    TokenStorage,
+)
 from .tokens import Token, TokenState
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "EncryptedStorage",
+    "EncryptionKeys",
     "EndpointError",
     "FileStorage",
     "InsecureTransportError",

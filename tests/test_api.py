@@ -37,6 +37,8 @@ from requests_tokenrefresh import (
 )
 
 PUBLIC_NAMES = {
+    "EncryptedStorage",
+    "EncryptionKeys",
     "EndpointError",
     "FileStorage",
     "InsecureTransportError",
