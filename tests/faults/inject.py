@@ -10,7 +10,7 @@ token server or the adapter's ``on_refresh``, and go through the same :meth:`Inj
 
 Nothing here patches the package: the adapter is given a :class:`FaultStorage`, a
 :class:`~requests_tokenrefresh.TokenStorage` like any user's. This module imports only the
-standard library and the package, so the worker processes (``worker.py``) use it as well.
+standard library, requests and the package, so the worker processes (``worker.py``) use it too.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Injector:
         self.errors: list[BaseException] = []  # a fault action that failed (a harness error)
 
     def at(self, step: str, call: Callable[[], _T]) -> _T:
+        """Make ``call``, the coordinator's call at ``step``, with the step's fault if this is its first time."""
         with self._lock:
             first = step not in self.reached
             if first:
