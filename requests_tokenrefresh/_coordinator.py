@@ -811,20 +811,22 @@ class Coordinator:
     ) -> Token | None:
         try:
             stored = lease.load()
-        except TokenStorageError:
-            stored = None
-        if stored is not None and old is not None and stored.refresh_token != old.refresh_token:
-            # Rule 8: someone else already replaced the rejected token; adopt theirs.
-            log.info(
-                "refresh token rejected, but the store holds a newer token %s: adopting it",
-                fingerprint(stored.access_token),
-            )
-            return self._done(flight, stored, unsaved=False, own=False)
-        log.warning("session expired (%s); deleting the stored token", exc.error)
-        try:
-            self._storage.delete()
-        except TokenStorageError as delete_error:
-            log.warning("could not delete the stored token: %s", delete_error)
+        except TokenStorageError as load_error:
+            # What is stored cannot be read: it may be a newer login. Keep it; end this session.
+            log.warning("session expired (%s); the stored record is left as it is: %s", exc.error, load_error)
+        else:
+            if stored is not None and old is not None and stored.refresh_token != old.refresh_token:
+                # Rule 8: someone else already replaced the rejected token; adopt theirs.
+                log.info(
+                    "refresh token rejected, but the store holds a newer token %s: adopting it",
+                    fingerprint(stored.access_token),
+                )
+                return self._done(flight, stored, unsaved=False, own=False)
+            log.warning("session expired (%s); deleting the stored token", exc.error)
+            try:
+                self._storage.delete()
+            except TokenStorageError as delete_error:
+                log.warning("could not delete the stored token: %s", delete_error)
         if self._publish(flight, None, exc, clear=True, unsaved=False):
             self._callback(self._on_session_expired, exc)
         raise exc

@@ -137,6 +137,30 @@ def test_a_newer_token_in_the_store_is_adopted_instead_of_signing_out() -> None:
     assert fakes.deletes == 0
 
 
+def test_a_record_that_cannot_be_read_after_a_rejection_is_not_deleted(caplog: pytest.LogCaptureFixture) -> None:
+    """The session ends (the server said no), but what is stored may be a newer login: it stays."""
+
+    def reject(t: Token) -> Token:
+        raise SessionExpiredError("invalid_grant: revoked")
+
+    fakes = Fakes(token("old", expires_in=-1), reject)
+    coordinator = fakes.coordinator()
+    loads = fakes.loads
+    original = fakes.load
+
+    def unreadable_inside_the_lease() -> Token | None:
+        if fakes.loads >= loads + 2:  # the first load and the read in the lease work; the one after the rejection fails
+            raise TokenStorageError("the record does not decrypt with the keys this host has")
+        return original()
+
+    fakes.load = unreadable_inside_the_lease  # type: ignore[method-assign]
+    with pytest.raises(SessionExpiredError):
+        coordinator.token_for_request()
+    assert fakes.deletes == 0
+    assert len(fakes.expired) == 1
+    assert "left as it is" in caplog.text
+
+
 def test_sign_out_still_happens_when_delete_fails(caplog: pytest.LogCaptureFixture) -> None:
     def reject(t: Token) -> Token:
         raise SessionExpiredError("invalid_grant: revoked")
