@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ._client_auth import ClientAssertion, PrivateKeyJWT
 from .adapters import Refresher, TokenRefreshAdapter
 from .exceptions import (
     EndpointError,
@@ -36,6 +37,7 @@ from .tokens import Token, TokenState
 __version__ = "0.2.0"
 
 __all__ = [
+    "ClientAssertion",
     "EncryptedStorage",
     "EncryptionKeys",
     "EndpointError",
@@ -45,6 +47,7 @@ __all__ = [
     "LeaseLostError",
     "LoginError",
     "MemoryStorage",
+    "PrivateKeyJWT",
     "ProviderMetadata",
     "RedisStorage",
     "RefreshError",

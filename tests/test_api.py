@@ -37,6 +37,7 @@ from requests_tokenrefresh import (
 )
 
 PUBLIC_NAMES = {
+    "ClientAssertion",
     "EncryptedStorage",
     "EncryptionKeys",
     "EndpointError",
@@ -46,6 +47,7 @@ PUBLIC_NAMES = {
     "LeaseLostError",
     "LoginError",
     "MemoryStorage",
+    "PrivateKeyJWT",
     "ProviderMetadata",
     "RedisStorage",
     "RefreshError",
