@@ -306,6 +306,9 @@ class Coordinator:
                 else:
                     mine = self._begin(_Kind.LOAD if token is None else _Kind.REFRESH, forced=True)
             result = self._lead(mine, token)
+            if result is None and explicit and mine.kind is _Kind.LOAD:
+                with self._cond:  # a load that minted a first token (client credentials) was the refresh
+                    result = mine.token if mine.epoch == self._epoch else None
             if result is not None:
                 return result
 
