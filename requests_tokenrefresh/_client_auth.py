@@ -78,7 +78,7 @@ class PrivateKeyJWT:
         ImportError: the ``cryptography`` package is missing (``pip install
             'requests-tokenrefresh[crypto]'``).
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     def __init__(
@@ -143,7 +143,7 @@ class ClientAssertion:
         source: a callable that returns the assertion (a compact JWT).
         path: a file that holds it (surrounding whitespace is ignored).
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     def __init__(self, source: Callable[[], str] | None = None, *, path: str | os.PathLike[str] | None = None) -> None:

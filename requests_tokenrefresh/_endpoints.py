@@ -1,9 +1,10 @@
 """Posting forms to the authorization server's endpoints as a client: logins and revocation.
 
-:class:`EndpointClient` holds the client's identity and how it authenticates (RFC 6749 §2.3),
-finds endpoints in the arguments or the issuer's metadata, posts within a deadline, and turns
-an error answer (RFC 6749 §5.2) into a :class:`~requests_tokenrefresh.LoginError` scrubbed of
-secrets. The adapter's refresh has its own path (:mod:`._grant`), on the hot side of a request.
+:class:`EndpointClient` holds the client's identity and how it authenticates (a secret, RFC 6749
+§2.3, or an assertion: :mod:`._client_auth`), finds endpoints in the arguments or the issuer's
+metadata, posts within a deadline, and turns an error answer (RFC 6749 §5.2) into a
+:class:`~requests_tokenrefresh.LoginError` scrubbed of secrets. The adapter's refresh has its own
+path (:mod:`._grant`), on the hot side of a request.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
+from ._client_auth import ClientAssertion, ClientAuth, PrivateKeyJWT, add_client_auth, check_client_auth
 from ._discovery import check_endpoint, discover
-from ._grant import CLIENT_AUTH_METHODS, CONNECT_TIMEOUT, clean_text, no_auth, read_before
+from ._grant import CONNECT_TIMEOUT, clean_text, no_auth, read_before
 from ._redact import without_request
 from ._urls import is_secure, origin
 from .exceptions import (
@@ -38,15 +39,14 @@ class EndpointClient:
         self,
         client_id: str | None,
         client_secret: str | None,
-        client_auth: str,
+        client_auth: ClientAuth,
         session: requests.Session | None,
         timeout: float,
         allow_insecure_http: bool,
     ) -> None:
-        if client_auth not in CLIENT_AUTH_METHODS:
-            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}")
         if client_id is not None and (not isinstance(client_id, str) or not client_id):
             raise ValueError("client_id must be a non-empty string")
+        check_client_auth(client_auth, client_id, client_secret)
         self.client_id = client_id
         self.client_secret = client_secret
         self.client_auth = client_auth
@@ -57,6 +57,9 @@ class EndpointClient:
         self.secrets: list[str | None] = [client_secret]  # scrubbed from any server text we show
         self.issuer: str | None = None  # the issuer whose metadata gave the endpoints, if any
         self.iss_required = False  # its metadata promises iss in every authorization response (RFC 9207)
+        # The audience of a private_key_jwt assertion, whatever endpoint it goes to (OIDC Core §9).
+        self.token_endpoint: str | None = None
+        self.assertion: str | None = None  # the one last sent
 
     def close(self) -> None:
         if self.own_session:
@@ -78,6 +81,11 @@ class EndpointClient:
                 found[name] = metadata.endpoint(name, allow_insecure_http=self.allow_insecure_http)
             else:
                 found[name] = check_endpoint(name, url, self.allow_insecure_http)
+        if "token_endpoint" in found:
+            self.token_endpoint = found["token_endpoint"]
+        elif metadata is not None and self.token_endpoint is None:
+            url = metadata.document.get("token_endpoint")
+            self.token_endpoint = url if isinstance(url, str) and url else None
         if metadata is not None and "authorization_endpoint" in given:
             metadata.check_pkce()
             self.iss_required = metadata.document.get("authorization_response_iss_parameter_supported") is True
@@ -85,15 +93,7 @@ class EndpointClient:
 
     def post(self, url: str, data: dict[str, str], what: str) -> tuple[int, Any, float]:
         """POST ``data`` (and the client's credentials) to ``url``; return status, JSON body, send time."""
-        auth: Any = no_auth  # never ~/.netrc credentials
-        if self.client_id is not None:
-            if self.client_secret is not None and self.client_auth == "basic":
-                # RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
-                auth = requests.auth.HTTPBasicAuth(quote(self.client_id, safe=""), quote(self.client_secret, safe=""))
-            else:
-                data["client_id"] = self.client_id
-                if self.client_secret is not None:
-                    data["client_secret"] = self.client_secret
+        auth = self._client_credentials(data, what)
         if not self.allow_insecure_http and not is_secure(url, self.session.proxies, self.session.trust_env):
             raise InsecureTransportError(
                 f"refusing to send credentials over plain http to the {what} at {origin(url)} "
@@ -105,7 +105,7 @@ class EndpointClient:
             response = self.session.post(
                 url,
                 data=data,
-                auth=auth,
+                auth=auth or no_auth,  # never ~/.netrc credentials
                 headers={"Accept": "application/json"},
                 timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
                 allow_redirects=False,
@@ -125,11 +125,40 @@ class EndpointClient:
             body = None
         return response.status_code, body, sent_at
 
+    def _client_credentials(self, data: dict[str, str], what: str) -> requests.auth.HTTPBasicAuth | None:
+        """Add the client's credentials (a secret or an assertion) to ``data``; the Basic auth, if any."""
+        audience = self.token_endpoint
+        if isinstance(self.client_auth, PrivateKeyJWT) and audience is None and self.client_auth.audience is None:
+            raise ValueError(
+                "private_key_jwt: the assertion's audience is the token endpoint: pass token_url= or issuer=, "
+                "or PrivateKeyJWT(audience=...)"
+            )
+        try:
+            auth = add_client_auth(
+                data,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                client_auth=self.client_auth,
+                audience=audience or "",
+                now=time.time(),
+            )
+        except Exception as exc:
+            if not isinstance(self.client_auth, ClientAssertion):
+                raise
+            raise LoginError(
+                f"client_assertion_unavailable: the client assertion for the {what} could not be read "
+                f"({type(exc).__name__})",
+                error="client_assertion_unavailable",
+                retryable=True,
+            ) from exc
+        self.assertion = data.get("client_assertion")  # scrubbed too, should the server echo it
+        return auth
+
     def error(self, status: int, body: Any, what: str) -> LoginError:
         """The LoginError for an error answer of the server (RFC 6749 §5.2), scrubbed of secrets."""
         error = body.get("error") if isinstance(body, dict) else None
         description = body.get("error_description") if isinstance(body, dict) else None
-        scrub = tuple(self.secrets)
+        scrub = (*self.secrets, self.assertion)
         error = clean_text(error, scrub)[:100] if isinstance(error, str) and error else f"http_{status}"
         description = clean_text(description, scrub) if isinstance(description, str) else None
         if 300 <= status < 400:

@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
+from ._client_auth import CLIENT_AUTH_METHODS, ClientAssertion, ClientAuth, add_client_auth, check_client_auth
 from ._clock import SYSTEM_CLOCK, Clock
 from ._redact import fingerprint, without_request
 from ._retry import TRANSIENT_ERRORS
@@ -46,8 +47,6 @@ Refresher = Callable[[Token], "Token | Mapping[str, Any]"]
 
 log: logging.Logger = logging.getLogger(__name__)
 
-#: ``client_auth`` values: HTTP Basic (RFC 6749 §2.3.1, the default) or in the form body.
-CLIENT_AUTH_METHODS = ("basic", "post")
 #: Seconds to wait for a TCP connection to the token endpoint (the read may use all time left).
 CONNECT_TIMEOUT = 10.0
 # Errors of RFC 6749 §5.2 / §4.1.2.1 that mean "try again later".
@@ -75,11 +74,12 @@ class OAuthRefreshGrant:
         issuer: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        client_auth: str = "basic",
+        client_auth: ClientAuth = "basic",
         scope: str | None = None,
         allow_insecure_http: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        check_client_auth(client_auth, client_id, client_secret)
         self.token_url = token_url  # None: the issuer's, found by discovery at the first request
         self.issuer = issuer
         self.client_id = client_id
@@ -150,18 +150,10 @@ class OAuthRefreshGrant:
         data = self._form(token)
         if self.scope:
             data["scope"] = self.scope
-        auth: Any = None
-        if self.client_id is not None:
-            if self.client_auth == "basic" and self.client_secret is not None:
-                # RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
-                auth = requests.auth.HTTPBasicAuth(quote(self.client_id, safe=""), quote(self.client_secret, safe=""))
-            else:
-                data["client_id"] = self.client_id
-                if self.client_secret is not None:
-                    data["client_secret"] = self.client_secret
         session = self.session
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
+        auth = self._client_credentials(data, url)
         sent_at = self.clock.time()
         deadline = time.monotonic() + timeout  # a socket watchdog's: real time
         log.debug(
@@ -186,7 +178,30 @@ class OAuthRefreshGrant:
             # requests' error carries the token request (refresh token in the body, client
             # secret in the header): re-raise the same kind of error without it.
             raise without_request(exc) from None
-        return _parse(response, None if self.mints else token, sent_at, self.client_secret)
+        # At most one of the two is set; an assertion echoed in an error is scrubbed as a secret is.
+        secret = self.client_secret or data.get("client_assertion")
+        return _parse(response, None if self.mints else token, sent_at, secret)
+
+    def _client_credentials(self, data: dict[str, str], url: str) -> requests.auth.HTTPBasicAuth | None:
+        """Add the client's credentials (a secret or an assertion for ``url``) to ``data``."""
+        try:
+            return add_client_auth(
+                data,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                client_auth=self.client_auth,
+                audience=url,
+                now=self.clock.time(),
+            )
+        except Exception as exc:
+            if not isinstance(self.client_auth, ClientAssertion):
+                raise
+            # The file may be in the middle of being replaced: worth another try within the refresh.
+            raise RefreshError(
+                f"client_assertion_unavailable: the client assertion could not be read ({type(exc).__name__})",
+                error="client_assertion_unavailable",
+                retryable=True,
+            ) from exc
 
     def close(self) -> None:
         with self._session_lock:

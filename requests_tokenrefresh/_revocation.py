@@ -10,6 +10,7 @@ import logging
 
 import requests
 
+from ._client_auth import ClientAuth, PrivateKeyJWT
 from ._discovery import DEFAULT_TIMEOUT
 from ._endpoints import EndpointClient
 from ._redact import fingerprint
@@ -30,9 +31,10 @@ def revoke_token(
     *,
     revocation_url: str | None = None,
     issuer: str | None = None,
+    token_url: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
-    client_auth: str = "basic",
+    client_auth: ClientAuth = "basic",
     session: requests.Session | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
@@ -46,9 +48,12 @@ def revoke_token(
         token: the token to revoke.
         revocation_url: the revocation endpoint; from the ``issuer``'s metadata if not given.
         issuer: the authorization server.
+        token_url: the token endpoint, the audience of a :class:`~requests_tokenrefresh.PrivateKeyJWT`
+            assertion; from the ``issuer``'s metadata if not given.
         client_id: the client identifier (public clients send it in the body).
         client_secret: the client secret of a confidential client.
-        client_auth: ``"basic"`` or ``"post"``.
+        client_auth: ``"basic"``, ``"post"``, a :class:`~requests_tokenrefresh.PrivateKeyJWT` or a
+            :class:`~requests_tokenrefresh.ClientAssertion` (see :doc:`/client-auth`).
         session: the session to send with; a private one by default.
         timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
@@ -57,11 +62,16 @@ def revoke_token(
         RevocationError: a token was not revoked (the message says which and why).
         LoginError: discovery failed, or the server publishes no revocation endpoint.
         InsecureTransportError: the endpoint is plain http to a host that is not loopback.
+        ValueError: a :class:`~requests_tokenrefresh.PrivateKeyJWT` without an audience: neither
+            ``token_url`` nor ``issuer`` is given.
 
     .. versionadded:: 0.2
     """
+    if isinstance(client_auth, PrivateKeyJWT) and client_auth.audience is None and token_url is None and issuer is None:
+        raise ValueError("private_key_jwt: the assertion's audience is the token endpoint: pass token_url= or issuer=")
     client = EndpointClient(client_id, client_secret, client_auth, session, timeout, allow_insecure_http)
     try:
+        client.token_endpoint = token_url
         url = client.endpoints(issuer, {"revocation_endpoint": revocation_url})["revocation_endpoint"]
         client.secrets += [token.access_token, token.refresh_token]
         failures: list[LoginError] = []

@@ -17,9 +17,10 @@ from requests.exceptions import UnrewindableBodyError
 from requests.utils import rewind_body
 from urllib3.util.retry import Retry
 
+from ._client_auth import ClientAuth, check_client_auth
 from ._clock import Clock, as_clock
 from ._coordinator import Coordinator
-from ._grant import CLIENT_AUTH_METHODS, CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
+from ._grant import CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
 from ._redact import fingerprint
 from ._urls import check_url, is_secure, is_under, origin, without_userinfo
 from .exceptions import InsecureTransportError, LoginError, RevocationError, SessionExpiredError, TokenStorageError
@@ -66,7 +67,7 @@ class _Settings:
     refresher: Refresher | None
     client_id: str | None
     client_secret: str | None = dataclasses.field(repr=False)
-    client_auth: str
+    client_auth: ClientAuth
     scope: str | None
     leeway: float
     refresh_status_codes: frozenset[int]
@@ -96,12 +97,11 @@ class _Settings:
             raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {self.grant_type!r}")
         if self.grant_type == "client_credentials" and (self.refresher is not None or self.client_id is None):
             raise ValueError("grant_type='client_credentials' needs token_url= or issuer=, and client_id=")
-        if self.client_auth not in CLIENT_AUTH_METHODS:
-            raise ValueError(f"client_auth must be one of {CLIENT_AUTH_METHODS}, not {self.client_auth!r}")
         for name in ("client_id", "client_secret"):
             text = getattr(self, name)
             if text is not None and (not isinstance(text, str) or not text):
                 raise ValueError(f"{name} must be a non-empty string or None")
+        check_client_auth(self.client_auth, self.client_id, self.client_secret)
         for name in ("leeway", "refresh_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
@@ -145,7 +145,14 @@ class TokenRefreshAdapter(HTTPAdapter):
             returns a new :class:`Token` or a token-response mapping; it raises
             :class:`SessionExpiredError` when the refresh token is rejected.
         client_id, client_secret: client credentials for the token endpoint, both optional.
-        client_auth: ``"basic"`` (HTTP Basic, the default) or ``"post"`` (in the form body).
+        client_auth: how the client authenticates on every call to the authorization server:
+            ``"basic"`` (``client_secret`` in HTTP Basic, the default), ``"post"`` (in the form
+            body), a :class:`PrivateKeyJWT` (a JWT signed with the client's key, made anew for each
+            call, its audience the token endpoint) or a :class:`ClientAssertion` (a workload
+            identity token, read anew for each call); neither of the last two with ``client_secret``.
+
+            .. versionchanged:: 0.2
+               :class:`PrivateKeyJWT` and :class:`ClientAssertion`.
         scope: a scope to ask for on refresh: a string, or strings (a list or tuple, sent in its
             order, or a set, sent sorted) joined with spaces; by default the granted scope is kept.
         leeway: seconds before expiry at which to refresh; never more than half the lifetime.
@@ -187,7 +194,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         refresher: Refresher | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        client_auth: str = "basic",
+        client_auth: ClientAuth = "basic",
         scope: str | Sequence[str] | AbstractSet[str] | None = None,
         leeway: float = DEFAULT_LEEWAY,
         refresh_status_codes: Iterable[int] = DEFAULT_REFRESH_STATUS_CODES,
@@ -422,6 +429,7 @@ class TokenRefreshAdapter(HTTPAdapter):
                 token,
                 revocation_url=s.revocation_url,
                 issuer=s.issuer,
+                token_url=self._grant.token_url if isinstance(self._grant, OAuthRefreshGrant) else None,
                 client_id=s.client_id,
                 client_secret=s.client_secret,
                 client_auth=s.client_auth,
@@ -510,6 +518,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         else:
             where = f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
+        if not isinstance(s.client_auth, str):
+            secret = f", client_auth={s.client_auth!r}"
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
 
 

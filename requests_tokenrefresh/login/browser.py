@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from .._client_auth import ClientAuth
 from .._discovery import DEFAULT_TIMEOUT
 from .._endpoints import EndpointClient
 from .._grant import clean_text
@@ -43,7 +44,7 @@ def login_browser(
     authorization_url: str | None = None,
     token_url: str | None = None,
     client_secret: str | None = None,
-    client_auth: str = "basic",
+    client_auth: ClientAuth = "basic",
     scope: str | None = None,
     storage: TokenStorage | None = None,
     port: int = 0,
@@ -78,7 +79,9 @@ def login_browser(
         authorization_url: the authorization endpoint.
         token_url: the token endpoint.
         client_secret: the client secret of a confidential client; most CLI clients have none.
-        client_auth: how the secret is sent: ``"basic"`` (HTTP Basic) or ``"post"`` (form body).
+        client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
+            :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
+            (on every request to the server; see :doc:`/client-auth`).
         scope: the scope to ask for; with ``openid`` in it, a ``nonce`` is sent and checked.
         storage: where to save the token; nothing is saved if the login fails.
         port: the loopback port, or 0 for one the OS picks. Some servers want the registered

@@ -11,6 +11,7 @@ from typing import TextIO
 
 import requests
 
+from .._client_auth import ClientAuth
 from .._discovery import DEFAULT_TIMEOUT
 from .._endpoints import EndpointClient
 from ..exceptions import (
@@ -43,7 +44,7 @@ def login_device(
     device_authorization_url: str | None = None,
     token_url: str | None = None,
     client_secret: str | None = None,
-    client_auth: str = "basic",
+    client_auth: ClientAuth = "basic",
     scope: str | None = None,
     storage: TokenStorage | None = None,
     timeout: float | None = None,
@@ -69,7 +70,9 @@ def login_device(
         device_authorization_url: the device authorization endpoint.
         token_url: the token endpoint.
         client_secret: the client secret of a confidential client, if any.
-        client_auth: ``"basic"`` or ``"post"``.
+        client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
+            :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
+            (on every request to the server; see :doc:`/client-auth`).
         scope: the scope to ask for.
         storage: where to save the token; nothing is saved if the login fails.
         timeout: seconds to wait at most; the device code's ``expires_in`` by default.

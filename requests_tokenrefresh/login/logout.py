@@ -6,6 +6,7 @@ import logging
 
 import requests
 
+from .._client_auth import ClientAuth
 from .._discovery import DEFAULT_TIMEOUT
 from .._revocation import revoke_token
 from ..exceptions import (
@@ -27,9 +28,10 @@ def logout(
     *,
     revocation_url: str | None = None,
     issuer: str | None = None,
+    token_url: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
-    client_auth: str = "basic",
+    client_auth: ClientAuth = "basic",
     session: requests.Session | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
@@ -43,9 +45,13 @@ def logout(
         storage: the record to log out of.
         revocation_url: the revocation endpoint; from the ``issuer``'s metadata if not given.
         issuer: the authorization server.
+        token_url: the token endpoint, the audience of a :class:`~requests_tokenrefresh.PrivateKeyJWT`
+            assertion; from the ``issuer``'s metadata if not given.
         client_id: the client identifier.
         client_secret: the client secret of a confidential client.
-        client_auth: ``"basic"`` or ``"post"``.
+        client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
+            :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
+            (on every request to the server; see :doc:`/client-auth`).
         session: the session to send with; a private one by default.
         timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
@@ -58,6 +64,8 @@ def logout(
         RevocationError: the revocation failed (or the record could not be read to revoke it);
             the local record was deleted all the same (``deleted`` is True).
         TokenStorageError: the record could not be deleted.
+        ValueError: a :class:`~requests_tokenrefresh.PrivateKeyJWT` without an audience: neither
+            ``token_url`` nor ``issuer`` is given; nothing is deleted.
 
     .. versionadded:: 0.2
     """
@@ -74,6 +82,7 @@ def logout(
                     token,
                     revocation_url=revocation_url,
                     issuer=issuer,
+                    token_url=token_url,
                     client_id=client_id,
                     client_secret=client_secret,
                     client_auth=client_auth,

@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
-__all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "ROTATION_MODES"]
+__all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "MAX_ASSERTION_LIFETIME", "ROTATION_MODES"]
 
 #: ``rotation``: "none" (the refresh token stays the same), "rotate" (every refresh returns a new
 #: one; an old one gets ``invalid_grant``), "reuse-detection" (rotation, and presenting an old one
@@ -45,6 +45,10 @@ AUTHORIZE_MODES = ("form", "auto-approve", "wrong-state", "no-code", "deny")
 #: answered slow_down), "access_denied", "expired_token" (every poll answered so).
 DEVICE_MODES = ("normal", "slow_down", "access_denied", "expired_token")
 _DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Seconds from now within which a client assertion's ``exp`` must lie by default (see
+#: :attr:`AuthServer.max_assertion_lifetime`).
+MAX_ASSERTION_LIFETIME = 300
 
 
 @dataclasses.dataclass
@@ -132,6 +136,15 @@ class AuthServer:
             refresh token, and revokes nothing. 0 (the default) is a server without one.
         client_id, client_secret: if set, the token endpoint requires these (Basic or form body),
             and the ``client_credentials`` grant is enabled.
+        client_public_key: the client's registered public key (a PEM, or a ``cryptography``
+            public key), with ``client_id``: every request to the token, device authorization
+            and revocation endpoints must then authenticate with a JWT assertion
+            (``private_key_jwt``, RFC 7523 §2.2) signed by its private key: RS256 or PS256 for
+            an RSA key, ES256 for EC P-256; ``iss`` and ``sub`` the ``client_id``, ``aud`` the
+            :attr:`token_url`, ``exp`` not passed and at most :attr:`max_assertion_lifetime`
+            seconds away, a ``jti`` never seen before. Anything else, a request without an
+            assertion included, is answered ``401`` ``invalid_client``. Each accepted assertion's
+            claims go to :attr:`assertion_log`.
         jwt: issue access tokens as unsigned-looking JWTs with an ``exp`` claim instead of
             opaque strings (the client reads ``exp`` without verifying).
         host: the loopback address to listen on (on a free port).
@@ -165,6 +178,12 @@ class AuthServer:
         issuer_override (str | None): the issuer the metadata names instead of :attr:`url`.
         login_log (list[dict]): one entry per authorization code or device grant answered.
         revocation_log (list[dict]): one entry per revocation request: ``token``, ``hint``.
+        assertion_log (list[dict]): the claims of every client assertion accepted, and
+            ``endpoint``: the path it was sent to (``/token``, ``/revoke`` ...).
+        assertion_rejections (list[str]): why each refused client assertion was refused.
+        max_assertion_lifetime (float): the furthest ``exp`` of a client assertion, in seconds
+            from now: :data:`MAX_ASSERTION_LIFETIME` (300) by default; raise it for workload
+            identity tokens, which live an hour or more.
         codes (dict): the authorization codes issued and not yet redeemed.
         devices (dict): the device codes issued: ``user_code``, ``approved``, ``polls`` ...
         lock (threading.Lock): guards the counters, logs and token tables.
@@ -183,16 +202,20 @@ class AuthServer:
         reuse_grace: float = 0.0,
         client_id: str | None = None,
         client_secret: str | None = None,
+        client_public_key: Any = None,
         jwt: bool = False,
         host: str = "127.0.0.1",
     ) -> None:
         if rotation not in ROTATION_MODES:
             raise ValueError(f"rotation must be one of {ROTATION_MODES}")
+        if client_public_key is not None and (client_id is None or client_secret is not None):
+            raise ValueError("client_public_key needs client_id, and no client_secret")
         self.ttl = ttl
         self.rotation = rotation
         self.reuse_grace = reuse_grace
         self.client_id = client_id
         self.client_secret = client_secret
+        self.client_public_key = _public_key(client_public_key)
         self.jwt = jwt
         self.lock: threading.Lock = threading.Lock()
         self.refresh_calls: int = 0
@@ -224,6 +247,10 @@ class AuthServer:
         self.devices: dict[str, dict[str, Any]] = {}  # device code -> user_code, approved, polls
         self.login_log: list[dict[str, Any]] = []  # one entry per code or device grant answered
         self.revocation_log: list[dict[str, Any]] = []  # one entry per revocation request
+        self.assertion_log: list[dict[str, Any]] = []  # the claims of each client assertion accepted
+        self.assertion_rejections: list[str] = []  # why each refused one was refused
+        self.max_assertion_lifetime: float = MAX_ASSERTION_LIFETIME
+        self._jtis: dict[str, float] = {}  # jti of every assertion accepted -> its exp
         self._server = _Server((host, 0), _handler(self))
         # serve_forever notices shutdown() only between polls (0.5 s by default): a short poll lets
         # stop() return at once, which a suite of hundreds of server fixtures feels.
@@ -381,7 +408,7 @@ class AuthServer:
         return 400, {"error": "invalid_request", "error_description": "The request body is not UTF-8 form data"}
 
     def _grant(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
-        if not self._client_ok(form, authorization):
+        if not self._client_ok(form, authorization, "/token"):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         if form.get("grant_type") == "authorization_code":
             return self._code_grant(form)
@@ -416,9 +443,11 @@ class AuthServer:
             family.current_refresh = self._new_refresh(family_id)  # type: ignore[arg-type]
             return 200, self._response(family_id, family.current_refresh)  # type: ignore[arg-type]
 
-    def _client_ok(self, form: dict[str, str], authorization: str | None) -> bool:
+    def _client_ok(self, form: dict[str, str], authorization: str | None, endpoint: str) -> bool:
         if self.client_id is None:
             return True
+        if self.client_public_key is not None or "client_assertion" in form:
+            return not authorization and self._assertion_ok(form, endpoint)
         if authorization and authorization.startswith("Basic "):
             try:
                 pair = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
@@ -427,6 +456,51 @@ class AuthServer:
             cid, _, secret = pair.partition(":")
             return (unquote_plus(cid), unquote_plus(secret)) == (self.client_id, self.client_secret)
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
+
+    def _assertion_ok(self, form: dict[str, str], endpoint: str) -> bool:
+        """Verify a private_key_jwt assertion (RFC 7523 §3) against the registered public key."""
+        problem = self._assertion_problem(form)
+        with self.lock:
+            if problem is None:
+                claims = _unverified_claims(form["client_assertion"])
+                now = time.time()
+                self._jtis = {k: exp for k, exp in self._jtis.items() if exp > now}  # an expired one is dead anyway
+                if claims["jti"] in self._jtis:
+                    problem = "replayed jti"
+                else:
+                    self._jtis[claims["jti"]] = claims["exp"]
+                    self.assertion_log.append({**claims, "endpoint": endpoint})
+            if problem is not None:
+                self.assertion_rejections.append(problem)
+        return problem is None
+
+    def _assertion_problem(self, form: dict[str, str]) -> str | None:
+        import jwt  # here: only a server that checks assertions needs PyJWT
+
+        if form.get("client_assertion_type") != _ASSERTION_TYPE or not form.get("client_assertion"):
+            return "no client assertion"
+        if self.client_public_key is None:
+            return "no public key registered for client assertions"
+        if "client_secret" in form:
+            return "a client_secret beside the assertion"
+        try:
+            claims = jwt.decode(
+                form["client_assertion"],
+                self.client_public_key,
+                algorithms=_algorithms(self.client_public_key),
+                audience=self.token_url,
+                issuer=self.client_id,
+                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if claims["sub"] != self.client_id or form.get("client_id", self.client_id) != self.client_id:
+            return "sub or client_id is not the client"
+        if not isinstance(claims["exp"], (int, float)) or claims["exp"] > time.time() + self.max_assertion_lifetime:
+            return "exp too far in the future"
+        if not isinstance(claims["jti"], str) or not claims["jti"]:
+            return "no jti"
+        return None
 
     def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
         """Answer one request to the protected API (called by the HTTP handler).
@@ -562,7 +636,9 @@ class AuthServer:
         return 200, body
 
     def _device_authorization(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
-        if not self._client_ok(form, authorization) or (self.client_id is None and not form.get("client_id")):
+        if not self._client_ok(form, authorization, "/device_authorization") or (
+            self.client_id is None and not form.get("client_id")
+        ):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         device_code = "dc-" + secrets.token_urlsafe(24)
         letters = "BCDFGHJKLMNPQRSTVWXZ"
@@ -626,7 +702,7 @@ class AuthServer:
             self.revocation_log.append({"token": form.get("token"), "hint": form.get("token_type_hint")})
         if self.revocation_mode == "fail":
             return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
-        if not self._client_ok(form, authorization):
+        if not self._client_ok(form, authorization, "/revoke"):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         token = form.get("token", "")
         with self.lock:
@@ -669,6 +745,28 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away is no error
             super().handle_error(request, client_address)
+
+
+def _public_key(key: Any) -> Any:
+    """The registered public key as a ``cryptography`` key: loaded from a PEM if given one."""
+    if isinstance(key, (str, bytes)):
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        return load_pem_public_key(key.encode() if isinstance(key, str) else key)
+    return key
+
+
+def _algorithms(key: Any) -> list[str]:
+    """The JWS algorithms a client assertion may use with ``key``: never ``none`` nor HMAC."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ["ES256"] if isinstance(key, ec.EllipticCurvePublicKey) else ["RS256", "PS256"]
+
+
+def _unverified_claims(assertion: str) -> dict[str, Any]:
+    payload = assertion.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 def _b64(data: bytes) -> str:
