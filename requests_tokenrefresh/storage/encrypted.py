@@ -28,7 +28,7 @@ Rule 3: the refresh lease is the inner storage's; this module only encrypts what
         writes and decrypts what its ``load`` reads, and forwards everything else.
 
 ``cryptography`` is imported when an EncryptedStorage is made (``pip install
-requests-tokenrefresh[encryption]``).
+requests-tokenrefresh[crypto]``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ log: logging.Logger = logging.getLogger(__name__)
 
 #: The ``access_token`` of the stand-in token that the inner storage stores.
 ENCRYPTED_MARKER = "requests-tokenrefresh-encrypted"
-INSTALL_HELP = "EncryptedStorage needs cryptography: pip install requests-tokenrefresh[encryption]"
+INSTALL_HELP = "EncryptedStorage needs cryptography: pip install requests-tokenrefresh[crypto]"
 #: Seconds the one-time encryption of a plaintext record (``migrate=True``) holds the refresh lease.
 MIGRATE_LEASE_TIMEOUT = 2.0
 

@@ -502,7 +502,7 @@ def test_the_redis_lease_stays_fenced(redis_storage: Callable[[str], RedisStorag
 def test_missing_cryptography_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
 
-    with pytest.raises(ImportError, match=r"pip install requests-tokenrefresh\[encryption\]") as info:
+    with pytest.raises(ImportError, match=r"pip install requests-tokenrefresh\[crypto\]") as info:
         EncryptedStorage(MemoryStorage(), keys={"k1": K1})
 
     assert str(info.value) == INSTALL_HELP
