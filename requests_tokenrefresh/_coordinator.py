@@ -67,7 +67,9 @@ Rule 9: a refresh runs inside the storage's refresh lease (:class:`~.storage.Ref
         (``interrupted``: it crashed, or it stalls), the holder waits up to refresh_timeout for
         that answer to be stored and adopts it; only then does it refresh. If the lease says the
         store lost writes (``lost``: a Redis restarted empty or failed over), an empty or older
-        record is no sign-out: the token in memory is restored and refreshed.
+        record is no sign-out: the token in memory is restored and refreshed; :meth:`close`
+        puts it back too. A first read that fails is read again inside the lease, where a second
+        failure is the storage's error, never "no token is stored".
 Rule 10: :meth:`reset` (logout, account switch) takes effect for every request that starts after
         it; the outcome of a refresh begun before it is dropped, never saved over it. After a
         sign-out (``reset(None)``) a grant that mints (client credentials) makes no new token by
@@ -122,6 +124,8 @@ NEW_TOKEN_GRACE = 30.0
 SAVE_RETRY_INTERVAL = 0.5
 #: Seconds before a refresh token's known expiry at which to warn (a quarter of its lifetime if less).
 REFRESH_TOKEN_WARNING = 86400.0
+#: Seconds of the lease in which close() checks that a fenced store still has the token (Rule 9).
+CLOSE_LEASE_TIMEOUT = 1.0
 #: Seconds between two reads of the store while waiting for an interrupted holder's answer (Rule 9).
 INTERRUPTED_POLL_INTERVAL = 0.1
 
@@ -386,16 +390,34 @@ class Coordinator:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("a background refresh still runs after %.0fs; not waiting longer", timeout)
-        self.save_unsaved()
+        self.save_unsaved(restore_lost=True)
 
-    def save_unsaved(self) -> None:
-        """Try once to save a token that is newer than the stored one, unless a flight is under way."""
+    def save_unsaved(self, *, restore_lost: bool = False) -> None:
+        """Save, once, a token that could not be saved (Rule 7) unless a flight is under way.
+
+        With ``restore_lost`` (at :meth:`close`), a token that was saved is put back if a fenced
+        store says it lost it since (Rule 9), in a short lease. A storage error is logged only.
+        """
         with self._cond:
             token = self._token
-            if not self._unsaved or token is None or self._flight is not None:
+            if token is None or self._flight is not None:
                 return
-            flight = self._begin(_Kind.SAVE)
-        self._run(flight, token)
+            flight = self._begin(_Kind.SAVE) if self._unsaved else None
+        if flight is not None:
+            self._run(flight, token)
+            return
+        if not restore_lost:
+            return
+        lease = self._storage.refresh_lease(CLOSE_LEASE_TIMEOUT)
+        if not lease.fenced:  # only a fenced store can tell lost writes from a sign-out
+            return
+        try:
+            with lease:
+                lease.load()
+                if lease.lost:
+                    self._restore(lease, token)
+        except TokenStorageError as exc:
+            log.warning("could not check the stored token before exit: %s", exc)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -464,7 +486,9 @@ class Coordinator:
         """Outside the lock: start ``flight`` in a thread, then record it for :meth:`close`."""
         # Not a daemon: interpreter exit waits for it (bounded by the refresh and lease timeouts),
         # so a refresh token rotated on the server is always saved (Rule 5).
-        thread = threading.Thread(target=self._run_in_background, args=(flight, token), name="token-refresh")
+        thread = threading.Thread(
+            target=self._run_in_background, args=(flight, token), name="token-refresh", daemon=False
+        )  # daemon=False said: a thread started by a daemon thread would be a daemon too
         thread.start()
         with self._cond:
             if thread.is_alive():  # one that has already ended is not waited for
@@ -529,7 +553,7 @@ class Coordinator:
 
         # Waited for on an Event, not with join(): an interrupted join() marks a live thread as
         # stopped on Python 3.11 (bpo-45274's fix), and interpreter exit then does not wait for it.
-        worker = threading.Thread(target=work, name=f"token-{flight.kind.value}")
+        worker = threading.Thread(target=work, name=f"token-{flight.kind.value}", daemon=False)  # even from a daemon
         worker.start()
         try:
             finished.wait(self._wait_timeout)
@@ -578,15 +602,17 @@ class Coordinator:
     def _run_load(self, flight: _Flight) -> None:
         with self._cond:  # after a sign-out, client credentials are not used again by themselves
             mints = self._mints and not self._signed_out
+        failed = False
         try:
             stored = self._storage.load()
         except TokenStorageError:
-            stored = None
-        if stored is None and (mints or not getattr(self._storage, "_atomic_writes", False)):
-            # A writer may be rewriting the record (some backends truncate first): read again
-            # inside the lease, where no refresh writes, before telling anyone to log in (Rule 9).
-            # A store whose writes are atomic (Redis) is not read again: after a sign-out each
-            # request then costs one read, not a lease.
+            stored, failed = None, True
+        if stored is None and (mints or failed or not getattr(self._storage, "_atomic_writes", False)):
+            # A writer may be rewriting the record (some backends truncate first), or the read
+            # failed: read again inside the lease, where no refresh writes, before telling anyone
+            # to log in (Rule 9); a read that fails again there is the storage's error, not a
+            # sign-out. A store whose writes are atomic (Redis) is not read again after a read
+            # that found nothing: after a sign-out each request then costs one read, not a lease.
             try:
                 with self._storage.refresh_lease(self._lease_timeout) as lease:
                     stored = lease.load()

@@ -156,3 +156,43 @@ def _fresh(server: AuthServer) -> Any:
     from requests_tokenrefresh import Token
 
     return Token.from_response(server.issue())
+
+
+_DAEMON_SCRIPT = """
+import sys, threading, time
+import requests
+from requests_tokenrefresh import FileStorage, TokenRefreshAdapter
+
+path, base = sys.argv[1:3]
+session = requests.Session()
+session.mount(base + "/", TokenRefreshAdapter(FileStorage(path), token_url=base + "/token", refresh_timeout=20))
+threading.Thread(target=lambda: session.get(base + "/api/data", timeout=30), daemon=True).start()
+time.sleep(1.0)  # the refresh is under way in the daemon thread's request; the script ends
+"""
+
+
+def test_a_refresh_begun_by_a_daemon_thread_is_finished_before_exit(
+    server: AuthServer, tmp_path: Path, expired: Any
+) -> None:
+    """The refresh's worker is not a daemon even when the thread that needed it is one."""
+    path = tmp_path / "token.json"
+    FileStorage(path).save(expired(server.issue()))
+    server.hold_refresh()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DAEMON_SCRIPT, str(path), server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: server.refresh_calls == 1 or process.poll() is not None, PROCESS_TIMEOUT, "the refresh")
+        time.sleep(1.5)  # the script's main thread has ended meanwhile
+        server.release_refresh()
+        _, err = process.communicate(timeout=PROCESS_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=PROCESS_TIMEOUT)
+    assert process.returncode == 0, err[-3000:]
+    assert _stored_refresh_token(path) == server._families[1].current_refresh
+    assert [entry["status"] for entry in server.token_log] == [200]

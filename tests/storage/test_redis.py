@@ -666,3 +666,43 @@ def test_a_refresh_that_ends_without_a_token_leaves_no_in_flight_marker(
         started = time.monotonic()
         other.refresh()
         assert time.monotonic() - started < 10  # no wait of refresh_timeout for an answer
+
+
+class _FirstReadFails(RedisStorage):
+    """A Redis blip at the first read (step "first load", fault "storage error once")."""
+
+    failures = 1
+
+    def load(self) -> Token | None:
+        if self.failures:
+            self.failures -= 1
+            raise TokenStorageError("cannot read Redis key: ConnectionError (a blip)")
+        return super().load()
+
+
+def test_a_storage_error_at_the_first_read_is_no_sign_out(redis_server: RedisServer, key: str) -> None:
+    with AuthServer(ttl=3600) as srv:
+        RedisStorage(redis_server.url, key=key).save(Token.from_response(srv.issue()))
+        storage = _FirstReadFails(redis_server.url, key=key)
+        try:
+            ended: list[Any] = []
+            session, _ = _adapter_session(srv, storage, on_session_expired=ended.append)
+            assert session.get(srv.url + "/api/data", timeout=30).status_code == 200  # read again in the lease
+            assert storage.failures == 0
+            assert ended == []
+        finally:
+            storage.close()
+
+
+def test_close_puts_back_a_token_redis_lost_after_it_was_saved(make: Callable[..., RedisStorage], client: Any) -> None:
+    """Step "lease released", fault "storage restarted empty": no later refresh will restore it if every host ends."""
+    with AuthServer(ttl=3600) as srv:
+        storage = make()
+        storage.save(Token.from_response(srv.issue()))
+        session, adapter = _adapter_session(srv, storage)
+        assert session.get(srv.url + "/api/data", timeout=30).status_code == 200
+        client.flushdb()
+        adapter.close()
+        restored = make().load()
+        assert restored is not None
+        assert restored.refresh_token == _current_refresh(srv)
