@@ -174,8 +174,7 @@ def _outcome(step: str, fault: str, storage: str) -> str:
         return "retry"
     if fault == "error_once":
         if step == "first_load":
-            # file and keyring read again inside the lease; Redis has no reason to (atomic writes)
-            return "retry" if redis else "ok"
+            return "ok"  # a failed first read is read again inside the lease
         if step == "save_retried":
             return "ok, saved later"  # two tries fit in refresh_timeout (1 s): the third is later
         return "ok" if step in ("save_attempted", "lease_released") else "retry"
