@@ -151,8 +151,8 @@ class ClientAssertion:
             raise ValueError("give exactly one of source (a callable) and path= (a file)")
         if source is not None and not callable(source):
             raise ValueError("source must be a callable that returns the assertion")
-        self.source = source
-        self.path = None if path is None else Path(path)
+        self.source: Callable[[], str] | None = source
+        self.path: Path | None = None if path is None else Path(path)
 
     def __repr__(self) -> str:
         if self.path is not None:

@@ -112,7 +112,7 @@ class LoopbackListener:
         first, second = ("::1", "127.0.0.1") if redirect_host == "::1" else ("127.0.0.1", "::1")
         try:
             self._bind(first, port)
-            self.port = int(self._servers[0].server_address[1])
+            self.port: int = int(self._servers[0].server_address[1])
             try:
                 self._bind(second, self.port)  # where available; the redirect URI names the first
             except OSError as exc:

@@ -213,11 +213,11 @@ class EncryptedStorage(TokenStorage):
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError as exc:
             raise ImportError(INSTALL_HELP) from exc
-        self.inner = inner
-        self.keys = keys if isinstance(keys, EncryptionKeys) else EncryptionKeys(keys)
+        self.inner: TokenStorage = inner
+        self.keys: EncryptionKeys = keys if isinstance(keys, EncryptionKeys) else EncryptionKeys(keys)
         self.context = context
         self.migrate = migrate
-        self._ciphers = {kid: AESGCM(key) for kid, key in self.keys}
+        self._ciphers: dict[str, Any] = {kid: AESGCM(key) for kid, key in self.keys}
         self._identity = f"{_identity(inner)}\0{context or ''}"
         self._holders: dict[int, int] = {}  # thread id -> leases it holds (no migration inside one)
         self._holders_lock = threading.Lock()

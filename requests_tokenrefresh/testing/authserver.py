@@ -215,7 +215,7 @@ class AuthServer:
         self.reuse_grace = reuse_grace
         self.client_id = client_id
         self.client_secret = client_secret
-        self.client_public_key = _public_key(client_public_key)
+        self.client_public_key: Any = _public_key(client_public_key)
         self.jwt = jwt
         self.lock: threading.Lock = threading.Lock()
         self.refresh_calls: int = 0
