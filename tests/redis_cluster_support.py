@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+from requests_tokenrefresh._demo.procs import redis_answers
 
 from .redis_support import INSTALL_HELP, START_TIMEOUT, free_port, redis_server_path, wait_for
 
@@ -113,19 +113,7 @@ class RedisProcess:
 
     def _wait_ready(self) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+        return redis_answers(self.process, self.port, START_TIMEOUT)  # the demo's own wait
 
     def kill(self) -> None:
         """SIGKILL, by PID: no shutdown, nothing flushed to a replica that was not already sent."""

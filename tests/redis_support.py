@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from requests_tokenrefresh._demo.procs import redis_answers
+
 INSTALL_HELP = (
     "redis-server is not installed: the Redis tests need a real server "
     "(Debian/Ubuntu: `apt-get install redis-server`; macOS: `brew install redis`), "
@@ -91,19 +93,7 @@ class RedisServer:
 
     def _wait_ready(self) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+        return redis_answers(self.process, self.port, START_TIMEOUT)  # the demo's own wait
 
     def restart(self) -> None:
         """Stop the server and start it again on the same port (and, with AOF, the same data)."""

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["HOST_START_TIMEOUT", "REDIS_INSTALL_HELP"]
+__all__ = ["HOST_START_TIMEOUT", "REDIS_INSTALL_HELP", "redis_answers"]
 
 #: Seconds a host process gets to start (Python, requests, redis-py) and a redis-server to answer.
 HOST_START_TIMEOUT = 60.0
@@ -81,21 +81,29 @@ class _LocalRedis:
 
     def _ready(self, port: int) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + HOST_START_TIMEOUT
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+        return redis_answers(self.process, port, HOST_START_TIMEOUT)
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None:
             _stop_process(self.process)
+
+
+def redis_answers(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Whether the redis-server ``process`` answers PING on 127.0.0.1:``port`` within ``timeout`` seconds.
+
+    The tests start their servers with it too (tests/redis_support.py, tests/redis_cluster_support.py).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def _last_line(path: str) -> str:
