@@ -190,6 +190,16 @@ redis.call('del', KEYS[3])
 redis.call('set', KEYS[2], version)
 return version
 """
+_SCRIPTS = {
+    "acquire": _ACQUIRE,
+    "release": _RELEASE,
+    "extend": _EXTEND,
+    "check": _CHECK,
+    "forget": _FORGET,
+    "save": _SAVE,
+    "delete": _DELETE,
+    "save_if": _SAVE_IF,
+}
 #: Eviction policies that may remove a key without a TTL: the record or the lease.
 _EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
@@ -282,29 +292,11 @@ class RedisStorage(TokenStorage):
             )
         self._keys = {name: f"{key}:{name}" for name in _SUFFIXES}
         if cluster is not None and isinstance(self._client, cluster):
-            slots = {self._client.keyslot(name) for name in (key, *self._keys.values())}
-            if len(slots) > 1:
-                raise TokenStorageError(
-                    f"the Redis Cluster key {key!r} has no hash tag: its lease and counters would lie in "
-                    f"other slots; name it with one, such as {'{' + key + '}'!r}"
-                )
+            _check_one_slot(self._client, key, self._keys.values())
         self._seen = 0  # the highest version of the record this storage has seen (Rule 5)
         self._seen_lock = threading.Lock()
         self._policy_checked = False
-        client = self._client
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("acquire", _ACQUIRE),
-                ("release", _RELEASE),
-                ("extend", _EXTEND),
-                ("check", _CHECK),
-                ("forget", _FORGET),
-                ("save", _SAVE),
-                ("delete", _DELETE),
-                ("save_if", _SAVE_IF),
-            )
-        }
+        self._scripts = {name: self._client.register_script(source) for name, source in _SCRIPTS.items()}
 
     # -- TokenStorage --------------------------------------------------------------------------
 
@@ -624,6 +616,15 @@ def _redacted(url: str) -> str:
         return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
     except ValueError:  # a malformed authority (a bad port ...): show no part of it
         return "<a malformed URL>"
+
+
+def _check_one_slot(client: Any, key: str, others: Any) -> None:
+    """A Redis Cluster runs a script on one node: the record and its four keys must share a slot."""
+    if len({client.keyslot(name) for name in (key, *others)}) > 1:
+        raise TokenStorageError(
+            f"the Redis Cluster key {key!r} has no hash tag: its lease and counters would lie in "
+            f"other slots; name it with one, such as {'{' + key + '}'!r}"
+        )
 
 
 def _describe_client(client: Any, key: str) -> str:

@@ -786,6 +786,8 @@ def _page(status: int, title: str, content: str, raw: bool = False) -> tuple[int
 
 
 def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
+    # A class of small do_* methods made per server (they close over it): its length is the
+    # endpoints', not one function's logic.
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
