@@ -126,6 +126,8 @@ SAVE_RETRY_INTERVAL = 0.5
 REFRESH_TOKEN_WARNING = 86400.0
 #: Seconds of the lease in which close() checks that a fenced store still has the token (Rule 9).
 CLOSE_LEASE_TIMEOUT = 1.0
+#: Seconds at most between two checks for a signal while a caller waits for its flight (Rule 12).
+INTERRUPT_SLICE = 0.25
 #: Seconds between two reads of the store while waiting for an interrupted holder's answer (Rule 9).
 INTERRUPTED_POLL_INTERVAL = 0.1
 
@@ -477,7 +479,7 @@ class Coordinator:
                     error="refresh_timeout",
                     retryable=True,
                 )
-            self._cond.wait(left)
+            self._cond.wait(min(left, INTERRUPT_SLICE))  # a signal for the main thread is seen in time
         if flight.error is not None:
             raise flight.error
         return flight.token if flight.kind is _Kind.REFRESH else None
@@ -556,13 +558,13 @@ class Coordinator:
         worker = threading.Thread(target=work, name=f"token-{flight.kind.value}", daemon=False)  # even from a daemon
         worker.start()
         try:
-            finished.wait(self._wait_timeout)
+            _wait_in_slices(finished, self._wait_timeout)
         except BaseException:
             # Interrupted (Ctrl-C, SystemExit from a signal handler): the request may be on its
             # way; let the flight store the answer, then raise the interrupt. A second interrupt
             # ends this wait; the worker, not a daemon, still finishes before the interpreter exits.
             log.warning("interrupted during a token %s; letting it finish first", flight.kind.value)
-            finished.wait(self._wait_timeout)
+            _wait_in_slices(finished, self._wait_timeout)
             raise
         if not finished.is_set():
             raise RefreshError(
@@ -876,6 +878,17 @@ def _usable(token: Token, now: float) -> bool:
         return True
     lifetime = math.inf if token.obtained_at is None else token.expires_at - token.obtained_at
     return token.expires_at - now > min(REPLAY_MARGIN, lifetime / 10)
+
+
+def _wait_in_slices(event: threading.Event, timeout: float) -> None:
+    """Wait up to ``timeout`` real seconds for ``event``, in slices of INTERRUPT_SLICE.
+
+    A signal that arrives just before a wait begins does not end that wait: its Python handler
+    (Ctrl-C's KeyboardInterrupt) runs when the wait returns. Short slices bound that delay.
+    """
+    deadline = time.monotonic() + timeout
+    while not event.is_set() and (left := deadline - time.monotonic()) > 0:
+        event.wait(min(left, INTERRUPT_SLICE))
 
 
 def _reason(exc: Exception) -> str:
