@@ -159,8 +159,10 @@ class TokenRefreshAdapter(HTTPAdapter):
         refresh_status_codes: statuses that lead to a refresh and one replay.
         refresh_timeout: seconds one refresh may take, retries of transient failures included.
         on_refresh: called with the new :class:`Token` after every successful refresh made by this
-            adapter, in the thread that made it (a background thread for a refresh in the window).
-        on_session_expired: called with the :class:`SessionExpiredError`, once per expiry.
+            adapter, in the thread that made it: one of the adapter's own, never the caller's
+            (every refresh runs in a worker thread, so that Ctrl-C cannot cut it short).
+        on_session_expired: called with the :class:`SessionExpiredError`, once per expiry, in
+            the adapter's worker thread too.
         on_refresh_token_expiring: called with the :class:`Token` (once per refresh token) when
             the server said when the refresh token expires and that is less than a day away (a
             quarter of its lifetime, if shorter): log in again before then. A WARNING is logged too.
