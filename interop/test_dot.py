@@ -166,7 +166,7 @@ def _join(threads: list[threading.Thread], timeout: float) -> None:
     assert not alive, f"{alive} threads still running after {timeout}s"
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("leeway", "client_auth", "expected"),
     [
@@ -199,7 +199,9 @@ def test_many_threads_across_expiries(dot: Server, leeway: float, client_auth: s
         while time.time() < stop_at:
             try:
                 t0 = time.monotonic()
-                r = session.get(dot.api, timeout=10)
+                # Django's dev server answers in 2-3 s at p99 here, and took over 10 s once when CI ran
+                # two tox environments beside it: a slow answer is no failure of the adapter's.
+                r = session.get(dot.api, timeout=30)
                 with lock:
                     latencies.append(time.monotonic() - t0)
                 status: int | str = r.status_code
@@ -217,7 +219,7 @@ def test_many_threads_across_expiries(dot: Server, leeway: float, client_auth: s
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(32)]
     for t in threads:
         t.start()
-    _join(threads, 40)
+    _join(threads, 60)
     session.close()
 
     stats = dot.stats()
