@@ -61,6 +61,9 @@ def run_hosts_demo(
     ``redis_url``, a redis-server is started on 127.0.0.1 for the run (:data:`REDIS_INSTALL_HELP`
     if there is none).
     """
+    # About 70 lines, read top to bottom as the demo's script (start Redis and the server, seed
+    # the token, start the hosts, run, report); every resource goes on one ExitStack, so that
+    # Ctrl-C at any line stops what was started, in reverse order. Split, the stack would travel.
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="requests-tokenrefresh-demo-hosts-"))
         if redis_url is None:
@@ -193,6 +196,8 @@ def host_main() -> None:
     Its stdout carries one JSON object a line: ``{"ready": true}``, then ``{"ok": N, "failed": N}``
     every :data:`HOST_REPORT_INTERVAL` seconds, then ``{"result": {...}}``.
     """
+    # About 60 lines: one host's life in the order its parent sees it (settings, ready, go,
+    # reports, result); its few helpers are closures over the adapter and the counters.
     line = sys.stdin.readline()
     if not line:
         return  # the demo has gone

@@ -210,6 +210,8 @@ class AuthServer:
             raise ValueError(f"rotation must be one of {ROTATION_MODES}")
         if client_public_key is not None and (client_id is None or client_secret is not None):
             raise ValueError("client_public_key needs client_id, and no client_secret")
+        # Long (about 60 lines) as a list of the server's attributes, each with its default and a
+        # word on it; the class docstring documents them.
         self.ttl = ttl
         self.rotation = rotation
         self.reuse_grace = reuse_grace
