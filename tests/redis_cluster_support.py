@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from requests_tokenrefresh._demo.procs import redis_answers
+from requests_tokenrefresh._demo.procs import redis_answers, stop_process
 
 from .redis_support import INSTALL_HELP, START_TIMEOUT, free_port, redis_server_path, wait_for
 
@@ -124,14 +124,8 @@ class RedisProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()  # by PID: only the server this object started
-        try:
-            process.wait(START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(START_TIMEOUT)
+        if process is not None:
+            stop_process(process, START_TIMEOUT)  # by PID: only the server this object started
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

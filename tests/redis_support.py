@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from requests_tokenrefresh._demo.procs import redis_answers
+from requests_tokenrefresh._demo.procs import redis_answers, stop_process
 
 INSTALL_HELP = (
     "redis-server is not installed: the Redis tests need a real server "
@@ -102,14 +102,8 @@ class RedisServer:
 
     def _stop_process(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()  # by PID: only the server this object started
-        try:
-            process.wait(START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(START_TIMEOUT)
+        if process is not None:
+            stop_process(process, START_TIMEOUT)  # by PID: only the server this object started
 
     def stop(self) -> None:
         self._stop_process()

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["HOST_START_TIMEOUT", "REDIS_INSTALL_HELP", "redis_answers"]
+__all__ = ["HOST_START_TIMEOUT", "REDIS_INSTALL_HELP", "redis_answers", "stop_process"]
 
 #: Seconds a host process gets to start (Python, requests, redis-py) and a redis-server to answer.
 HOST_START_TIMEOUT = 60.0
@@ -38,8 +38,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """End ``process`` (one the demo started), by its PID: SIGTERM, then SIGKILL."""
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """End ``process`` (one the caller started), by its PID: SIGTERM, then SIGKILL.
+
+    The tests stop their redis-servers with it too.
+    """
     if process.poll() is None:
         process.terminate()
         try:
@@ -76,7 +79,7 @@ class _LocalRedis:
             if self._ready(port):
                 self.url = f"redis://127.0.0.1:{port}/0"
                 return self
-            _stop_process(self.process)
+            stop_process(self.process)
         raise _HostsError(f"the redis-server the demo started did not answer: {_last_line(logfile) or 'no log'}")
 
     def _ready(self, port: int) -> bool:
@@ -85,7 +88,7 @@ class _LocalRedis:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            stop_process(self.process)
 
 
 def redis_answers(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
