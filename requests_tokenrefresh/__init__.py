@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ._client_auth import ClientAssertion, PrivateKeyJWT
+from ._dpop import DPoPKey
 from .adapters import Refresher, TokenRefreshAdapter
 from .exceptions import (
     EndpointError,
@@ -38,6 +39,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ClientAssertion",
+    "DPoPKey",
     "EncryptedStorage",
     "EncryptionKeys",
     "EndpointError",

@@ -9,6 +9,7 @@ path (:mod:`._grant`), on the hot side of a request.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -18,7 +19,8 @@ import requests
 
 from ._client_auth import ClientAssertion, ClientAuth, PrivateKeyJWT, add_client_auth, check_client_auth
 from ._discovery import check_endpoint, discover
-from ._grant import CONNECT_TIMEOUT, clean_text, no_auth, read_before
+from ._dpop import DPoPKey, Nonces, policy
+from ._grant import CONNECT_TIMEOUT, asks_nonce, clean_text, no_auth, read_before
 from ._redact import without_request
 from ._urls import is_secure, origin
 from .exceptions import (
@@ -60,6 +62,23 @@ class EndpointClient:
         # The audience of a private_key_jwt assertion, whatever endpoint it goes to (OIDC Core §9).
         self.token_endpoint: str | None = None
         self.assertion: str | None = None  # the one last sent
+        self.nonces = Nonces()
+        self.dpop_key: DPoPKey | None = None  # with DPoP: the key the token requests prove
+        self.dpop_kept: DPoPKey | None = None  # ... and the one the token record keeps (not the user's)
+        self.allow_dpop_downgrade = False
+
+    def use_dpop(self, dpop: bool | DPoPKey, allow_downgrade: bool) -> None:
+        """Prove a key (the given one, or a new one) on every token request: DPoP, RFC 9449.
+
+        Raises:
+            ValueError: ``dpop`` is not True, False or a DPoPKey.
+        """
+        chosen = policy(dpop, allow_downgrade)
+        if chosen is not None:
+            self.dpop_key = chosen.key_for(None)
+            self.dpop_kept = chosen.kept(self.dpop_key)
+            self.nonces = chosen.nonces
+            self.allow_dpop_downgrade = allow_downgrade
 
     def close(self) -> None:
         if self.own_session:
@@ -91,34 +110,46 @@ class EndpointClient:
             self.iss_required = metadata.document.get("authorization_response_iss_parameter_supported") is True
         return found
 
-    def post(self, url: str, data: dict[str, str], what: str) -> tuple[int, Any, float]:
-        """POST ``data`` (and the client's credentials) to ``url``; return status, JSON body, send time."""
-        auth = self._client_credentials(data, what)
+    def post(self, url: str, data: dict[str, str], what: str, *, proof: bool = False) -> tuple[int, Any, float]:
+        """POST ``data`` (and the client's credentials) to ``url``; return status, JSON body, send time.
+
+        With ``proof`` and DPoP on, the request carries a proof; a ``use_dpop_nonce`` answer is
+        sent again once, with the nonce, a new proof and a new assertion.
+        """
         if not self.allow_insecure_http and not is_secure(url, self.session.proxies, self.session.trust_env):
             raise InsecureTransportError(
                 f"refusing to send credentials over plain http to the {what} at {origin(url)} "
                 "(through a proxy that is not this machine?); use https or pass allow_insecure_http=True"
             )
-        sent_at = time.time()
+        key = self.dpop_key if proof else None
         deadline = time.monotonic() + self.timeout
-        try:
-            response = self.session.post(
-                url,
-                data=data,
-                auth=auth or no_auth,  # never ~/.netrc credentials
-                headers={"Accept": "application/json"},
-                timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                read_before(response, deadline)
-        except requests.RequestException as exc:
-            raise LoginError(
-                f"network_error: could not reach the {what} at {origin(url)} ({type(exc).__name__})",
-                error="network_error",
-                retryable=True,
-            ) from without_request(exc)
+        for attempt in (1, 2):
+            auth = self._client_credentials(data, what)
+            headers = {"Accept": "application/json"}
+            if key is not None:
+                headers["DPoP"] = key.proof("POST", url, nonce=self.nonces.get(url))
+            sent_at = time.time()
+            left = max(0.001, deadline - time.monotonic())
+            try:
+                response = self.session.post(
+                    url,
+                    data=data,
+                    auth=auth or no_auth,  # never ~/.netrc credentials
+                    headers=headers,
+                    timeout=(min(CONNECT_TIMEOUT, left), left),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                with response:
+                    read_before(response, deadline)
+            except requests.RequestException as exc:
+                raise LoginError(
+                    f"network_error: could not reach the {what} at {origin(url)} ({type(exc).__name__})",
+                    error="network_error",
+                    retryable=True,
+                ) from without_request(exc)
+            if key is None or not self.nonces.learn(url, response) or attempt == 2 or not asks_nonce(response):
+                break
         try:
             body: Any = response.json()
         except (ValueError, RecursionError):
@@ -179,6 +210,17 @@ class EndpointClient:
                 error="invalid_token_response",
             )
         try:
-            return Token.from_response(body, now=sent_at)
+            token = Token.from_response(body, now=sent_at)
         except ValueError as exc:
             raise LoginError(f"invalid_token_response: {exc}", error="invalid_token_response") from None
+        if self.dpop_key is None:
+            return token
+        if token.token_type != "DPoP":
+            if not self.allow_dpop_downgrade:
+                raise LoginError(
+                    f"dpop_downgrade: the token endpoint answered a {token.token_type!r} token to a request with "
+                    "a DPoP proof; pass allow_dpop_downgrade=True to accept it",
+                    error="dpop_downgrade",
+                )
+            return token
+        return dataclasses.replace(token, dpop_key=self.dpop_kept)

@@ -9,6 +9,7 @@ do not carry the token endpoint's response, whose request holds the refresh toke
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import logging
 import os
@@ -23,6 +24,7 @@ import requests
 
 from ._client_auth import CLIENT_AUTH_METHODS, ClientAssertion, ClientAuth, add_client_auth, check_client_auth
 from ._clock import SYSTEM_CLOCK, Clock
+from ._dpop import DPoPKey, DPoPPolicy, Nonces
 from ._redact import fingerprint, without_request
 from ._retry import TRANSIENT_ERRORS
 from ._urls import is_secure, origin, proxy_for, without_userinfo
@@ -32,6 +34,7 @@ from .tokens import Token
 __all__ = [
     "CLIENT_AUTH_METHODS",
     "CallableGrant",
+    "asks_nonce",
     "ClientCredentialsGrant",
     "Grant",
     "OAuthRefreshGrant",
@@ -78,6 +81,7 @@ class OAuthRefreshGrant:
         scope: str | None = None,
         allow_insecure_http: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        dpop: DPoPPolicy | None = None,
     ) -> None:
         check_client_auth(client_auth, client_id, client_secret)
         self.token_url = token_url  # None: the issuer's, found by discovery at the first request
@@ -88,6 +92,8 @@ class OAuthRefreshGrant:
         self.scope = scope
         self.allow_insecure_http = allow_insecure_http
         self.clock = clock
+        self.dpop = dpop  # None: a proof only for a token bound to a key in its record
+        self.nonces = dpop.nonces if dpop is not None else Nonces()
         self._session: requests.Session | None = None
         self._session_pid = 0
         self._session_lock = threading.Lock()
@@ -146,15 +152,19 @@ class OAuthRefreshGrant:
         return {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
 
     def __call__(self, token: Token | None, timeout: float) -> Token:
-        """Make one token request (with ``token``'s refresh token); see :func:`refresh_with_retries`."""
+        """Make one token request (with ``token``'s refresh token); see :func:`refresh_with_retries`.
+
+        With DPoP, a ``use_dpop_nonce`` answer (the server wants its nonce in the proof; the
+        refresh token is not spent) is answered once more at once, with a new proof and assertion.
+        """
         data = self._form(token)
         if self.scope:
             data["scope"] = self.scope
         session = self.session
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
-        auth = self._client_credentials(data, url)
-        sent_at = self.clock.time()
+        bound = token.dpop_key if token is not None else None
+        key = self.dpop.key_for(bound) if self.dpop is not None else bound
         deadline = time.monotonic() + timeout  # a socket watchdog's: real time
         log.debug(
             "%s grant to %s with refresh token %s",
@@ -162,25 +172,50 @@ class OAuthRefreshGrant:
             without_userinfo(url),
             fingerprint(token.refresh_token if token else None),
         )
-        try:
-            response = session.post(
-                url,
-                data=data,
-                auth=auth,
-                headers={"Accept": "application/json"},
-                timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                read_before(response, deadline)
-        except requests.RequestException as exc:
-            # requests' error carries the token request (refresh token in the body, client
-            # secret in the header): re-raise the same kind of error without it.
-            raise without_request(exc) from None
+        for attempt in (1, 2):
+            auth = self._client_credentials(data, url)  # a new assertion each time: its jti is spent
+            headers = {"Accept": "application/json"}
+            if key is not None:
+                headers["DPoP"] = key.proof("POST", url, nonce=self.nonces.get(url), now=self.clock.time())
+            sent_at = self.clock.time()
+            left = max(0.001, deadline - time.monotonic())
+            try:
+                response = session.post(
+                    url,
+                    data=data,
+                    auth=auth,
+                    headers=headers,
+                    timeout=(min(CONNECT_TIMEOUT, left), left),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                with response:
+                    read_before(response, deadline)
+            except requests.RequestException as exc:
+                # requests' error carries the token request (refresh token in the body, client
+                # secret in the header): re-raise the same kind of error without it.
+                raise without_request(exc) from None
+            if key is None or not self.nonces.learn(url, response) or attempt == 2 or not asks_nonce(response):
+                break
+            log.debug("the token endpoint asked for a DPoP nonce: sending the request again with it")
         # At most one of the two is set; an assertion echoed in an error is scrubbed as a secret is.
         secret = self.client_secret or data.get("client_assertion")
-        return _parse(response, None if self.mints else token, sent_at, secret)
+        new = _parse(response, None if self.mints else token, sent_at, secret)
+        return self._bind(new, key)
+
+    def _bind(self, token: Token, key: DPoPKey | None) -> Token:
+        """``token`` with the DPoP key it is bound to; a Bearer answer to a proof is a downgrade."""
+        if key is None:
+            return token
+        if token.token_type != "DPoP":
+            if self.dpop is None or not self.dpop.allow_downgrade:
+                raise RefreshError(
+                    f"dpop_downgrade: the token endpoint answered a {token.token_type!r} token to a request with a "
+                    "DPoP proof; pass allow_dpop_downgrade=True to accept it",
+                    error="dpop_downgrade",
+                )
+            return dataclasses.replace(token, dpop_key=None)
+        return dataclasses.replace(token, dpop_key=self.dpop.kept(key) if self.dpop is not None else key)
 
     def _client_credentials(self, data: dict[str, str], url: str) -> requests.auth.HTTPBasicAuth | None:
         """Add the client's credentials (a secret or an assertion for ``url``) to ``data``."""
@@ -288,6 +323,17 @@ def read_before(response: requests.Response, deadline: float) -> None:
         raise requests.exceptions.ChunkedEncodingError(
             f"the token endpoint's answer was cut short ({len(body)} of {length} bytes)"
         )
+
+
+def asks_nonce(response: requests.Response) -> bool:
+    """Whether a token endpoint's error answer is ``use_dpop_nonce`` (RFC 9449 §8)."""
+    if response.status_code not in (400, 401):
+        return False
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
 
 
 def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -20,10 +20,18 @@ from urllib3.util.retry import Retry
 from ._client_auth import ClientAuth, check_client_auth
 from ._clock import Clock, as_clock
 from ._coordinator import Coordinator
+from ._dpop import DPoPKey, DPoPPolicy, Nonces, nonce_challenge, policy
 from ._grant import CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
 from ._redact import fingerprint
 from ._urls import check_url, is_secure, is_under, origin, without_userinfo
-from .exceptions import InsecureTransportError, LoginError, RevocationError, SessionExpiredError, TokenStorageError
+from .exceptions import (
+    InsecureTransportError,
+    LoginError,
+    RefreshError,
+    RevocationError,
+    SessionExpiredError,
+    TokenStorageError,
+)
 from .storage import TokenStorage
 from .tokens import Token
 
@@ -78,6 +86,7 @@ class _Settings:
     base_url: str | None
     allow_insecure_http: bool
     clock: Clock | Callable[[], float]
+    dpop: DPoPPolicy | None = None
 
     def __post_init__(self) -> None:
         """Refuse what the adapter cannot work with, each with a sentence; seconds become floats."""
@@ -102,6 +111,8 @@ class _Settings:
             if text is not None and (not isinstance(text, str) or not text):
                 raise ValueError(f"{name} must be a non-empty string or None")
         check_client_auth(self.client_auth, self.client_id, self.client_secret)
+        if self.dpop is not None and self.refresher is not None:
+            raise ValueError("dpop needs token_url= or issuer=: a refresher= makes its own token requests")
         for name in ("leeway", "refresh_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
@@ -169,6 +180,18 @@ class TokenRefreshAdapter(HTTPAdapter):
         base_url: if given, only requests under this URL get the token.
         allow_insecure_http: allow sending the token over plain ``http://`` to hosts that are
             not loopback (or through a proxy that is not).
+        dpop: ``True`` to ask for DPoP-bound tokens (RFC 9449): a key (ES256) is generated at the
+            first token request and kept in the token record, so that every thread, process and
+            host sharing the record signs with it; or a :class:`DPoPKey` you hold (never stored).
+            Every token request and every request through the adapter then carries a new proof,
+            with the nonce its origin last sent (a ``use_dpop_nonce`` answer is sent again once
+            with it, with no refresh). A token whose record holds a key is sent with proofs
+            whatever this says.
+
+            .. versionadded:: 0.3
+        allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token answered to a token
+            request that carried a proof; by default that is refused (``dpop_downgrade``), as a
+            server that ignores the proof issues tokens anyone who sees them can use.
         clock: the source of time, for tests: a :class:`~requests_tokenrefresh.testing.FakeClock`
             (wall time, monotonic time and sleep: expiries, retry pauses and deadlines move only
             with it), or a callable returning epoch seconds (expiries only).
@@ -207,6 +230,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         base_url: str | None = None,
         allow_insecure_http: bool = False,
         clock: Clock | Callable[[], float] = time.time,
+        dpop: bool | DPoPKey = False,
+        allow_dpop_downgrade: bool = False,
         **kwargs: Any,
     ) -> None:
         self._settings = _Settings(  # checks itself, as a Token does
@@ -229,6 +254,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             base_url=base_url,
             allow_insecure_http=allow_insecure_http,
             clock=clock,
+            dpop=policy(dpop, allow_dpop_downgrade),
         )
         if "max_retries" in kwargs:
             kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], self._settings.refresh_status_codes)
@@ -265,9 +291,12 @@ class TokenRefreshAdapter(HTTPAdapter):
                 scope=s.scope,
                 allow_insecure_http=s.allow_insecure_http,
                 clock=clock,
+                dpop=s.dpop,
             )
+            self._nonces = self._grant.nonces  # one per origin: the token endpoint's and the APIs'
         else:
             self._grant = CallableGrant(s.refresher, clock=clock)
+            self._nonces = Nonces()
         self._coordinator = Coordinator(
             s.storage,
             self._grant,
@@ -335,11 +364,17 @@ class TokenRefreshAdapter(HTTPAdapter):
         else:
             token = coordinator.token_for_request()
             request.headers["Authorization"] = token.authorization
+        dpop = token.token_type == "DPoP"
+        if dpop:
+            self._sign(request, token)
         # By keyword, as requests calls an adapter: a transport or a mock (responses before 0.24)
         # may take them only so.
         response = self._transport.send(
             self, request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
         )
+        if dpop:
+            options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
+            response = self._nonce_retry(request, response, token, options)
         status = response.status_code
         if status < 300:  # refresh statuses are 4xx/5xx, redirects 3xx
             if coordinator.doubting:  # rarely: a new token was rejected on its replay
@@ -359,9 +394,11 @@ class TokenRefreshAdapter(HTTPAdapter):
             # follows in the final response's history, which a response cache writes to disk, and
             # whether it follows (or where to) is decided after we return, often by another adapter.
             del request.headers["Authorization"]
+            request.headers.pop("DPoP", None)  # a proof names this URL: the next hop gets its own
             sent = response.request
             if sent is not None and sent is not request:
                 sent.headers.pop("Authorization", None)
+                sent.headers.pop("DPoP", None)
         return response
 
     def refresh(self) -> Token:
@@ -459,7 +496,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         while True:
             replay = _rewound_copy(request, rejected)
             replay.headers["Authorization"] = token.authorization
-            response = super().send(replay, **options)
+            if token.token_type == "DPoP":
+                self._sign(replay, token)
+                response = self._nonce_retry(replay, super().send(replay, **options), token, options)
+            else:
+                replay.headers.pop("DPoP", None)
+                response = super().send(replay, **options)
             if response.status_code not in self._refresh_codes or len(history) >= _MAX_REPLAYS:
                 break
             # A 401 on the replay is returned, never answered with another refresh. But if the
@@ -475,8 +517,47 @@ class TokenRefreshAdapter(HTTPAdapter):
             # cache or a log of history must not capture a token).
             old.request = old.request.copy()
             old.request.headers.pop("Authorization", None)
+            old.request.headers.pop("DPoP", None)
         response.history.extend(history)
         return response
+
+    def _sign(self, request: requests.PreparedRequest, token: Token) -> None:
+        """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header."""
+        dpop = self._settings.dpop
+        key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
+        if key is None:
+            raise RefreshError(
+                "dpop_key_missing: the token is DPoP-bound, but its record holds no key and this adapter "
+                "was given none: pass dpop=<the DPoPKey it was issued to>",
+                error="dpop_key_missing",
+            )
+        url = request.url or ""
+        request.headers["DPoP"] = key.proof(
+            request.method or "GET",
+            url,
+            nonce=self._nonces.get(url),
+            access_token=token.access_token,
+            now=self._clock(),
+        )
+
+    def _nonce_retry(
+        self, request: requests.PreparedRequest, response: requests.Response, token: Token, options: dict[str, Any]
+    ) -> requests.Response:
+        """Learn the origin's DPoP nonce; a 401 that asks for a new one is sent again once with it."""
+        url = request.url or ""
+        if not self._nonces.learn(url, response) or not nonce_challenge(response):
+            return response
+        log.debug("HTTP 401 use_dpop_nonce from %s: sending again with its nonce", origin(url))
+        retry = _rewound_copy(request, response)
+        _released(response)
+        self._sign(retry, token)
+        answer = self._transport.send(self, retry, **options)
+        self._nonces.learn(url, answer)
+        response.request = response.request.copy()
+        response.request.headers.pop("Authorization", None)
+        response.request.headers.pop("DPoP", None)
+        answer.history.insert(0, response)
+        return answer
 
     def _check_transport(self, url: str, proxies: Any) -> None:
         """Raise InsecureTransportError unless plain http to ``url`` stays on this machine."""

@@ -18,6 +18,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from ._dpop import DPoPKey
 from ._jwt import read_times
 from ._redact import fingerprint
 
@@ -36,7 +37,11 @@ REFRESH_TOKEN_EXPIRES_AT = "refresh_token_expires_at"
 _REFRESH_LIFETIMES = ("refresh_token_expires_in", "refresh_expires_in")
 
 # Fields of a token response / record that Token models; everything else is extra data.
-_KNOWN = frozenset({"access_token", "refresh_token", "token_type", "expires_in", "expires_at", "obtained_at", "scope"})
+_KNOWN = frozenset(
+    {"access_token", "refresh_token", "token_type", "expires_in", "expires_at", "obtained_at", "scope", "dpop_key"}
+)
+# Authorization schemes as their RFCs spell them, by their lower case.
+_SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 
 
 class TokenState(enum.Enum):
@@ -67,6 +72,11 @@ class Token:
             ``expires_at`` it gives the lifetime that scales the refresh window.
         extra: every other field of the token response or stored record (user data, an
             ``id_token`` ...), read-only.
+        dpop_key: the :class:`~requests_tokenrefresh.DPoPKey` the token is bound to (``token_type``
+            ``"DPoP"``), when the library made it: it is kept in the record, so that every process
+            sharing the record signs with it. None for a bearer token, or a key the user holds.
+
+            .. versionadded:: 0.3
 
     The repr shows fingerprints, never a secret.
 
@@ -80,6 +90,7 @@ class Token:
     scope: str | None = None
     obtained_at: float | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dpop_key: DPoPKey | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.access_token, str) or not self.access_token:
@@ -113,6 +124,8 @@ class Token:
             raise ValueError("scope must be a string or None")
         if not isinstance(self.extra, Mapping):
             raise ValueError("extra must be a mapping")
+        if self.dpop_key is not None and not isinstance(self.dpop_key, DPoPKey):
+            raise ValueError("dpop_key must be a DPoPKey or None")
         object.__setattr__(self, "extra", types.MappingProxyType(dict(self.extra)))
 
     @classmethod
@@ -150,8 +163,8 @@ class Token:
         if isinstance(scope, list):  # some servers send a JSON array
             scope = " ".join(str(s) for s in scope)
         token_type = response.get("token_type") or "Bearer"
-        if isinstance(token_type, str) and token_type.lower() == "bearer":
-            token_type = "Bearer"  # RFC 6750 spells the scheme "Bearer"; servers vary
+        if isinstance(token_type, str) and token_type.lower() in _SCHEMES:
+            token_type = _SCHEMES[token_type.lower()]  # RFC 6750 spells "Bearer", RFC 9449 "DPoP"; servers vary
         expires_at, obtained_at = _expiry(response, access, now)
         extra = dict(previous.extra) if previous else {}
         if previous is not None and refresh != previous.refresh_token:
@@ -204,18 +217,22 @@ class Token:
                 log.warning("ignoring the stored %s: not epoch seconds up to year 9999", name)
                 number = None
             times[name] = number
+        key = None
+        if record.get("dpop_key") is not None:
+            key = DPoPKey.from_jwk(record["dpop_key"])
         return cls(
             access_token=record.get("access_token"),  # type: ignore[arg-type]  # checked in __post_init__
             refresh_token=record.get("refresh_token"),
             token_type=record.get("token_type") or "Bearer",
             scope=record.get("scope"),
             extra=extra,
+            dpop_key=key,
             **times,
         )
 
     def to_record(self) -> dict[str, Any]:
-        """Return the JSON-ready record that storage backends save (secrets included)."""
-        return {
+        """Return the JSON-ready record that storage backends save (secrets included, a DPoP key too)."""
+        record = {
             "version": RECORD_VERSION,
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
@@ -225,6 +242,9 @@ class Token:
             "scope": self.scope,
             "extra": dict(self.extra),
         }
+        if self.dpop_key is not None and self.dpop_key.storable:
+            record["dpop_key"] = self.dpop_key.to_jwk()
+        return record
 
     def refresh_window(self, leeway: float) -> float:
         """Seconds before expiry at which a refresh starts: ``leeway``, at most half the lifetime."""
@@ -265,7 +285,8 @@ class Token:
         return (
             f"Token(token_type={self.token_type!r}, access_token=<{fingerprint(self.access_token)}>, "
             f"refresh_token=<{fingerprint(self.refresh_token)}>, expires_at={self.expires_at!r}, "
-            f"scope={self.scope!r}, extra_keys={sorted(self.extra)!r})"
+            f"scope={self.scope!r}, extra_keys={sorted(self.extra)!r}"
+            + (f", dpop_jkt={self.dpop_key.thumbprint!r})" if self.dpop_key is not None else ")")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -38,6 +38,7 @@ from requests_tokenrefresh import (
 
 PUBLIC_NAMES = {
     "ClientAssertion",
+    "DPoPKey",
     "EncryptedStorage",
     "EncryptionKeys",
     "EndpointError",

@@ -18,6 +18,7 @@ import requests
 
 from .._client_auth import ClientAuth
 from .._discovery import DEFAULT_TIMEOUT
+from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
 from .._grant import clean_text
 from .._urls import origin
@@ -57,6 +58,8 @@ def login_browser(
     session: requests.Session | None = None,
     request_timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
+    dpop: bool | DPoPKey = False,
+    allow_dpop_downgrade: bool = False,
 ) -> Token:
     """Log in with the user's browser: authorization code grant, PKCE S256, loopback redirect.
 
@@ -97,6 +100,13 @@ def login_browser(
         session: the session for the code exchange and discovery; a private one by default.
         request_timeout: seconds for each HTTP request to the server.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
+        dpop: ``True`` to ask for a DPoP-bound token (RFC 9449) with a new key (ES256), kept in
+            the token record; or a :class:`~requests_tokenrefresh.DPoPKey` you hold (not stored).
+            Every token request then carries a proof.
+
+            .. versionadded:: 0.3
+        allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token (refused by default:
+            ``dpop_downgrade``).
 
     Returns:
         The new token.
@@ -121,6 +131,7 @@ def login_browser(
     extra = _extra(extra_params, _BROWSER_PARAMS)
     out = sys.stderr if stream is None else stream
     client = EndpointClient(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
+    client.use_dpop(dpop, allow_dpop_downgrade)
     try:
         urls = client.endpoints(issuer, {"authorization_endpoint": authorization_url, "token_endpoint": token_url})
         state = secrets.token_urlsafe(32)
@@ -137,6 +148,8 @@ def login_browser(
                 "code_challenge_method": "S256",
                 **({"scope": scope} if scope else {}),
                 **({"nonce": nonce} if nonce else {}),
+                # RFC 9449 §10: the code is bound to the key, so a stolen one is of no use.
+                **({"dpop_jkt": client.dpop_key.thumbprint} if client.dpop_key else {}),
                 **extra,
             }
             endpoint = urls["authorization_endpoint"]
@@ -269,7 +282,7 @@ def _finish(
     client.secrets.append(code)
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}
     log.debug("exchanging the authorization code at %s", origin(token_url))
-    status, body, sent_at = client.post(token_url, data, "token endpoint")
+    status, body, sent_at = client.post(token_url, data, "token endpoint", proof=True)
     if status != 200:
         raise client.error(status, body, "token endpoint")
     token = client.token(status, body, sent_at)

@@ -46,6 +46,7 @@ _BROWSER_PARAMS = (
     "code_challenge_method",
     "nonce",
     "scope",
+    "dpop_jkt",
 )
 _DEVICE_PARAMS = ("client_id", "client_secret", "scope")
 

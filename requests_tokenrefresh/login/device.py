@@ -13,6 +13,7 @@ import requests
 
 from .._client_auth import ClientAuth
 from .._discovery import DEFAULT_TIMEOUT
+from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
 from ..exceptions import (
     LoginError,
@@ -53,6 +54,8 @@ def login_device(
     session: requests.Session | None = None,
     request_timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
+    dpop: bool | DPoPKey = False,
+    allow_dpop_downgrade: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Token:
@@ -82,6 +85,13 @@ def login_device(
         session: the session for the requests; a private one by default.
         request_timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
+        dpop: ``True`` to ask for a DPoP-bound token (RFC 9449) with a new key (ES256), kept in
+            the token record; or a :class:`~requests_tokenrefresh.DPoPKey` you hold (not stored).
+            Every token request then carries a proof.
+
+            .. versionadded:: 0.3
+        allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token (refused by default:
+            ``dpop_downgrade``).
         sleep: waits between polls (tests pass a fake).
         clock: a monotonic clock in seconds, read with ``sleep``.
 
@@ -103,6 +113,7 @@ def login_device(
     extra = _extra(extra_params, _DEVICE_PARAMS)
     out = sys.stderr if stream is None else stream
     client = EndpointClient(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
+    client.use_dpop(dpop, allow_dpop_downgrade)
     try:
         urls = client.endpoints(
             issuer, {"device_authorization_endpoint": device_authorization_url, "token_endpoint": token_url}
@@ -167,7 +178,7 @@ def _poll(
         data = {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}
         failure: LoginError | None = None
         try:
-            status, body, sent_at = client.post(token_url, data, "token endpoint")
+            status, body, sent_at = client.post(token_url, data, "token endpoint", proof=True)
         except LoginError as exc:
             status, body, sent_at, failure = 0, None, 0.0, exc
         if status != 200 and failure is None:
