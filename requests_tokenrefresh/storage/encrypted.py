@@ -25,7 +25,9 @@ Rule 2: a record that does not decrypt (key id unknown, wrong key, copied, alter
         :class:`~requests_tokenrefresh.TokenStorageError` naming the key id. It is not "no token":
         the adapter then neither signs out nor deletes the record.
 Rule 3: the refresh lease is the inner storage's; this module only encrypts what its ``save``
-        writes and decrypts what its ``load`` reads, and forwards everything else.
+        writes and decrypts what its ``load`` reads, and forwards everything else. A write of its
+        own (a migration, :meth:`EncryptedStorage.rekey`) happens inside that lease, so it never
+        overwrites a token another holder refreshed in the meantime.
 
 ``cryptography`` is imported when an EncryptedStorage is made (``pip install
 requests-tokenrefresh[crypto]``).
@@ -59,6 +61,9 @@ ENCRYPTED_MARKER = "requests-tokenrefresh-encrypted"
 INSTALL_HELP = "EncryptedStorage needs cryptography: pip install requests-tokenrefresh[crypto]"
 #: Seconds the one-time encryption of a plaintext record (``migrate=True``) holds the refresh lease.
 MIGRATE_LEASE_TIMEOUT = 2.0
+#: Seconds :meth:`EncryptedStorage.rekey` may wait for the refresh lease: the adapter's default lease
+#: (``refresh_timeout`` 30 s + 10 s), so that it waits out a refresh another holder is making.
+REKEY_LEASE_TIMEOUT = 40.0
 
 _FIELD = "encrypted"
 _VERSION = 1
@@ -188,6 +193,9 @@ class EncryptedStorage(TokenStorage):
         migrate: accept a plaintext record on load, and encrypt it once. Without it, a plaintext
             record is a TokenStorageError.
 
+    After a key rotation the record moves to the new key at the next refresh, or at once with
+    :meth:`rekey`.
+
     Example::
 
         keys = EncryptionKeys.from_env("TOKEN_KEYS")   # "k2:BASE64,k1:BASE64"
@@ -221,6 +229,19 @@ class EncryptedStorage(TokenStorage):
         self._identity = f"{_identity(inner)}\0{context or ''}"
         self._holders: dict[int, int] = {}  # thread id -> leases it holds (no migration inside one)
         self._holders_lock = threading.Lock()
+        # How messages name the entry, the keys and the migrate option; the command line names its own.
+        self._entry = repr(inner)
+        self._keys_name = "this EncryptedStorage"
+        self._migrate_option = "migrate=True"
+
+    @property
+    def _atomic_writes(self) -> bool:
+        """Whether a reader never sees a write half done: the inner storage's (one write per save here too).
+
+        The adapter reads it (``getattr``): after a load that finds nothing in a store whose writes
+        are atomic, it does not take the refresh lease to read again.
+        """
+        return bool(getattr(self.inner, "_atomic_writes", False))
 
     # -- TokenStorage --------------------------------------------------------------------------
 
@@ -241,6 +262,58 @@ class EncryptedStorage(TokenStorage):
         """The inner storage's lease, whose ``load`` decrypts and ``save`` encrypts."""
         return _EncryptedLease(self, self.inner.refresh_lease(timeout))
 
+    # -- rotation ------------------------------------------------------------------------------
+
+    def rekey(self, timeout: float = REKEY_LEASE_TIMEOUT) -> tuple[str | None, str]:
+        """Encrypt the stored record again with the newest key (the first), inside the refresh lease.
+
+        A record under an older key is decrypted and written under the newest; one already under
+        the newest is left as it is (nothing is written). The lease is the inner storage's, as
+        for a refresh, so a token that another holder refreshes meanwhile is never overwritten
+        with the older one it replaced (on Redis the write is conditional on the record read).
+
+        Args:
+            timeout: seconds to wait for the refresh lease (on Redis also its lifetime).
+
+        Returns:
+            The key id the record was encrypted with (None for a record in clear, encrypted now
+            because ``migrate`` is true) and the newest key id. Equal ids: nothing was written.
+
+        Raises:
+            TokenStorageError: nothing is stored; the record does not decrypt with these keys
+                (the message names its key id); it is in clear and ``migrate`` is false; an
+                earlier refresh by another holder may not have stored its answer yet (the lease
+                says ``interrupted``), so nothing is written now; the lease was not had within
+                ``timeout``; or the store failed. The record is left as it is.
+            LeaseLostError: the record was written by another holder after it was read (Redis):
+                nothing was written; call again.
+        """
+        newest = self.keys.ids[0]
+        with self.inner.refresh_lease(timeout) as lease:
+            stored = lease.load()
+            if stored is None:
+                raise TokenStorageError(f"{self._entry} holds no token record: nothing to re-encrypt")
+            old: str | None = None
+            if stored.access_token == ENCRYPTED_MARKER:
+                old = self._header(stored)[0]
+                token = self._open(stored)
+                if old == newest:
+                    log.debug("the token record of %r is already encrypted with key id %s", self.inner, newest)
+                    return old, newest
+            else:
+                self._refuse_plaintext()
+                token = stored
+            if lease.interrupted or lease.lost:
+                raise TokenStorageError(
+                    f"{self._entry}: an earlier refresh by another holder may not have stored its answer yet "
+                    "(or the store lost writes); not re-encrypted now, so that the next refresh still knows: "
+                    "try again after a refresh"
+                )
+            assert token is not None
+            lease.save(self._seal(token))
+        log.info("re-encrypted the token record of %r: key id %s -> %s", self.inner, old or "(in clear)", newest)
+        return old, newest
+
     # -- the record ----------------------------------------------------------------------------
 
     def _seal(self, token: Token) -> Token:
@@ -251,7 +324,7 @@ class EncryptedStorage(TokenStorage):
             plain = json.dumps(token.to_record(), separators=(",", ":"), sort_keys=True).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise TokenStorageError(
-                f"cannot write {self.inner!r}: the token's extra data is not JSON ({type(exc).__name__})"
+                f"cannot write {self._entry}: the token's extra data is not JSON ({type(exc).__name__})"
             ) from exc
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._ciphers[kid].encrypt(nonce, plain, self._associated_data(kid))
@@ -267,20 +340,11 @@ class EncryptedStorage(TokenStorage):
         """The token that ``stored`` (an encrypted stand-in, or None) holds."""
         if stored is None:
             return None
-        header = stored.extra.get(_FIELD)
-        if not isinstance(header, Mapping) or not isinstance(header.get("v"), int):
-            raise TokenStorageError(f"{self.inner!r} holds a damaged encrypted record (no header): {self._advice}")
-        if header["v"] != _VERSION:
-            raise TokenStorageError(
-                f"{self.inner!r} holds an encrypted record of version {header['v']}: {NEWER_RECORD_ADVICE}"
-            )
-        kid, data = header.get("kid"), header.get("data")
-        if not isinstance(kid, str) or not isinstance(data, str):
-            raise TokenStorageError(f"{self.inner!r} holds a damaged encrypted record (bad header): {self._advice}")
+        kid, data = self._header(stored)
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise TokenStorageError(
-                f"{self.inner!r} holds a record encrypted with key id {kid!r}, which this EncryptedStorage "
+                f"{self._entry} holds a record encrypted with key id {kid!r}, which {self._keys_name} "
                 f"does not have (it has {', '.join(map(repr, self.keys.ids))}): add that key; "
                 "the record is left as it is"
             )
@@ -291,15 +355,29 @@ class EncryptedStorage(TokenStorage):
             plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], self._associated_data(kid))
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise TokenStorageError(
-                f"{self.inner!r} holds a record that key id {kid!r} does not decrypt: a different key under that "
+                f"{self._entry} holds a record that key id {kid!r} does not decrypt: a different key under that "
                 "id, a record copied from another entry, or an altered one; it is left as it is"
             ) from exc
         try:
             return Token.from_record(json.loads(plain))
         except (ValueError, RecursionError) as exc:
             raise TokenStorageError(
-                f"{self.inner!r} holds an encrypted record that is no token record ({describe(exc)})"
+                f"{self._entry} holds an encrypted record that is no token record ({describe(exc)})"
             ) from exc
+
+    def _header(self, stored: Token) -> tuple[str, str]:
+        """The key id and the data of an encrypted stand-in."""
+        header = stored.extra.get(_FIELD)
+        if not isinstance(header, Mapping) or not isinstance(header.get("v"), int):
+            raise TokenStorageError(f"{self._entry} holds a damaged encrypted record (no header): {self._advice}")
+        if header["v"] != _VERSION:
+            raise TokenStorageError(
+                f"{self._entry} holds an encrypted record of version {header['v']}: {NEWER_RECORD_ADVICE}"
+            )
+        kid, data = header.get("kid"), header.get("data")
+        if not isinstance(kid, str) or not isinstance(data, str):
+            raise TokenStorageError(f"{self._entry} holds a damaged encrypted record (bad header): {self._advice}")
+        return kid, data
 
     def _associated_data(self, kid: str) -> bytes:
         return f"requests-tokenrefresh:v{_VERSION}:{kid}\0{self._identity}".encode()
@@ -311,8 +389,8 @@ class EncryptedStorage(TokenStorage):
     def _refuse_plaintext(self) -> None:
         if not self.migrate:
             raise TokenStorageError(
-                f"{self.inner!r} holds a token record in clear, which an EncryptedStorage does not use: pass "
-                "migrate=True to encrypt it once, or delete it and log in again; it is left as it is"
+                f"{self._entry} holds a token record in clear, which an EncryptedStorage does not use: pass "
+                f"{self._migrate_option} to encrypt it once, or delete it and log in again; it is left as it is"
             )
 
     def _migrate(self, plain: Token) -> Token | None:

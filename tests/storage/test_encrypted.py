@@ -7,10 +7,13 @@ in-memory keyring (tests/conftest.py).
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import os
 import pickle
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -564,3 +567,213 @@ def test_adapters_over_encrypted_redis_refresh_once(
         assert stored.access_token not in raw
         assert stored.refresh_token not in raw
         assert json.loads(raw)["access_token"] == ENCRYPTED_MARKER
+
+
+def test_the_adapter_takes_no_lease_over_an_empty_store_whose_writes_are_atomic() -> None:
+    """After a sign-out each request costs one read of a Redis or memory store, not a lease (the inner storage's
+    ``_atomic_writes``); a token file is read again inside the lease, since a reader may see it half written."""
+
+    class CountingStorage(MemoryStorage):
+        leases = 0
+
+        def refresh_lease(self, timeout: float) -> RefreshLease:
+            self.leases += 1
+            return super().refresh_lease(timeout)
+
+    counting = CountingStorage()
+    adapter = TokenRefreshAdapter(EncryptedStorage(counting, keys={"k1": K1}), token_url="https://auth.example/token")
+    with requests.Session() as session:
+        session.mount("https://api.example/", adapter)
+        for _ in range(2):
+            with pytest.raises(SessionExpiredError, match="no token is stored"):
+                session.get("https://api.example/items", timeout=5)
+
+    assert counting.leases == 0
+    assert EncryptedStorage(FileStorage("/nonexistent/token.json"), keys={"k1": K1})._atomic_writes is False
+
+
+# -- rekey: the record under the newest key, inside the lease ---------------------------------------
+
+
+@BACKENDS
+def test_rekey_moves_the_record_to_the_newest_key_and_then_writes_nothing(
+    inner: Callable[[str], TokenStorage], client: Any, memory_keyring: MemoryKeyring
+) -> None:
+    plain = inner("alice")
+    EncryptedStorage(plain, keys={"k1": K1}).save(TOKEN)
+    rotated = EncryptedStorage(plain, keys={"k2": K2, "k1": K1})
+
+    assert rotated.rekey() == ("k1", "k2")
+    moved = raw_record(plain, client, memory_keyring)
+    assert json.loads(moved)["extra"]["encrypted"]["kid"] == "k2"
+    assert_no_secret(moved)
+    assert EncryptedStorage(plain, keys={"k2": K2}).load() == TOKEN  # k1 may go now
+    assert rotated.rekey() == ("k2", "k2")
+    assert raw_record(plain, client, memory_keyring) == moved  # nothing written
+
+
+@BACKENDS
+def test_rekey_leaves_a_record_it_cannot_decrypt_and_names_its_key_id(
+    inner: Callable[[str], TokenStorage], client: Any, memory_keyring: MemoryKeyring
+) -> None:
+    plain = inner("alice")
+    EncryptedStorage(plain, keys={"k9": K1}).save(TOKEN)
+    before = raw_record(plain, client, memory_keyring)
+
+    with pytest.raises(TokenStorageError, match="key id 'k9', which this EncryptedStorage does not have"):
+        EncryptedStorage(plain, keys={"k2": K2, "k1": K1}).rekey()
+    with pytest.raises(TokenStorageError, match="key id 'k9' does not decrypt"):
+        EncryptedStorage(plain, keys={"k2": K2, "k9": K2}).rekey()
+
+    assert raw_record(plain, client, memory_keyring) == before
+
+
+def test_rekey_encrypts_a_plaintext_record_only_with_migrate() -> None:
+    memory = MemoryStorage(TOKEN)
+
+    with pytest.raises(TokenStorageError, match=r"in clear.*migrate=True"):
+        EncryptedStorage(memory, keys={"k1": K1}).rekey()
+    assert memory.load() == TOKEN
+
+    assert EncryptedStorage(memory, keys={"k1": K1}, migrate=True).rekey() == (None, "k1")
+    assert memory.load().access_token == ENCRYPTED_MARKER  # type: ignore[union-attr]
+    assert EncryptedStorage(memory, keys={"k1": K1}).load() == TOKEN
+
+
+def test_rekey_with_nothing_stored_is_an_error() -> None:
+    with pytest.raises(TokenStorageError, match="holds no token record: nothing to re-encrypt"):
+        EncryptedStorage(MemoryStorage(), keys={"k1": K1}).rekey()
+
+
+def test_rekey_reads_and_writes_inside_the_inner_lease() -> None:
+    class QuietLease(RecordingLease):  # no earlier holder interrupted, no write lost
+        def __enter__(self) -> RefreshLease:
+            self.calls.append(("enter", None))
+            return self
+
+        def load(self) -> Token | None:
+            self.calls.append(("load", None))
+            return self.storage.load()
+
+    class QuietStorage(MemoryStorage):
+        def refresh_lease(self, timeout: float) -> RefreshLease:
+            self.lease = QuietLease(self)
+            return self.lease
+
+    memory = QuietStorage()
+    EncryptedStorage(memory, keys={"k1": K1}).save(TOKEN)
+
+    EncryptedStorage(memory, keys={"k2": K2, "k1": K1}).rekey()
+
+    assert memory.lease.calls == [("enter", None), ("load", None), ("save", ENCRYPTED_MARKER), ("exit", None)]
+    memory.save(TOKEN)  # in clear
+    with pytest.raises(TokenStorageError, match="in clear"):
+        EncryptedStorage(memory, keys={"k1": K1}).rekey()
+    assert memory.lease.calls == [("enter", None), ("load", None), ("exit", TokenStorageError)]
+
+
+def test_rekey_waits_for_a_refresh_in_flight_and_keeps_its_token(
+    redis_storage: Callable[[str], RedisStorage], client: Any
+) -> None:
+    """A host refreshes under k1 while rekey waits for the lease: rekey then moves the new token, not the old one."""
+    key = f"test-api:{uuid.uuid4().hex[:8]}"
+    host = EncryptedStorage(redis_storage(key), keys={"k1": K1, "k2": K2})
+    host.save(TOKEN)
+    refreshed = Token("at-new-access-secret", "rt-new-refresh-secret", expires_at=1_700_007_200.0)
+    result: list[Any] = []
+    with host.refresh_lease(5) as lease:
+        assert lease.load() == TOKEN
+        rekeyer = threading.Thread(
+            target=lambda: result.append(EncryptedStorage(redis_storage(key), keys={"k2": K2, "k1": K1}).rekey(5)),
+            daemon=True,
+        )
+        rekeyer.start()
+        rekeyer.join(0.3)
+        assert rekeyer.is_alive()  # waiting for the lease
+        lease.save(refreshed)
+    rekeyer.join(10)
+
+    assert not rekeyer.is_alive()
+    assert result == [("k1", "k2")]
+    assert json.loads(client.get(key))["extra"]["encrypted"]["kid"] == "k2"
+    assert host.load() == refreshed
+
+
+def test_rekey_does_not_hide_an_interrupted_refresh(redis_storage: Callable[[str], RedisStorage], client: Any) -> None:
+    """A holder that may have sent the refresh token and died leaves a marker; a rekey write would erase it."""
+    key = f"test-api:{uuid.uuid4().hex[:8]}"
+    plain = redis_storage(key)
+    EncryptedStorage(plain, keys={"k1": K1}).save(TOKEN)
+    with plain.refresh_lease(5) as lease:
+        lease.load()
+        lease.check(1.0)  # the refresh request would go now; the holder dies without an answer
+    before = client.get(key)
+
+    with pytest.raises(TokenStorageError, match="may not have stored its answer yet"):
+        EncryptedStorage(redis_storage(key), keys={"k2": K2, "k1": K1}).rekey(5)
+
+    assert client.get(key) == before
+    assert client.get(f"{key}:inflight") is not None
+
+
+def test_hosts_rotating_keys_while_refreshing_lose_no_token(
+    redis_storage: Callable[[str], RedisStorage], client: Any, expired: Callable[..., Token]
+) -> None:
+    """Two hosts hold {k1, k2} and {k2, k1} (a rotation half rolled out), refresh a token that lives 1 s and
+    a third re-encrypts the record back and forth meanwhile: every request succeeds, no refresh token is
+    presented twice, and the record stays readable by both."""
+    key = f"test-api:{uuid.uuid4().hex[:8]}"
+    old_first, new_first = {"k1": K1, "k2": K2}, {"k2": K2, "k1": K1}
+    deadline = time.monotonic() + 2.5
+    failures: list[str] = []
+    rekeys: collections.Counter[tuple[str | None, str]] = collections.Counter()
+    with AuthServer(ttl=1, rotation="reuse-detection") as srv:
+        EncryptedStorage(redis_storage(key), keys=old_first).save(expired(srv.issue()))
+        sessions = []
+        for keys in (old_first, new_first):
+            adapter = TokenRefreshAdapter(EncryptedStorage(redis_storage(key), keys=keys), token_url=srv.token_url)
+            session = requests.Session()
+            session.mount(srv.url + "/", adapter)
+            sessions.append(session)
+
+        def host(session: requests.Session) -> None:
+            while time.monotonic() < deadline:
+                try:
+                    status = session.get(srv.url + "/api/data", timeout=30).status_code
+                except requests.RequestException as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    if status != 200:
+                        failures.append(f"HTTP {status}")
+                time.sleep(0.01)
+
+        def rotate() -> None:
+            rotators = [EncryptedStorage(redis_storage(key), keys=keys) for keys in (new_first, old_first)]
+            turn = 0
+            while time.monotonic() < deadline:
+                try:
+                    rekeys[rotators[turn % 2].rekey(5)] += 1
+                except TokenStorageError as exc:  # none expected: the lease keeps it apart from refreshes
+                    failures.append(f"rekey: {exc}")
+                turn += 1
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=host, args=(s,), daemon=True) for s in sessions]
+        threads.append(threading.Thread(target=rotate, daemon=True))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+        assert not [t for t in threads if t.is_alive()]
+        assert failures == []
+        assert rekeys[("k1", "k2")] >= 3
+        assert rekeys[("k2", "k1")] >= 3
+        assert srv.refresh_calls >= 3
+        assert not srv.revoked
+        for keys in (old_first, new_first):
+            stored = EncryptedStorage(redis_storage(key), keys=keys).load()
+            assert stored is not None
+            assert stored.refresh_token == srv._families[1].current_refresh
+        for session in sessions:
+            session.close()
