@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +38,8 @@ __all__ = [
     "PrivateKeyJWT",
     "add_client_auth",
     "check_client_auth",
+    "choose_client_auth",
+    "method_name",
 ]
 
 #: ``client_auth`` values that send a ``client_secret``: HTTP Basic (the default) or in the form body.
@@ -179,6 +181,57 @@ class ClientAssertion:
 
 #: A ``client_auth=`` value.
 ClientAuth = str | PrivateKeyJWT | ClientAssertion
+#: ``client_cert=``: a certificate file with its key in it, or the files of both (requests' ``cert``).
+ClientCert = str | tuple[str, str]
+# RFC 8705 §2: the two ways a client's certificate authenticates it.
+_MTLS_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
+
+
+def method_name(client_auth: ClientAuth | None, client_secret: str | None, client_cert: ClientCert | None) -> str:
+    """The RFC 8414 name of how the client authenticates (``token_endpoint_auth_methods_supported``)."""
+    if isinstance(client_auth, (PrivateKeyJWT, ClientAssertion)):
+        return "private_key_jwt"
+    if client_secret is None:
+        return "tls_client_auth" if client_cert is not None else "none"
+    return "client_secret_post" if client_auth == "post" else "client_secret_basic"
+
+
+def choose_client_auth(
+    client_auth: ClientAuth | None,
+    client_secret: str | None,
+    client_cert: ClientCert | None,
+    metadata: Mapping[str, Any],
+) -> ClientAuth:
+    """The method to use with a server whose metadata lists ``token_endpoint_auth_methods_supported``.
+
+    ``client_auth=None`` (not said) with a secret takes ``client_secret_basic`` if the server
+    lists it, else ``client_secret_post``. A method the server does not list is an error, said
+    before any credential is sent; a public client (``none``) is not checked, as many servers
+    take one without listing it.
+
+    Raises:
+        LoginError: ``unsupported_client_auth``.
+    """
+    listed = metadata.get("token_endpoint_auth_methods_supported")
+    if not isinstance(listed, list) or not listed:
+        return client_auth if client_auth is not None else "basic"
+    if client_auth is None and client_secret is not None:
+        for name, method in (("client_secret_basic", "basic"), ("client_secret_post", "post")):
+            if name in listed:
+                return method
+    chosen: ClientAuth = client_auth if client_auth is not None else "basic"
+    name = method_name(chosen, client_secret, client_cert)
+    if name == "none" or name in listed or (name == "tls_client_auth" and _MTLS_METHODS[1] in listed):
+        return chosen
+    from .exceptions import LoginError
+
+    shown = ", ".join(str(m) for m in listed[:10])
+    raise LoginError(
+        f"unsupported_client_auth: the client authenticates with {name}, which the authorization server does "
+        f"not list in token_endpoint_auth_methods_supported ({shown}); pass client_auth= (or client_cert=) "
+        "for one it lists",
+        error="unsupported_client_auth",
+    )
 
 
 def check_client_auth(client_auth: object, client_id: str | None, client_secret: str | None) -> None:
@@ -187,6 +240,8 @@ def check_client_auth(client_auth: object, client_id: str | None, client_secret:
     Raises:
         ValueError: an unknown method, a secret with an assertion, a PrivateKeyJWT without ``client_id``.
     """
+    if client_auth is None:
+        return  # chosen from the server's metadata, else "basic"
     if isinstance(client_auth, (PrivateKeyJWT, ClientAssertion)):
         if client_secret is not None:
             raise ValueError(f"client_secret cannot be used with client_auth={client_auth!r}: give one or the other")
@@ -205,7 +260,7 @@ def add_client_auth(
     *,
     client_id: str | None,
     client_secret: str | None,
-    client_auth: ClientAuth,
+    client_auth: ClientAuth | None,
     audience: str,
     now: float,
 ) -> requests.auth.HTTPBasicAuth | None:
@@ -234,7 +289,7 @@ def add_client_auth(
         return None
     if client_id is None:
         return None
-    if client_auth == "basic" and client_secret is not None:
+    if client_auth in ("basic", None) and client_secret is not None:
         # RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
         return requests.auth.HTTPBasicAuth(quote(client_id, safe=""), quote(client_secret, safe=""))
     data["client_id"] = client_id

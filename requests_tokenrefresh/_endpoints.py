@@ -17,7 +17,15 @@ from typing import Any
 
 import requests
 
-from ._client_auth import ClientAssertion, ClientAuth, PrivateKeyJWT, add_client_auth, check_client_auth
+from ._client_auth import (
+    ClientAssertion,
+    ClientAuth,
+    ClientCert,
+    PrivateKeyJWT,
+    add_client_auth,
+    check_client_auth,
+    choose_client_auth,
+)
 from ._discovery import check_endpoint, discover
 from ._dpop import DPoPKey, Nonces, policy
 from ._grant import CONNECT_TIMEOUT, asks_nonce, clean_text, no_auth, read_before
@@ -41,17 +49,19 @@ class EndpointClient:
         self,
         client_id: str | None,
         client_secret: str | None,
-        client_auth: ClientAuth,
+        client_auth: ClientAuth | None,
         session: requests.Session | None,
         timeout: float,
         allow_insecure_http: bool,
+        client_cert: ClientCert | None = None,
     ) -> None:
         if client_id is not None and (not isinstance(client_id, str) or not client_id):
             raise ValueError("client_id must be a non-empty string")
         check_client_auth(client_auth, client_id, client_secret)
         self.client_id = client_id
         self.client_secret = client_secret
-        self.client_auth = client_auth
+        self.client_auth = client_auth  # None: the server's metadata chooses, else "basic"
+        self.client_cert = client_cert  # mTLS (RFC 8705): presented on every request to the server
         self.own_session = session is None
         self.session = requests.Session() if session is None else session
         self.timeout = timeout
@@ -97,9 +107,18 @@ class EndpointClient:
                     metadata = discover(
                         issuer, session=self.session, timeout=self.timeout, allow_insecure_http=self.allow_insecure_http
                     )
-                found[name] = metadata.endpoint(name, allow_insecure_http=self.allow_insecure_http)
+                aliases = metadata.document.get("mtls_endpoint_aliases") if self.client_cert else None
+                alias = aliases.get(name) if isinstance(aliases, dict) else None
+                if isinstance(alias, str) and alias:  # RFC 8705 §5: where a certificate is presented
+                    found[name] = check_endpoint(name, alias, self.allow_insecure_http)
+                else:
+                    found[name] = metadata.endpoint(name, allow_insecure_http=self.allow_insecure_http)
             else:
                 found[name] = check_endpoint(name, url, self.allow_insecure_http)
+        if metadata is not None:
+            self.client_auth = choose_client_auth(
+                self.client_auth, self.client_secret, self.client_cert, metadata.document
+            )
         if "token_endpoint" in found:
             self.token_endpoint = found["token_endpoint"]
         elif metadata is not None and self.token_endpoint is None:
@@ -136,6 +155,7 @@ class EndpointClient:
                     data=data,
                     auth=auth or no_auth,  # never ~/.netrc credentials
                     headers=headers,
+                    cert=self.client_cert,
                     timeout=(min(CONNECT_TIMEOUT, left), left),
                     allow_redirects=False,
                     stream=True,

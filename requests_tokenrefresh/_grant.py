@@ -22,7 +22,15 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
-from ._client_auth import CLIENT_AUTH_METHODS, ClientAssertion, ClientAuth, add_client_auth, check_client_auth
+from ._client_auth import (
+    CLIENT_AUTH_METHODS,
+    ClientAssertion,
+    ClientAuth,
+    ClientCert,
+    add_client_auth,
+    check_client_auth,
+    choose_client_auth,
+)
 from ._clock import SYSTEM_CLOCK, Clock
 from ._dpop import DPoPKey, DPoPPolicy, Nonces
 from ._redact import fingerprint, without_request
@@ -77,18 +85,20 @@ class OAuthRefreshGrant:
         issuer: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        client_auth: ClientAuth = "basic",
+        client_auth: ClientAuth | None = None,
         scope: str | None = None,
         allow_insecure_http: bool = False,
         clock: Clock = SYSTEM_CLOCK,
         dpop: DPoPPolicy | None = None,
+        client_cert: ClientCert | None = None,
     ) -> None:
         check_client_auth(client_auth, client_id, client_secret)
         self.token_url = token_url  # None: the issuer's, found by discovery at the first request
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
-        self.client_auth = client_auth
+        self.client_auth = client_auth  # None: the server's metadata chooses, else "basic"
+        self.client_cert = client_cert  # mTLS (RFC 8705): presented on every token request
         self.scope = scope
         self.allow_insecure_http = allow_insecure_http
         self.clock = clock
@@ -107,6 +117,7 @@ class OAuthRefreshGrant:
                 # Keep proxy settings from the environment, but never let requests add ~/.netrc
                 # credentials to the token request (it does so whenever a request has no auth).
                 session.auth = no_auth
+                session.cert = self.client_cert
                 self._session, self._session_pid = session, os.getpid()
             return self._session
 
@@ -114,14 +125,23 @@ class OAuthRefreshGrant:
         """The token endpoint: ``token_url``, or the issuer's (OpenID Connect / RFC 8414 discovery)."""
         if self.token_url is not None:
             return self.token_url
-        from ._discovery import discover  # only adapters given an issuer need it
+        from ._discovery import check_endpoint, discover  # only adapters given an issuer need it
 
         assert self.issuer is not None
         try:
             metadata = discover(
                 self.issuer, session=session, timeout=timeout, allow_insecure_http=self.allow_insecure_http
             )
-            self.token_url = metadata.endpoint("token_endpoint", allow_insecure_http=self.allow_insecure_http)
+            self.client_auth = choose_client_auth(
+                self.client_auth, self.client_secret, self.client_cert, metadata.document
+            )
+            aliases = metadata.document.get("mtls_endpoint_aliases")
+            alias = aliases.get("token_endpoint") if self.client_cert and isinstance(aliases, dict) else None
+            if isinstance(alias, str) and alias:
+                # RFC 8705 §5: where a client that presents a certificate sends its token requests.
+                self.token_url = check_endpoint("token_endpoint", alias, self.allow_insecure_http)
+            else:
+                self.token_url = metadata.endpoint("token_endpoint", allow_insecure_http=self.allow_insecure_http)
         except LoginError as exc:
             # The server may be back soon (network, 5xx); a missing or wrong document will not.
             raise RefreshError(

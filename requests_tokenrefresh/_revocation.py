@@ -10,7 +10,7 @@ import logging
 
 import requests
 
-from ._client_auth import ClientAuth, PrivateKeyJWT
+from ._client_auth import ClientAuth, ClientCert, PrivateKeyJWT
 from ._discovery import DEFAULT_TIMEOUT
 from ._endpoints import EndpointClient
 from ._redact import fingerprint
@@ -34,10 +34,11 @@ def revoke_token(
     token_url: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
-    client_auth: ClientAuth = "basic",
+    client_auth: ClientAuth | None = None,
     session: requests.Session | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
+    client_cert: ClientCert | None = None,
 ) -> None:
     """Revoke ``token``'s refresh token, then its access token, at the revocation endpoint (RFC 7009).
 
@@ -53,10 +54,12 @@ def revoke_token(
         client_id: the client identifier (public clients send it in the body).
         client_secret: the client secret of a confidential client.
         client_auth: ``"basic"``, ``"post"``, a :class:`~requests_tokenrefresh.PrivateKeyJWT` or a
-            :class:`~requests_tokenrefresh.ClientAssertion` (see :doc:`/client-auth`).
+            :class:`~requests_tokenrefresh.ClientAssertion` (see :doc:`/client-auth`); None: chosen
+            from the issuer's metadata, else ``"basic"``.
         session: the session to send with; a private one by default.
         timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
+        client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``.
 
     Raises:
         RevocationError: a token was not revoked (the message says which and why).
@@ -69,7 +72,7 @@ def revoke_token(
     """
     if isinstance(client_auth, PrivateKeyJWT) and client_auth.audience is None and token_url is None and issuer is None:
         raise ValueError("private_key_jwt: the assertion's audience is the token endpoint: pass token_url= or issuer=")
-    client = EndpointClient(client_id, client_secret, client_auth, session, timeout, allow_insecure_http)
+    client = EndpointClient(client_id, client_secret, client_auth, session, timeout, allow_insecure_http, client_cert)
     try:
         client.token_endpoint = token_url
         url = client.endpoints(issuer, {"revocation_endpoint": revocation_url})["revocation_endpoint"]

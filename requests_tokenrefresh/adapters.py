@@ -17,7 +17,7 @@ from requests.exceptions import UnrewindableBodyError
 from requests.utils import rewind_body
 from urllib3.util.retry import Retry
 
-from ._client_auth import ClientAuth, check_client_auth
+from ._client_auth import ClientAuth, ClientCert, check_client_auth
 from ._clock import Clock, as_clock
 from ._coordinator import Coordinator
 from ._dpop import DPoPKey, DPoPPolicy, Nonces, nonce_challenge, policy
@@ -75,7 +75,7 @@ class _Settings:
     refresher: Refresher | None
     client_id: str | None
     client_secret: str | None = dataclasses.field(repr=False)
-    client_auth: ClientAuth
+    client_auth: ClientAuth | None
     scope: str | None
     leeway: float
     refresh_status_codes: frozenset[int]
@@ -87,6 +87,7 @@ class _Settings:
     allow_insecure_http: bool
     clock: Clock | Callable[[], float]
     dpop: DPoPPolicy | None = None
+    client_cert: ClientCert | None = None
 
     def __post_init__(self) -> None:
         """Refuse what the adapter cannot work with, each with a sentence; seconds become floats."""
@@ -111,6 +112,10 @@ class _Settings:
             if text is not None and (not isinstance(text, str) or not text):
                 raise ValueError(f"{name} must be a non-empty string or None")
         check_client_auth(self.client_auth, self.client_id, self.client_secret)
+        if self.client_cert is not None and not _is_cert(self.client_cert):
+            raise ValueError(
+                "client_cert must be a file path (certificate and key) or a (certificate, key) pair of paths"
+            )
         if self.dpop is not None and self.refresher is not None:
             raise ValueError("dpop needs token_url= or issuer=: a refresher= makes its own token requests")
         for name in ("leeway", "refresh_timeout"):
@@ -157,13 +162,27 @@ class TokenRefreshAdapter(HTTPAdapter):
             :class:`SessionExpiredError` when the refresh token is rejected.
         client_id, client_secret: client credentials for the token endpoint, both optional.
         client_auth: how the client authenticates on every call to the authorization server:
-            ``"basic"`` (``client_secret`` in HTTP Basic, the default), ``"post"`` (in the form
-            body), a :class:`PrivateKeyJWT` (a JWT signed with the client's key, made anew for each
-            call, its audience the token endpoint) or a :class:`ClientAssertion` (a workload
-            identity token, read anew for each call); neither of the last two with ``client_secret``.
+            ``"basic"`` (``client_secret`` in HTTP Basic), ``"post"`` (in the form body), a
+            :class:`PrivateKeyJWT` (a JWT signed with the client's key, made anew for each call,
+            its audience the token endpoint) or a :class:`ClientAssertion` (a workload identity
+            token, read anew for each call); neither of the last two with ``client_secret``. Not
+            given (None): with an ``issuer`` whose metadata lists
+            ``token_endpoint_auth_methods_supported``, ``client_secret_basic`` if listed, else
+            ``client_secret_post``; otherwise ``"basic"``. A method the server does not list is
+            refused at the first refresh (``unsupported_client_auth``), before any secret is sent.
 
             .. versionchanged:: 0.2
                :class:`PrivateKeyJWT` and :class:`ClientAssertion`.
+            .. versionchanged:: 0.3
+               Chosen from the issuer's metadata when not given.
+        client_cert: a client certificate for mutual TLS (RFC 8705): the path of a PEM holding
+            the certificate and its key, or a ``(certificate, key)`` pair of paths, as requests'
+            ``cert``. It is presented on every token request (``tls_client_auth`` with no
+            ``client_secret``; the issuer's ``mtls_endpoint_aliases`` are used) and on every request
+            through the adapter that names no ``cert`` of its own, so that certificate-bound
+            access tokens go out on connections that present their certificate.
+
+            .. versionadded:: 0.3
         scope: a scope to ask for on refresh: a string, or strings (a list or tuple, sent in its
             order, or a set, sent sorted) joined with spaces; by default the granted scope is kept.
         leeway: seconds before expiry at which to refresh; never more than half the lifetime.
@@ -219,7 +238,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         refresher: Refresher | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        client_auth: ClientAuth = "basic",
+        client_auth: ClientAuth | None = None,
         scope: str | Sequence[str] | AbstractSet[str] | None = None,
         leeway: float = DEFAULT_LEEWAY,
         refresh_status_codes: Iterable[int] = DEFAULT_REFRESH_STATUS_CODES,
@@ -232,6 +251,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         clock: Clock | Callable[[], float] = time.time,
         dpop: bool | DPoPKey = False,
         allow_dpop_downgrade: bool = False,
+        client_cert: ClientCert | None = None,
         **kwargs: Any,
     ) -> None:
         self._settings = _Settings(  # checks itself, as a Token does
@@ -255,6 +275,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             allow_insecure_http=allow_insecure_http,
             clock=clock,
             dpop=policy(dpop, allow_dpop_downgrade),
+            client_cert=client_cert,
         )
         if "max_retries" in kwargs:
             kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], self._settings.refresh_status_codes)
@@ -271,6 +292,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._base_url = s.base_url
         self._allow_http = s.allow_insecure_http
         self._refresh_codes = s.refresh_status_codes
+        self._client_cert = s.client_cert  # certificate-bound tokens go on connections that present it
         clock = as_clock(s.clock)
         self._clock = clock.time
         # The class after this one in the method resolution order (HTTPAdapter, or a transport
@@ -292,6 +314,7 @@ class TokenRefreshAdapter(HTTPAdapter):
                 allow_insecure_http=s.allow_insecure_http,
                 clock=clock,
                 dpop=s.dpop,
+                client_cert=s.client_cert,
             )
             self._nonces = self._grant.nonces  # one per origin: the token endpoint's and the APIs'
         else:
@@ -369,6 +392,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             self._sign(request, token)
         # By keyword, as requests calls an adapter: a transport or a mock (responses before 0.24)
         # may take them only so.
+        if cert is None:
+            cert = self._client_cert
         response = self._transport.send(
             self, request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
         )
@@ -471,7 +496,8 @@ class TokenRefreshAdapter(HTTPAdapter):
                 token_url=self._grant.token_url if isinstance(self._grant, OAuthRefreshGrant) else None,
                 client_id=s.client_id,
                 client_secret=s.client_secret,
-                client_auth=s.client_auth,
+                client_auth=getattr(self._grant, "client_auth", s.client_auth),  # as the metadata chose
+                client_cert=s.client_cert,
                 timeout=s.refresh_timeout,
                 allow_insecure_http=s.allow_insecure_http,
             )
@@ -604,6 +630,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         if not isinstance(s.client_auth, str):
             secret = f", client_auth={s.client_auth!r}"
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
+
+
+def _is_cert(cert: object) -> bool:
+    if isinstance(cert, tuple):
+        return len(cert) == 2 and all(isinstance(p, str) and p for p in cert)
+    return isinstance(cert, str) and bool(cert)
 
 
 def _status_codes(codes: Iterable[int]) -> frozenset[int]:

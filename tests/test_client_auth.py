@@ -543,3 +543,97 @@ def test_login_errors_scrub_an_echoed_assertion(monkeypatch: pytest.MonkeyPatch)
     assert info.value.error == "invalid_client"
     assert sent not in str(info.value)
     assert CLIENT_ASSERTION_TYPE  # the constant tests and servers use
+
+
+# -- the method, chosen from the issuer's metadata ----------------------------------------------
+
+
+def _issuer_with_methods(mock: Any, host: str, methods: list[str], **extra: Any) -> str:
+    """Mock an issuer at ``host`` whose metadata lists ``methods``; return its URL."""
+    issuer = f"https://{host}"
+    document = {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/token",
+        "token_endpoint_auth_methods_supported": methods,
+        **extra,
+    }
+    mock.get(f"{issuer}/.well-known/openid-configuration", json=document)
+    mock.post(f"{issuer}/token", json={"access_token": "at-2", "expires_in": 60})
+    mock.post(f"{issuer}/mtls/token", json={"access_token": "at-3", "expires_in": 60})
+    return issuer
+
+
+def _token_calls(mock: Any) -> list[Any]:
+    return [c.request for c in mock.calls if c.request.method == "POST"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "where"),
+    [
+        (["client_secret_post", "private_key_jwt"], "body"),
+        (["client_secret_basic", "client_secret_post"], "header"),
+        ([], "header"),  # the server does not say: basic
+    ],
+)
+def test_a_method_not_given_is_chosen_from_the_metadata(methods: list[str], where: str) -> None:
+    import responses
+
+    _clear_cache()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        issuer = _issuer_with_methods(mock, "choose.example", methods)
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(Token("at-1", "rt-1")), issuer=issuer, client_id="cli", client_secret="s3cret"
+        )
+        adapter.refresh()
+        (sent,) = _token_calls(mock)
+    in_body = "client_secret=s3cret" in (sent.body or "")
+    assert in_body == (where == "body")
+    assert ("Authorization" in sent.headers) == (where == "header")
+
+
+def test_a_method_the_server_does_not_list_is_refused_before_any_secret_is_sent() -> None:
+    import responses
+
+    _clear_cache()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        issuer = _issuer_with_methods(mock, "refuse.example", ["private_key_jwt", "tls_client_auth"])
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(Token("at-1", "rt-1")),
+            issuer=issuer,
+            client_id="cli",
+            client_secret="s3cret",
+            client_auth="post",
+        )
+        with pytest.raises(RefreshError, match=r"unsupported_client_auth.*client_secret_post") as caught:
+            adapter.refresh()
+        assert not _token_calls(mock)
+    assert not caught.value.retryable
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_client_certificate_uses_the_mtls_alias_and_needs_no_secret(tmp_path: Path) -> None:
+    import responses
+
+    _clear_cache()
+    cert = tmp_path / "client.pem"
+    cert.write_text("unused by the mock")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        issuer = _issuer_with_methods(
+            mock,
+            "mtls.example",
+            ["self_signed_tls_client_auth"],
+            mtls_endpoint_aliases={"token_endpoint": "https://mtls.example/mtls/token"},
+        )
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(Token("at-1", "rt-1")), issuer=issuer, client_id="cli", client_cert=str(cert)
+        )
+        assert adapter.refresh().access_token == "at-3"
+        (sent,) = _token_calls(mock)
+    assert sent.url == "https://mtls.example/mtls/token"
+    assert "client_id=cli" in (sent.body or "")
+    assert "Authorization" not in sent.headers
+
+
+def test_a_bad_client_cert_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="client_cert must be"):
+        TokenRefreshAdapter(MemoryStorage(), token_url="https://a.example/token", client_cert=("only-one",))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from .._client_auth import ClientAuth
+from .._client_auth import ClientAuth, ClientCert
 from .._discovery import DEFAULT_TIMEOUT
 from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
@@ -45,7 +45,7 @@ def login_browser(
     authorization_url: str | None = None,
     token_url: str | None = None,
     client_secret: str | None = None,
-    client_auth: ClientAuth = "basic",
+    client_auth: ClientAuth | None = None,
     scope: str | None = None,
     storage: TokenStorage | None = None,
     port: int = 0,
@@ -60,6 +60,7 @@ def login_browser(
     allow_insecure_http: bool = False,
     dpop: bool | DPoPKey = False,
     allow_dpop_downgrade: bool = False,
+    client_cert: ClientCert | None = None,
 ) -> Token:
     """Log in with the user's browser: authorization code grant, PKCE S256, loopback redirect.
 
@@ -84,7 +85,8 @@ def login_browser(
         client_secret: the client secret of a confidential client; most CLI clients have none.
         client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
             :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
-            (on every request to the server; see :doc:`/client-auth`).
+            (on every request to the server; see :doc:`/client-auth`). None: chosen from the
+            issuer's metadata (``token_endpoint_auth_methods_supported``), else ``"basic"``.
         scope: the scope to ask for; with ``openid`` in it, a ``nonce`` is sent and checked.
         storage: where to save the token; nothing is saved if the login fails.
         port: the loopback port, or 0 for one the OS picks. Some servers want the registered
@@ -107,6 +109,11 @@ def login_browser(
             .. versionadded:: 0.3
         allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token (refused by default:
             ``dpop_downgrade``).
+        client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``: the
+            client authenticates with it (``tls_client_auth``) where it has no secret, and the
+            server's ``mtls_endpoint_aliases`` are used.
+
+            .. versionadded:: 0.3
 
     Returns:
         The new token.
@@ -130,7 +137,9 @@ def login_browser(
 
     extra = _extra(extra_params, _BROWSER_PARAMS)
     out = sys.stderr if stream is None else stream
-    client = EndpointClient(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
+    client = EndpointClient(
+        client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http, client_cert
+    )
     client.use_dpop(dpop, allow_dpop_downgrade)
     try:
         urls = client.endpoints(issuer, {"authorization_endpoint": authorization_url, "token_endpoint": token_url})

@@ -11,7 +11,7 @@ from typing import TextIO
 
 import requests
 
-from .._client_auth import ClientAuth
+from .._client_auth import ClientAuth, ClientCert
 from .._discovery import DEFAULT_TIMEOUT
 from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
@@ -45,7 +45,7 @@ def login_device(
     device_authorization_url: str | None = None,
     token_url: str | None = None,
     client_secret: str | None = None,
-    client_auth: ClientAuth = "basic",
+    client_auth: ClientAuth | None = None,
     scope: str | None = None,
     storage: TokenStorage | None = None,
     timeout: float | None = None,
@@ -56,6 +56,7 @@ def login_device(
     allow_insecure_http: bool = False,
     dpop: bool | DPoPKey = False,
     allow_dpop_downgrade: bool = False,
+    client_cert: ClientCert | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Token:
@@ -75,7 +76,8 @@ def login_device(
         client_secret: the client secret of a confidential client, if any.
         client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
             :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
-            (on every request to the server; see :doc:`/client-auth`).
+            (on every request to the server; see :doc:`/client-auth`). None: chosen from the
+            issuer's metadata (``token_endpoint_auth_methods_supported``), else ``"basic"``.
         scope: the scope to ask for.
         storage: where to save the token; nothing is saved if the login fails.
         timeout: seconds to wait at most; the device code's ``expires_in`` by default.
@@ -92,6 +94,11 @@ def login_device(
             .. versionadded:: 0.3
         allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token (refused by default:
             ``dpop_downgrade``).
+        client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``: the
+            client authenticates with it (``tls_client_auth``) where it has no secret, and the
+            server's ``mtls_endpoint_aliases`` are used.
+
+            .. versionadded:: 0.3
         sleep: waits between polls (tests pass a fake).
         clock: a monotonic clock in seconds, read with ``sleep``.
 
@@ -112,7 +119,9 @@ def login_device(
         raise ValueError("client_id must be a non-empty string")
     extra = _extra(extra_params, _DEVICE_PARAMS)
     out = sys.stderr if stream is None else stream
-    client = EndpointClient(client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http)
+    client = EndpointClient(
+        client_id, client_secret, client_auth, session, request_timeout, allow_insecure_http, client_cert
+    )
     client.use_dpop(dpop, allow_dpop_downgrade)
     try:
         urls = client.endpoints(

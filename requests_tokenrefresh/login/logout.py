@@ -6,7 +6,7 @@ import logging
 
 import requests
 
-from .._client_auth import ClientAuth
+from .._client_auth import ClientAuth, ClientCert
 from .._discovery import DEFAULT_TIMEOUT
 from .._revocation import revoke_token
 from ..exceptions import (
@@ -31,10 +31,11 @@ def logout(
     token_url: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
-    client_auth: ClientAuth = "basic",
+    client_auth: ClientAuth | None = None,
     session: requests.Session | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     allow_insecure_http: bool = False,
+    client_cert: ClientCert | None = None,
 ) -> bool:
     """Revoke the stored token where the server allows it, then delete the record, whatever happened.
 
@@ -51,10 +52,14 @@ def logout(
         client_secret: the client secret of a confidential client.
         client_auth: how the client authenticates: ``"basic"`` (HTTP Basic), ``"post"`` (form body), a
             :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
-            (on every request to the server; see :doc:`/client-auth`).
+            (on every request to the server; see :doc:`/client-auth`). None: chosen from the
+            issuer's metadata, else ``"basic"``.
         session: the session to send with; a private one by default.
         timeout: seconds for each HTTP request.
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
+        client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``.
+
+            .. versionadded:: 0.3
 
     Returns:
         True if the tokens were revoked at the server; False if there was nothing stored or no
@@ -89,6 +94,7 @@ def logout(
                     session=session,
                     timeout=timeout,
                     allow_insecure_http=allow_insecure_http,
+                    client_cert=client_cert,
                 )
                 revoked = True
             else:
