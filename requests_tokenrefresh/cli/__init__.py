@@ -1,8 +1,9 @@
-"""The ``requests-tokenrefresh`` command: log in and out, inspect, import, refresh, and the live demo.
+"""The ``requests-tokenrefresh`` command: log in and out, inspect, import, refresh, rekey, and the live demo.
 
 :func:`main` runs it (the console script and ``python -m requests_tokenrefresh``); the commands
 live in one module each: ``login`` (login, logout), ``records`` (status, import, clear),
-``refresh``, ``store`` (where a command reads and writes the record), ``format`` (what it prints).
+``refresh``, ``rekey``, ``store`` (where a command reads and writes the record), ``encryption``
+(``--encrypted``: the record in an EncryptedStorage), ``format`` (what it prints).
 """
 
 from __future__ import annotations

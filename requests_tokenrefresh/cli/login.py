@@ -28,7 +28,7 @@ from ..login import (
 )
 from ..tokens import Token
 from .format import CLIENT_SECRET_ENV, _CommandError, _duration, _seconds, _shown_url, _when
-from .store import _A_TOKEN, FORCE_HELP, _load, _replacing, _storage, _store_problem, _where
+from .store import _A_TOKEN, FORCE_HELP, _EncryptedRecord, _load, _replacing, _storage, _store_problem, _where
 
 __all__ = ["LOGIN_EPILOG", "add_login_arguments", "add_logout_arguments"]
 
@@ -194,6 +194,8 @@ def _logout(args: argparse.Namespace) -> int:
     revocation = args.issuer is not None or args.revocation_url is not None
     try:
         token = _load(storage)
+    except _EncryptedRecord:
+        raise  # it needs its keys to be revoked: never deleted unread
     except _CommandError as exc:  # a record that is not a token: nothing to revoke, but it goes all the same
         storage.delete()
         message = f"the {_where(storage)} did not hold a token record, so nothing was revoked; it was deleted"

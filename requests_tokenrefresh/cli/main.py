@@ -5,8 +5,10 @@ that share only Redis); ``login`` gets the first token (browser or device flow) 
 revokes and deletes it; ``status``, ``import``, ``refresh`` and ``clear`` look after the token a
 :class:`KeyringStorage` keeps in the OS keyring (``--service``/``--username``), a
 :class:`RedisStorage` keeps in Redis (``--redis URL --key KEY``) or a :class:`FileStorage` keeps
-in a file (``--file PATH``). The commands live in ``login``, ``records`` and
-``refresh`` of this package; the store options in ``store``.
+in a file (``--file PATH``), encrypted with ``--encrypted`` (:class:`EncryptedStorage`, keys from
+``REQUESTS_TOKENREFRESH_KEYS``); ``rekey`` encrypts it again with the newest key. The commands
+live in ``login``, ``records``, ``refresh`` and ``rekey`` of this package; the store options in
+``store`` and ``encryption``.
 No command prints a token, a refresh token or a client secret unless given ``--show-secrets``
 (``refresh`` writes a token it could not store in the keyring to a file only the user can read);
 errors are one line on stderr and exit status 1 (usage errors: 2).
@@ -29,6 +31,7 @@ from .format import PROG, _CommandError, _file_error, _seconds
 from .login import LOGIN_EPILOG, add_login_arguments, add_logout_arguments
 from .records import _clear, _import, _status, describe
 from .refresh import _refresh
+from .rekey import REKEY_EPILOG, _rekey
 from .store import FORCE_HELP, add_store_options
 from .store import REDIS_URL_ENV as _REDIS_URL_ENV
 
@@ -209,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         "data directory, such as ~/.local/share/requests-tokenrefresh)",
     )
     refresh.set_defaults(func=_refresh)
+
+    rekey = command(
+        "rekey", "encrypt the stored token again with the newest key, after a rotation", epilog=REKEY_EPILOG
+    )
+    entry(rekey, encrypted=True)
+    rekey.set_defaults(func=_rekey)
 
     clear = command("clear", "delete the stored token")
     entry(clear)

@@ -13,7 +13,7 @@ from ..login import refresh_token_expires_at
 from ..storage import FileStorage, KeyringStorage, RedisStorage, TokenStorage
 from ..tokens import Token, parse_number
 from .format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
-from .store import _load, _load_token, _replacing, _storage, _where
+from .store import _inner, _keeping_encryption, _load, _load_token, _replacing, _storage, _where
 
 __all__ = ["describe"]
 
@@ -62,6 +62,7 @@ def describe(token: Token, *, show_secrets: bool = False, now: float | None = No
 
 
 def _print_status(storage: TokenStorage, info: dict[str, Any]) -> None:
+    storage = _inner(storage)  # the store itself, whether or not its record is encrypted
     if info["expires_at"] is None:
         expires = "unknown (no expires_in and no JWT exp): the adapter relies on 401 responses"
     elif info["expired"]:
@@ -113,13 +114,14 @@ def _status(args: argparse.Namespace) -> int:
     storage = _storage(args)
     info = describe(_load_token(storage), show_secrets=args.show_secrets)
     if args.json:
-        if isinstance(storage, RedisStorage):
-            names = {"redis": storage.location, "key": storage.key}
-        elif isinstance(storage, FileStorage):
-            names = {"file": storage.path}
+        inner = _inner(storage)
+        if isinstance(inner, RedisStorage):
+            names = {"redis": inner.location, "key": inner.key}
+        elif isinstance(inner, FileStorage):
+            names = {"file": inner.path}
         else:
-            assert isinstance(storage, KeyringStorage)
-            names = {"service": storage.service, "username": storage.username}
+            assert isinstance(inner, KeyringStorage)
+            names = {"service": inner.service, "username": inner.username}
         print(json.dumps({**names, **info}, indent=2))
     else:
         _print_status(storage, info)
@@ -196,6 +198,8 @@ def _import(args: argparse.Namespace) -> int:
         raise _CommandError(f"{source}: {exc}") from exc
     if not args.force:
         _replacing(storage, "import", force=False)  # a value that is not a token stays
+    else:
+        _keeping_encryption(storage, "import")  # no token in clear over an encrypted one, forced or not
     storage.save(token)
     print(f"stored token {fingerprint(token.access_token)} in {_where(storage)}")
     _print_status(storage, describe(token))
@@ -203,11 +207,11 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    storage = _storage(args)
+    storage = _inner(_storage(args))  # an encrypted record is deleted whatever its key: no key is needed
     try:
         stored = _load(storage) is not None
     except _CommandError:
-        stored = True  # a record that is not a token: it is deleted too
+        stored = True  # a record that is not a token, or an encrypted one: it is deleted too
     if not stored:
         print(f"nothing is stored in {_where(storage)}: nothing to delete")
         return 0

@@ -14,6 +14,7 @@ import platformdirs
 from .._redact import fingerprint
 from ..adapters import TokenRefreshAdapter
 from ..exceptions import InsecureTransportError, RefreshError, SessionExpiredError
+from ..storage import EncryptedStorage, TokenStorage
 from ..tokens import Token
 from .format import CLIENT_SECRET_ENV, PROG, _CommandError, _file_error, _network_reason, _shown_url
 from .records import _print_status, describe
@@ -25,6 +26,7 @@ from .store import (
     _entry_args,
     _load_token,
     _store_name,
+    _wrap,
 )
 
 __all__: list[str] = []
@@ -45,11 +47,18 @@ def _write_unsaved(token: Token, path: str | None) -> str:
 
 
 def _unsaved(
-    storage: _CommandStorage | _CommandFileStorage | _CommandRedisStorage, new: Token, rotated: bool, path: str | None
+    noting: _CommandStorage | _CommandFileStorage | _CommandRedisStorage,
+    storage: TokenStorage,
+    new: Token,
+    rotated: bool,
+    path: str | None,
 ) -> _CommandError:
-    """The error for a refreshed token the store did not store; the token goes to a file first."""
+    """The error for a refreshed token the store did not store; the token goes to a file first (in clear, 0600).
+
+    ``noting`` is the store, ``storage`` what the command used: the store, or an EncryptedStorage around it.
+    """
     store = _store_name(storage)
-    why = " ".join(str(storage.save_error).split())
+    why = " ".join(str(noting.save_error).split())
     what = "a new refresh token (the old one is spent)" if rotated else "a new access token"
     written, problems = None, []
     for candidate in dict.fromkeys([path, None]):  # the user's path, else the default place
@@ -63,15 +72,17 @@ def _unsaved(
             f"the token endpoint issued {what}, but {store} could not store it ({why}) and "
             f"{'; '.join(problems)}: it is lost, log in again"
         )
+    readable = "in clear, readable by you only" if isinstance(storage, EncryptedStorage) else "readable by you only"
     return _CommandError(
         f"the token endpoint issued {what}, but {store} could not store it ({why}); it was written to "
-        f"{written} (readable by you only): when {store} works, run "
+        f"{written} ({readable}): when {store} works, run "
         f"`{PROG} import {_entry_args(storage)} {shlex.quote(written)}` and delete the file"
     )
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    storage = _command_storage(args, allow_delete=args.delete_on_invalid_grant)
+    noting = _command_storage(args, allow_delete=args.delete_on_invalid_grant)
+    storage = _wrap(args, noting)  # an EncryptedStorage saves and deletes through ``noting`` too
     old = _load_token(storage)
     if old.refresh_token is None:
         raise _CommandError("the stored token has no refresh token: log in again and import a new token")
@@ -120,8 +131,8 @@ def _refresh(args: argparse.Namespace) -> int:
     finally:
         adapter.close()
     rotated = new.refresh_token != old.refresh_token
-    if storage.save_error is not None:
-        raise _unsaved(storage, new, rotated, args.unsaved_token_file)
+    if noting.save_error is not None:
+        raise _unsaved(noting, storage, new, rotated, args.unsaved_token_file)
     print(
         f"refreshed: access token {fingerprint(old.access_token)} -> {fingerprint(new.access_token)}, "
         f"refresh token {'rotated' if rotated else 'kept'} "

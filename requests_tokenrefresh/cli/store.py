@@ -1,10 +1,12 @@
 """The token's store as the options name it: a keyring entry, a Redis key or a file, and what it holds.
 
 The commands name the store with ``--service``/``--username`` (:class:`KeyringStorage`),
-``--redis``/``--key`` (:class:`RedisStorage`) or ``--file`` (:class:`FileStorage`). ``refresh``
-uses storages that note a failed save and a delete it was not asked to do (:class:`_Noting`).
-A stored value that is not a token record is named as such, with what to do (:func:`_record_problem`);
-``import`` and ``login`` replace it only when forced (:func:`_replacing`).
+``--redis``/``--key`` (:class:`RedisStorage`) or ``--file`` (:class:`FileStorage`), and with
+``--encrypted`` wrap it in an :class:`EncryptedStorage` (the ``encryption`` module; messages name
+the store inside, :func:`_inner`). ``refresh`` uses storages that note a failed save and a delete
+it was not asked to do (:class:`_Noting`). A stored value that is not a token record is named as
+such, with what to do (:func:`_record_problem`); ``import`` and ``login`` replace it only when
+forced (:func:`_replacing`), and never store a token in clear over an encrypted one.
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ import json
 import os
 import shlex
 import stat
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keyring
 
 from ..exceptions import TokenStorageError
-from ..storage import FileStorage, KeyringStorage, RedisStorage, RefreshLease, TokenStorage
+from ..storage import EncryptedStorage, FileStorage, KeyringStorage, RedisStorage, RefreshLease, TokenStorage
 from ..storage.base import describe, record_kind
 from ..tokens import RECORD_VERSION, Token
+from .encryption import (
+    ENCRYPTED_ADVICE,
+    KEYS_ENV,
+    _encrypted,
+    _encryption_args,
+    _encryption_problem,
+    _key_id,
+    add_encryption_options,
+)
 from .format import PROG, _CommandError
 
 __all__ = ["FORCE_HELP", "REDIS_URL_ENV", "add_store_options"]
@@ -30,6 +42,12 @@ __all__ = ["FORCE_HELP", "REDIS_URL_ENV", "add_store_options"]
 REDIS_URL_ENV = "REQUESTS_TOKENREFRESH_REDIS_URL"
 #: The help of ``--force`` (``import``, ``login``): what :func:`_replacing` refuses unforced.
 FORCE_HELP = "replace a stored value that is not a token (another program's secret, say); a token is always replaced"
+
+_T = TypeVar("_T")
+
+
+class _EncryptedRecord(_CommandError):
+    """The store holds an encrypted record and the command was not given ``--encrypted``: it needs the keys."""
 
 
 class _Noting:
@@ -167,7 +185,7 @@ def _redis_storage(args: argparse.Namespace, *, allow_delete: bool = True) -> _C
 def _command_storage(
     args: argparse.Namespace, *, allow_delete: bool
 ) -> _CommandStorage | _CommandFileStorage | _CommandRedisStorage:
-    """The store the options name, noting what ``refresh`` needs to know (see :class:`_Noting`)."""
+    """The store the options name, noting what ``refresh`` needs to know (see :class:`_Noting`); unencrypted."""
     if args.key is not None:
         return _redis_storage(args, allow_delete=allow_delete)
     if args.token_file is not None:
@@ -176,15 +194,29 @@ def _command_storage(
 
 
 def _storage(args: argparse.Namespace) -> TokenStorage:
+    """The store the options name: in an EncryptedStorage with ``--encrypted``."""
     if args.key is not None:
-        return _redis_storage(args)
-    if args.token_file is not None:
-        return FileStorage(args.token_file)
-    return KeyringStorage(args.service, args.username)
+        inner: TokenStorage = _redis_storage(args)
+    elif args.token_file is not None:
+        inner = FileStorage(args.token_file)
+    else:
+        inner = KeyringStorage(args.service, args.username)
+    return _wrap(args, inner)
+
+
+def _wrap(args: argparse.Namespace, inner: TokenStorage) -> TokenStorage:
+    """``inner``, in an EncryptedStorage with ``--encrypted`` (its keys read from the environment now)."""
+    return _encrypted(args, inner, f"the {_where(inner, quoted=True)}")
+
+
+def _inner(storage: TokenStorage) -> TokenStorage:
+    """The keyring entry, Redis key or token file itself: inside an EncryptedStorage, the storage it wraps."""
+    return storage.inner if isinstance(storage, EncryptedStorage) else storage
 
 
 def _where(storage: TokenStorage, quoted: bool = False) -> str:
     """Where the token lives, for messages; a Redis URL without its password."""
+    storage = _inner(storage)
     if isinstance(storage, RedisStorage):
         return (
             f"Redis key {storage.key!r} at {storage.location}"
@@ -200,36 +232,57 @@ def _where(storage: TokenStorage, quoted: bool = False) -> str:
 
 
 def _store_name(storage: TokenStorage) -> str:
+    storage = _inner(storage)
     if isinstance(storage, FileStorage):
         return "the token file"
     return "Redis" if isinstance(storage, RedisStorage) else "the keyring"
 
 
 def _entry_args(storage: TokenStorage) -> str:
-    if isinstance(storage, RedisStorage):
-        key = f"--key {shlex.quote(storage.key)}"
-        if isinstance(storage, _Noting) and storage.url_from_env:
-            return key  # the URL (and its password) stays in the environment variable
-        return f"--redis {shlex.quote(storage.location)} {key}"  # a password shows as ***
-    if isinstance(storage, FileStorage):
-        return f"--file {shlex.quote(storage.path)}"
-    assert isinstance(storage, KeyringStorage)
-    return f"--service {shlex.quote(storage.service)} --username {shlex.quote(storage.username)}"
+    """The options that name ``storage``, ``--encrypted`` (and ``--keys-env``) included."""
+    inner = _inner(storage)
+    if isinstance(inner, RedisStorage):
+        key = f"--key {shlex.quote(inner.key)}"
+        if isinstance(inner, _Noting) and inner.url_from_env:
+            return key + _encryption_args(storage)  # the URL (and its password) stays in the environment variable
+        return f"--redis {shlex.quote(inner.location)} {key}" + _encryption_args(storage)  # a password shows as ***
+    if isinstance(inner, FileStorage):
+        return f"--file {shlex.quote(inner.path)}" + _encryption_args(storage)
+    assert isinstance(inner, KeyringStorage)
+    return f"--service {shlex.quote(inner.service)} --username {shlex.quote(inner.username)}" + _encryption_args(
+        storage
+    )
+
+
+def _reading(storage: TokenStorage, read: Callable[[], _T]) -> _T:
+    """``read()`` (a load, a rekey); a record that is not a token is a :class:`_CommandError` that says what to do."""
+    try:
+        return read()
+    except TokenStorageError as exc:
+        inner = _inner(storage)
+        if isinstance(inner, FileStorage):
+            raise  # its message names the problem and what to do
+        if isinstance(inner, RedisStorage) and not isinstance(exc.__cause__, (ValueError, RecursionError)):
+            raise  # Redis itself failed (unreachable, refused): asking again would only wait again
+        problem = _record_problem(inner)
+        if problem is None:
+            raise  # the keyring itself failed, or the record does not decrypt: its message says why
+        raise _CommandError(problem) from exc
 
 
 def _load(storage: TokenStorage) -> Token | None:
-    """The stored token, or None; a record that is not a token is a :class:`_CommandError` that says what to do."""
-    try:
-        return storage.load()
-    except TokenStorageError as exc:
-        if isinstance(storage, FileStorage):
-            raise  # its message names the problem and what to do
-        if isinstance(storage, RedisStorage) and not isinstance(exc.__cause__, (ValueError, RecursionError)):
-            raise  # Redis itself failed (unreachable, refused): asking again would only wait again
-        problem = _record_problem(storage)
-        if problem is None:
-            raise  # the keyring itself failed
-        raise _CommandError(problem) from exc
+    """The stored token, or None; a record that is not a token is a :class:`_CommandError` that says what to do.
+
+    Raises:
+        _EncryptedRecord: the record is encrypted, and ``storage`` is no EncryptedStorage.
+    """
+    token = _reading(storage, storage.load)
+    kid = None if isinstance(storage, EncryptedStorage) else _key_id(token)
+    if kid is not None:
+        raise _EncryptedRecord(
+            f"the {_where(storage, quoted=True)} holds an encrypted token (key id {kid!r}): {ENCRYPTED_ADVICE}"
+        )
+    return token
 
 
 def _load_token(storage: TokenStorage) -> Token:
@@ -367,9 +420,11 @@ def _replacing(storage: TokenStorage, command: str, *, force: bool) -> str | Non
 
     Raises:
         _CommandError: the store holds a value that is no token and ``force`` is false: it may be
-            another program's secret, and it is never replaced unasked.
+            another program's secret, and it is never replaced unasked. Or see :func:`_keeping_encryption`.
     """
-    held = _stored_value(storage)
+    held = _stored_value(_inner(storage))
+    if held == _A_TOKEN:
+        _keeping_encryption(storage, command)
     if held is None or held == _A_TOKEN or force:
         return held
     raise _CommandError(
@@ -378,7 +433,44 @@ def _replacing(storage: TokenStorage, command: str, *, force: bool) -> str | Non
     )
 
 
+def _keeping_encryption(storage: TokenStorage, command: str) -> None:
+    """Refuse a save by ``command`` (import, login) that would replace an encrypted token with one in clear,
+    or with one under keys that the record's key id is not among (the holders of its key could not read it).
+
+    Forced or not: ``--force`` is for values that are no token. A store that cannot be read says so later.
+    """
+    try:
+        kid = _key_id(_inner(storage).load())
+    except TokenStorageError:
+        return
+    if kid is None:
+        return  # nothing, or a token in clear: replaced (encrypted, with --encrypted)
+    clear = f"`{PROG} clear {_entry_args(_inner(storage))}`"
+    where = _where(storage, quoted=True)
+    if not isinstance(storage, EncryptedStorage):
+        raise _CommandError(
+            f"the {where} holds an encrypted token (key id {kid!r}), which {command} would replace with a token "
+            f"in clear: {ENCRYPTED_ADVICE}; or delete it first with {clear}"
+        )
+    try:
+        storage.load()
+    except TokenStorageError as exc:
+        raise _CommandError(
+            f"{' '.join(str(exc).split())}; {command} would replace it with a record that the holders of key id "
+            f"{kid!r} cannot read: check {_keys_env(storage)}, or delete it first with {clear}"
+        ) from exc
+
+
+def _keys_env(storage: EncryptedStorage) -> str:
+    return getattr(storage, "keys_env", KEYS_ENV)
+
+
 def _store_problem(args: argparse.Namespace) -> str | None:
+    """Why the store options (and the encryption options) do not fit together, or None."""
+    return _entry_problem(args) or _encryption_problem(args)
+
+
+def _entry_problem(args: argparse.Namespace) -> str | None:
     """Why the options do not name exactly one store (keyring entry, Redis key or token file), or None."""
     keyring_options = [name for name, value in (("--service", args.service), ("--username", args.username)) if value]
     redis_options = [name for name, value in (("--redis", args.redis), ("--key", args.key)) if value is not None]
@@ -411,8 +503,11 @@ def _store_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def add_store_options(sub: argparse.ArgumentParser) -> None:
-    """Add the options that name the token's store; ``main`` checks them with :func:`_store_problem`."""
+def add_store_options(sub: argparse.ArgumentParser, *, encrypted: bool = False) -> None:
+    """Add the options that name the token's store; ``main`` checks them with :func:`_store_problem`.
+
+    The encryption options too; ``encrypted``: the command always works on an encrypted record (``rekey``).
+    """
     # Pairs, one of them required: argparse's exclusive groups take single options, so main()
     # checks the pairs (_store_problem) and reports a usage error.
     ring = sub.add_argument_group("the token in the OS keyring")
@@ -429,4 +524,5 @@ def add_store_options(sub: argparse.ArgumentParser) -> None:
     plain.add_argument(
         "--file", dest="token_file", metavar="PATH", help="the token file (FileStorage), for machines without a keyring"
     )
+    add_encryption_options(sub, implied=encrypted)
     sub.set_defaults(check=_store_problem)
