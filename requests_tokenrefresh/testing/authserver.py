@@ -12,6 +12,9 @@ For the logins it also publishes its metadata (OpenID Connect and RFC 8414), an 
 page with a login form (authorization code + PKCE S256), a device authorization endpoint with a
 ``/device`` approval page (RFC 8628) and a revocation endpoint (RFC 7009), each with modes for the
 pitfalls a client must survive (see the ``*_mode`` attributes).
+
+Two modes bind tokens to a key the client holds: DPoP (RFC 9449; the rules are in :mod:`._dpop`)
+and mutual TLS (RFC 8705; the certificates and the TLS layer are in :mod:`._tls`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
+
+from ._dpop import ALGORITHMS as DPOP_ALGORITHMS
+from ._dpop import DPoPGuard, ProofError
+from ._tls import KitTLS, TLSMixIn, certificate_thumbprint, peer_certificate
 
 __all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "MAX_ASSERTION_LIFETIME", "ROTATION_MODES"]
 
@@ -91,6 +98,19 @@ class _Family:
     revoked: bool = False
     previous_refresh: str | None = None  # the one current_refresh replaced, and when
     rotated_at: float = 0.0
+    jkt: str | None = None  # the DPoP key its refresh tokens are bound to
+
+
+@dataclasses.dataclass
+class _Request:
+    """What the endpoints need of a request besides its body, and the headers they add to its answer."""
+
+    method: str
+    path: str
+    urls: tuple[str, ...]  # the URLs it was sent to: the server's own and the Host header's, with the path
+    dpop: list[str] = dataclasses.field(default_factory=list)  # its DPoP headers
+    cert: bytes | None = None  # the client's certificate (DER), on a TLS connection
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class AuthServer:
@@ -146,8 +166,29 @@ class AuthServer:
             assertion included, is answered ``401`` ``invalid_client``. Each accepted assertion's
             claims go to :attr:`assertion_log`.
         jwt: issue access tokens as unsigned-looking JWTs with an ``exp`` claim instead of
-            opaque strings (the client reads ``exp`` without verifying).
+            opaque strings (the client reads ``exp`` without verifying); a bound token's JWT
+            carries its ``cnf`` claim.
         host: the loopback address to listen on (on a free port).
+        dpop: DPoP mode (RFC 9449): every grant at the token endpoint needs a ``DPoP`` proof
+            (``ES256``, ``RS256`` or ``PS256``; see :attr:`dpop_required`), and issues
+            ``token_type`` ``DPoP`` tokens bound to the proof key's thumbprint (``cnf``
+            ``{"jkt": ...}``; the refresh token's family too: a refresh with a proof of another
+            key is answered ``invalid_grant``, revoking nothing). The API then wants a bound
+            token as ``Authorization: DPoP <token>`` with a proof whose ``ath`` is the token's
+            hash, of the same key; else ``401`` and ``WWW-Authenticate: DPoP
+            error="invalid_token"`` (or ``"invalid_dpop_proof"``, ``"use_dpop_nonce"``). A
+            refused proof at the token endpoint is answered ``400`` ``invalid_dpop_proof`` (or
+            ``use_dpop_nonce`` with a ``DPoP-Nonce`` header). An authorization request's
+            ``dpop_jkt`` binds its code to that key.
+        tls: serve HTTPS (:attr:`url` is ``https://...``) with a certificate of a CA made for
+            this server alone (:attr:`ca`, :attr:`ca_path`); needs ``trustme``.
+        client_cert_auth: with ``tls``, mutual TLS (RFC 8705): the server asks for a client
+            certificate of :attr:`ca` (see :meth:`issue_client_cert`); a client with
+            ``client_id`` and neither secret nor public key authenticates by presenting one
+            (``tls_client_auth``, with ``client_id`` in the form), else ``401``
+            ``invalid_client``; tokens issued on a connection with a certificate are bound to it
+            (``cnf`` ``{"x5t#S256": ...}``), and the API refuses them (``401``
+            ``invalid_token``) on a connection without that certificate.
 
     Attributes:
         refresh_calls (int): requests to ``/token`` so far, of any grant, canned ones included.
@@ -186,6 +227,30 @@ class AuthServer:
             identity tokens, which live an hour or more.
         codes (dict): the authorization codes issued and not yet redeemed.
         devices (dict): the device codes issued: ``user_code``, ``approved``, ``polls`` ...
+        dpop (bool): as the argument.
+        dpop_required (bool): in DPoP mode, whether a token request without a proof is refused
+            (``True``, the default) or granted ``Bearer`` tokens.
+        dpop_nonce (bool): whether proofs must carry the server's current nonce (RFC 9449 §8,
+            §9); off by default. Token responses and API answers then carry ``DPoP-Nonce``.
+            The token endpoint and the API have a nonce each (an authorization server's and a
+            resource server's), unless :attr:`dpop_nonce_shared`. Only the current nonce is
+            accepted, so each rotation costs a client one retry.
+        dpop_nonce_interval (float): seconds after which a nonce is replaced (300).
+        dpop_nonce_shared (bool): one nonce for the token endpoint and the API (both are on one
+            origin here); False by default.
+        dpop_iat_window (float): how far (seconds) a proof's ``iat`` may be from now (60).
+        dpop_log (list[dict]): one entry per proof accepted: ``kind`` (``"token"`` or
+            ``"api"``), ``endpoint`` (the path), ``jkt``, ``htm``, ``htu``, ``nonce`` (whether
+            it carried one).
+        dpop_rejections (list[str]): why each refused proof was refused.
+        dpop_nonce_errors (dict[str, int]): ``use_dpop_nonce`` answers per kind (``"token"``,
+            ``"api"``).
+        client_cert_auth (bool): as the argument.
+        mtls_aliases (bool): serve the token endpoint also at ``/mtls/token`` and advertise it
+            in the metadata's ``mtls_endpoint_aliases`` (RFC 8705 §5).
+        ca (trustme.CA | None): the CA of a TLS server's certificates (None without ``tls``).
+        ca_path (str | None): its certificate's PEM file, for ``verify=`` (removed at
+            :meth:`stop`).
         lock (threading.Lock): guards the counters, logs and token tables.
         gate (threading.Event): ``/token`` waits on it (up to 60 s) while it is clear; see
             :meth:`hold_refresh`.
@@ -205,12 +270,17 @@ class AuthServer:
         client_public_key: Any = None,
         jwt: bool = False,
         host: str = "127.0.0.1",
+        dpop: bool = False,
+        tls: bool = False,
+        client_cert_auth: bool = False,
     ) -> None:
         if rotation not in ROTATION_MODES:
             raise ValueError(f"rotation must be one of {ROTATION_MODES}")
         if client_public_key is not None and (client_id is None or client_secret is not None):
             raise ValueError("client_public_key needs client_id, and no client_secret")
-        # Long (about 60 lines) as a list of the server's attributes, each with its default and a
+        if client_cert_auth and not tls:
+            raise ValueError("client_cert_auth needs tls=True")
+        # Long (about 75 lines) as a list of the server's attributes, each with its default and a
         # word on it; the class docstring documents them.
         self.ttl = ttl
         self.rotation = rotation
@@ -253,7 +323,26 @@ class AuthServer:
         self.assertion_rejections: list[str] = []  # why each refused one was refused
         self.max_assertion_lifetime: float = MAX_ASSERTION_LIFETIME
         self._jtis: dict[str, float] = {}  # jti of every assertion accepted -> its exp
+        # -- proof of possession: DPoP (the rules in _dpop.py) and mutual TLS (_tls.py) --
+        self.dpop = dpop
+        self.dpop_required = True
+        self.dpop_nonce = False
+        self.dpop_nonce_interval: float = 300
+        self.dpop_nonce_shared = False
+        self.dpop_iat_window: float = 60
+        self.dpop_log: list[dict[str, Any]] = []
+        self.dpop_rejections: list[str] = []
+        self.dpop_nonce_errors: dict[str, int] = {"token": 0, "api": 0}
+        self._dpop = DPoPGuard(self)
+        self._cnf: dict[str, dict[str, str]] = {}  # access token -> the cnf it is bound to
+        # The request each handler thread serves: token_endpoint, api and login_endpoint keep
+        # their signatures (subclasses override them) and find its proofs and certificate here.
+        self._serving = threading.local()
+        self.client_cert_auth = client_cert_auth
+        self.mtls_aliases = False
+        self._tls = KitTLS(host, client_cert_auth=client_cert_auth) if tls else None
         self._server = _Server((host, 0), _handler(self))
+        self._server.ssl_context = self._tls.context if self._tls else None
         # serve_forever notices shutdown() only between polls (0.5 s by default): a short poll lets
         # stop() return at once, which a suite of hundreds of server fixtures feels.
         self._thread = threading.Thread(
@@ -277,6 +366,8 @@ class AuthServer:
             self._server.shutdown()
             self._thread.join(timeout=10)
         self._server.server_close()
+        if self._tls is not None:
+            self._tls.close()
 
     def __enter__(self) -> AuthServer:
         return self.start()
@@ -286,36 +377,88 @@ class AuthServer:
 
     @property
     def url(self) -> str:
-        """The server's base URL, ``http://127.0.0.1:PORT`` (no trailing slash)."""
+        """The server's base URL, ``http://127.0.0.1:PORT`` (``https://`` with ``tls``; no trailing slash)."""
         host, port = self._server.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}"
 
     @property
     def token_url(self) -> str:
         """The token endpoint, :attr:`url` + ``/token``: the adapter's ``token_url``."""
         return self.url + "/token"
 
+    @property
+    def ca(self) -> Any:
+        """The ``trustme.CA`` of a TLS server's certificates, or None without ``tls``."""
+        return self._tls.ca if self._tls else None
+
+    @property
+    def ca_path(self) -> str | None:
+        """The CA's certificate as a PEM file, for ``verify=``; None without ``tls``."""
+        return self._tls.ca_path if self._tls else None
+
     # -- test controls ----------------------------------------------------------------------
 
-    def issue(self) -> dict[str, Any]:
+    def issue(self, *, cnf: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Start a new token family (a login) and return its token response.
+
+        Args:
+            cnf: bind the tokens, as RFC 7800 names it: ``{"jkt": thumbprint}`` to a DPoP key
+                (the response's ``token_type`` is then ``DPoP``, and the family's refresh tokens
+                are bound too), ``{"x5t#S256": thumbprint}`` to a client certificate. A family
+                issued without a DPoP key is bound to the key of the first proof that refreshes it.
 
         Returns:
             The JSON object a token endpoint sends (``access_token``, ``refresh_token``,
             ``expires_in``, ``token_type``, ``scope``): give it to
             :meth:`Token.from_response <requests_tokenrefresh.Token.from_response>`.
+
+        .. versionchanged:: 0.3
+           The ``cnf`` argument.
         """
+        cnf = dict(cnf or {})
         with self.lock:
             family = len(self._families) + 1
             refresh = self._new_refresh(family)
-            self._families[family] = _Family(refresh)
-            return self._response(family, refresh)
+            self._families[family] = _Family(refresh, jkt=cnf.get("jkt"))
+            return self._response(family, refresh, cnf)
+
+    def issue_client_cert(self, name: str = "client") -> tuple[str, str]:
+        """Make a client certificate for ``name`` signed by :attr:`ca`; for ``cert=`` in requests.
+
+        Returns:
+            The paths of its PEM file and of its private key's, removed at :meth:`stop`.
+
+        Raises:
+            RuntimeError: the server serves no TLS.
+
+        .. versionadded:: 0.3
+        """
+        if self._tls is None:
+            raise RuntimeError("issue_client_cert needs AuthServer(tls=True)")
+        return self._tls.issue_client_cert(name)
+
+    def rotate_dpop_nonce(self) -> None:
+        """Replace the DPoP nonces now: the next proof with an old one gets ``use_dpop_nonce``.
+
+        .. versionadded:: 0.3
+        """
+        self._dpop.rotate()
+
+    def current_dpop_nonce(self, kind: str = "token") -> str | None:
+        """The DPoP nonce a proof must carry now at the token endpoint (``kind="token"``) or the API (``"api"``).
+
+        None when :attr:`dpop_nonce` is off.
+
+        .. versionadded:: 0.3
+        """
+        return self._dpop.nonce(kind)
 
     def revoke_access_tokens(self) -> None:
         """Make every access token issued so far invalid (as a server does on a password change)."""
         with self.lock:
             self._access.clear()
+            self._cnf.clear()
 
     def revoke_families(self) -> None:
         """Revoke every refresh token: the next refresh gets ``invalid_grant``."""
@@ -350,26 +493,31 @@ class AuthServer:
         self._refresh[token] = family
         return token
 
-    def _new_access(self, family: int) -> tuple[str, float]:
+    def _new_access(self, family: int, cnf: dict[str, str]) -> tuple[str, float]:
         now = time.time()
         expires_at = now + self.ttl
         if self.jwt:
-            claims = {
+            claims: dict[str, Any] = {
                 "iat": int(now) if self.ttl >= 1 else now,
                 "exp": int(expires_at) if self.ttl >= 1 else expires_at,
                 "fam": family,
                 "jti": secrets.token_hex(8),
             }
+            if cnf:
+                claims["cnf"] = cnf
             token = ".".join(_b64(json.dumps(part).encode()) for part in ({"alg": "HS256", "typ": "JWT"}, claims))
             token += "." + _b64(hashlib.sha256(token.encode()).digest())
         else:
             token = "at-" + secrets.token_urlsafe(24)
         self._access[token] = (expires_at, family)
+        if cnf:
+            self._cnf[token] = cnf
         return token, expires_at
 
-    def _response(self, family: int, refresh: str | None) -> dict[str, Any]:
-        access, _ = self._new_access(family)
-        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.ttl, "scope": "api"}
+    def _response(self, family: int, refresh: str | None, cnf: dict[str, str]) -> dict[str, Any]:
+        access, _ = self._new_access(family, cnf)
+        kind = "DPoP" if "jkt" in cnf else "Bearer"
+        body: dict[str, Any] = {"access_token": access, "token_type": kind, "expires_in": self.ttl, "scope": "api"}
         if refresh is not None:
             body["refresh_token"] = refresh
             if self.refresh_expires_in is not None:
@@ -398,9 +546,17 @@ class AuthServer:
         if canned is not None:
             entry["status"] = canned.status
             return canned.status, canned
-        status, body = self._grant(form, authorization)
+        status, body = self._grant(form, authorization, self._current_request("POST", "/token"))
         entry["status"] = status
         return status, body
+
+    def _current_request(self, method: str, path: str) -> _Request:
+        """The request this thread's handler serves, or (called outside a handler) a plain one."""
+        request: _Request | None = getattr(self._serving, "request", None)
+        return request if request is not None else _Request(method, path, (self.url + path,))
+
+    def _token_paths(self) -> tuple[str, ...]:
+        return ("/token", "/mtls/token") if self.mtls_aliases else ("/token",)
 
     def _unreadable_token_request(self) -> tuple[int, dict[str, Any]]:
         """Count and log a ``POST /token`` whose body is not UTF-8 form data, and refuse it unread."""
@@ -409,20 +565,41 @@ class AuthServer:
             self.token_log.append({"t": time.time(), "refresh_token": None, "status": 400})
         return 400, {"error": "invalid_request", "error_description": "The request body is not UTF-8 form data"}
 
-    def _grant(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
-        if not self._client_ok(form, authorization, "/token"):
+    def _binding(self, request: _Request) -> tuple[dict[str, str], tuple[int, dict[str, Any]] | None]:
+        """What a token request's tokens are bound to (its ``cnf``), or the refusal of its DPoP proof."""
+        cnf: dict[str, str] = {}
+        if self.client_cert_auth and request.cert is not None:
+            cnf["x5t#S256"] = certificate_thumbprint(request.cert)
+        refusal = None
+        if self.dpop and (request.dpop or self.dpop_required):
+            try:
+                cnf["jkt"] = self._dpop.check(
+                    "token", request.dpop, method=request.method, urls=request.urls, endpoint=request.path
+                )
+            except ProofError as exc:
+                refusal = 400, {"error": exc.error, "error_description": exc.description}
+        nonce = self._dpop.nonce("token") if self.dpop else None
+        if nonce:
+            request.headers["DPoP-Nonce"] = nonce
+        return cnf, refusal
+
+    def _grant(self, form: dict[str, str], authorization: str | None, request: _Request) -> tuple[int, dict[str, Any]]:
+        cnf, refusal = self._binding(request)  # first: a retry for a nonce spends no client assertion
+        if refusal is not None:
+            return refusal
+        if not self._client_ok(form, authorization, "/token", request.cert):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         if form.get("grant_type") == "authorization_code":
-            return self._code_grant(form)
+            return self._code_grant(form, cnf)
         if form.get("grant_type") == _DEVICE_GRANT:
-            return self._device_grant(form)
+            return self._device_grant(form, cnf)
         if form.get("grant_type") == "client_credentials":
             if self.client_id is None:  # RFC 6749 §4.4: for confidential clients only
                 return 400, {"error": "unauthorized_client"}
             with self.lock:
                 number = len(self._families) + 1
                 self._families[number] = _Family("")
-                return 200, self._response(number, None)
+                return 200, self._response(number, None, cnf)
         if form.get("grant_type") != "refresh_token":
             return 400, {"error": "unsupported_grant_type"}
         presented = form.get("refresh_token", "")
@@ -431,11 +608,14 @@ class AuthServer:
             family = self._families.get(family_id) if family_id is not None else None
             if family is None or family.revoked:
                 return 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
+            if family.jkt is not None and cnf.get("jkt") != family.jkt:  # not a reuse: nothing is revoked
+                return 400, {"error": "invalid_grant", "error_description": "The refresh token is bound to another key"}
+            family.jkt = cnf.get("jkt")
             if self.rotation == "none":
-                return 200, self._response(family_id, None)  # type: ignore[arg-type]
+                return 200, self._response(family_id, None, cnf)  # type: ignore[arg-type]
             in_grace = time.time() - family.rotated_at <= self.reuse_grace
             if presented == family.previous_refresh and in_grace:
-                return 200, self._response(family_id, family.current_refresh)  # type: ignore[arg-type]
+                return 200, self._response(family_id, family.current_refresh, cnf)  # type: ignore[arg-type]
             if presented != family.current_refresh:
                 if self.rotation == "reuse-detection":
                     family.revoked = True
@@ -443,11 +623,17 @@ class AuthServer:
                 return 400, {"error": "invalid_grant", "error_description": "Refresh token was already used"}
             family.previous_refresh, family.rotated_at = presented, time.time()
             family.current_refresh = self._new_refresh(family_id)  # type: ignore[arg-type]
-            return 200, self._response(family_id, family.current_refresh)  # type: ignore[arg-type]
+            return 200, self._response(family_id, family.current_refresh, cnf)  # type: ignore[arg-type]
 
-    def _client_ok(self, form: dict[str, str], authorization: str | None, endpoint: str) -> bool:
+    def _client_ok(
+        self, form: dict[str, str], authorization: str | None, endpoint: str, cert: bytes | None = None
+    ) -> bool:
         if self.client_id is None:
             return True
+        if self.client_cert_auth and self.client_secret is None and self.client_public_key is None:
+            # tls_client_auth (RFC 8705 §2.1): the certificate (checked by the TLS layer against
+            # the kit's CA) authenticates the client, which names itself in the form.
+            return cert is not None and not authorization and form.get("client_id") == self.client_id
         if self.client_public_key is not None or "client_assertion" in form:
             return not authorization and self._assertion_ok(form, endpoint)
         if authorization and authorization.startswith("Basic "):
@@ -509,20 +695,49 @@ class AuthServer:
 
         Returns:
             ``200`` and ``{"ok": True, "length": ..., "sha256": ...}`` (of the request body) for a
-            valid bearer token on a path not in :attr:`denied_paths`, else ``401`` and
-            ``{"error": "invalid_token"}``.
+            valid token on a path not in :attr:`denied_paths`, else ``401`` and ``{"error":
+            "invalid_token"}`` (or ``"invalid_dpop_proof"``, ``"use_dpop_nonce"``). A bearer
+            token comes as ``Authorization: Bearer``; a DPoP-bound one as ``Authorization:
+            DPoP`` with its proof; a certificate-bound one on a connection with its certificate.
         """
-        token = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
+        request = self._current_request("GET", path)
+        scheme, _, token = (authorization or "").partition(" ")
+        scheme = scheme.lower() if scheme.lower() in ("bearer", "dpop") else ""
+        token = token if scheme else ""
+        error = self._possession_error(scheme, token, request)
         with self.lock:
             self.api_calls += 1
             expires_at, _ = self._access.get(token, (0.0, 0))
-            ok = expires_at > time.time() and path not in self.denied_paths
+            bound = "jkt" in self._cnf.get(token, {})
+            ok = error is None and expires_at > time.time() and path not in self.denied_paths
             if not ok:
                 self.api_rejections += 1
             self.api_log.append({"t": time.time(), "token": token, "status": 200 if ok else 401})
+        nonce = self._dpop.nonce("api") if self.dpop else None
+        if nonce:
+            request.headers["DPoP-Nonce"] = nonce
         if not ok:
-            return 401, {"error": "invalid_token"}
+            error = error or "invalid_token"
+            challenge = "DPoP" if scheme == "dpop" or bound else "Bearer"
+            request.headers["WWW-Authenticate"] = f'{challenge} error="{error}"'
+            return 401, {"error": error}
         return 200, {"ok": True, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    def _possession_error(self, scheme: str, token: str, request: _Request) -> str | None:
+        """Why the API refuses ``token`` as ``scheme`` for want of proof of possession (RFC 9449 §7, RFC 8705 §3)."""
+        with self.lock:
+            cnf = self._cnf.get(token, {})
+        if "x5t#S256" in cnf and (request.cert is None or certificate_thumbprint(request.cert) != cnf["x5t#S256"]):
+            return "invalid_token"
+        if scheme != "dpop":
+            return "invalid_token" if "jkt" in cnf else None  # a DPoP-bound token sent as a bearer token
+        try:
+            jkt = self._dpop.check(
+                "api", request.dpop, method=request.method, urls=request.urls, endpoint=request.path, access_token=token
+            )
+        except ProofError as exc:
+            return exc.error
+        return None if cnf.get("jkt") == jkt else "invalid_token"
 
     def requests_with(self, token: str) -> Iterator[dict[str, Any]]:
         """The :attr:`api_log` entries of the API requests that carried the access token ``token``."""
@@ -548,6 +763,14 @@ class AuthServer:
             "grant_types_supported": ["authorization_code", "refresh_token", _DEVICE_GRANT],
             "scopes_supported": ["openid", "api"],
         }
+        if self.dpop:
+            document["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
+        if self.client_cert_auth:
+            document["tls_client_certificate_bound_access_tokens"] = True
+            methods = ["tls_client_auth", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+            document["token_endpoint_auth_methods_supported"] = methods
+            if self.mtls_aliases:
+                document["mtls_endpoint_aliases"] = {"token_endpoint": self.url + "/mtls/token"}
         for name in self.metadata_omit:
             document.pop(name, None)
         document.update(self.metadata_extra)
@@ -611,7 +834,7 @@ class AuthServer:
         location = target + ("&" if "?" in target else "?") + urlencode(answer)
         return 302, b"", {"Location": location, "Cache-Control": "no-store"}
 
-    def _code_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _code_grant(self, form: dict[str, str], cnf: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             request = self.codes.pop(form.get("code", ""), None)  # a code is good once
         if request is None or request["expires_at"] < time.time():
@@ -623,7 +846,9 @@ class AuthServer:
         verifier = form.get("code_verifier", "")
         if _b64(hashlib.sha256(verifier.encode()).digest()) != request["code_challenge"]:
             return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
-        body = self.issue()
+        if "dpop_jkt" in request and request["dpop_jkt"] != cnf.get("jkt"):  # RFC 9449 §10
+            return 400, {"error": "invalid_grant", "error_description": "The code is bound to another DPoP key"}
+        body = self.issue(cnf=cnf)
         scope = request.get("scope")
         if scope:
             body["scope"] = scope
@@ -637,8 +862,10 @@ class AuthServer:
             self.login_log.append({"grant": "authorization_code", "code": form.get("code"), "verifier": verifier})
         return 200, body
 
-    def _device_authorization(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
-        if not self._client_ok(form, authorization, "/device_authorization") or (
+    def _device_authorization(
+        self, form: dict[str, str], authorization: str | None, cert: bytes | None
+    ) -> tuple[int, dict[str, Any]]:
+        if not self._client_ok(form, authorization, "/device_authorization", cert) or (
             self.client_id is None and not form.get("client_id")
         ):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
@@ -666,7 +893,7 @@ class AuthServer:
             body["interval"] = self.device_interval
         return 200, body
 
-    def _device_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _device_grant(self, form: dict[str, str], cnf: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             device = self.devices.get(form.get("device_code", ""))
             if device is None or device["issued"]:
@@ -682,7 +909,7 @@ class AuthServer:
                 return 400, {"error": "authorization_pending"}
             device["issued"] = True
             self.login_log.append({"grant": "device_code", "device_code": form.get("device_code")})
-        return 200, self.issue()
+        return 200, self.issue(cnf=cnf)
 
     def _device_page(self, method: str, params: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         code = params.get("user_code", "")
@@ -699,12 +926,14 @@ class AuthServer:
             raw=True,
         )
 
-    def _revoke(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+    def _revoke(
+        self, form: dict[str, str], authorization: str | None, cert: bytes | None
+    ) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.revocation_log.append({"token": form.get("token"), "hint": form.get("token_type_hint")})
         if self.revocation_mode == "fail":
             return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
-        if not self._client_ok(form, authorization, "/revoke"):
+        if not self._client_ok(form, authorization, "/revoke", cert):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         token = form.get("token", "")
         with self.lock:
@@ -719,6 +948,7 @@ class AuthServer:
         self, method: str, path: str, query: str, body: bytes, authorization: str | None
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """Answer a request for one of the login endpoints, or None if it is for another path."""
+        cert = self._current_request(method, path).cert
         params = {k: v[0] for k, v in parse_qs(query).items()}
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if path.startswith("/.well-known/"):
@@ -734,13 +964,13 @@ class AuthServer:
         if path == "/device" and method in ("GET", "POST"):
             return self._device_page(method, params if method == "GET" else form)
         if path == "/device_authorization" and method == "POST":
-            return _json(*self._device_authorization(form, authorization))
+            return _json(*self._device_authorization(form, authorization, cert))
         if path == "/revoke" and method == "POST":
-            return _json(*self._revoke(form, authorization))
+            return _json(*self._revoke(form, authorization, cert))
         return None
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(TLSMixIn, ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the default listen backlog of 5 makes a burst of clients wait seconds
 
@@ -825,15 +1055,29 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 time.sleep(trickle)
 
+        def _request(self, path: str) -> _Request:
+            scheme = "https" if server._tls else "http"
+            urls = (server.url + path, f"{scheme}://{self.headers.get('Host', '')}{path}")
+            dpop = self.headers.get_all("DPoP") or []
+            return _Request(self.command, path, urls, dpop, peer_certificate(self.connection))
+
         def _dispatch(self) -> None:
             body = self._body()
             auth = self.headers.get("Authorization")
             parts = urlsplit(self.path)
             method = "GET" if self.command == "HEAD" else self.command
+            server._serving.request = request = self._request(parts.path)
+            try:
+                self._answer(request, method, body, auth)
+            finally:
+                server._serving.request = None
+
+        def _answer(self, request: _Request, method: str, body: bytes, auth: str | None) -> None:
+            parts = urlsplit(self.path)
             login = server.login_endpoint(method, parts.path, parts.query, body, auth)
             if login is not None:
                 return self._send(*login)
-            if urlsplit(self.path).path == "/token" and self.command == "POST":
+            if parts.path in server._token_paths() and self.command == "POST":
                 try:
                     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
                 except UnicodeDecodeError:
@@ -850,11 +1094,10 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(
                     status,
                     json.dumps(result).encode(),
-                    {"Content-Type": "application/json", "Cache-Control": "no-store"},
+                    {"Content-Type": "application/json", "Cache-Control": "no-store", **request.headers},
                 )
-            status, payload = server.api(auth, body, urlsplit(self.path).path)
-            extra = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
-            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **extra})
+            status, payload = server.api(auth, body, parts.path)
+            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers})
 
         def __getattr__(self, name: str) -> Any:
             # http.server answers 501 to a method without a do_<METHOD>: here every method
