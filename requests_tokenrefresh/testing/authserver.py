@@ -248,9 +248,6 @@ class AuthServer:
         client_cert_auth (bool): as the argument.
         mtls_aliases (bool): serve the token endpoint also at ``/mtls/token`` and advertise it
             in the metadata's ``mtls_endpoint_aliases`` (RFC 8705 §5).
-        ca (trustme.CA | None): the CA of a TLS server's certificates (None without ``tls``).
-        ca_path (str | None): its certificate's PEM file, for ``verify=`` (removed at
-            :meth:`stop`).
         lock (threading.Lock): guards the counters, logs and token tables.
         gate (threading.Event): ``/token`` waits on it (up to 60 s) while it is clear; see
             :meth:`hold_refresh`.
@@ -394,7 +391,7 @@ class AuthServer:
 
     @property
     def ca_path(self) -> str | None:
-        """The CA's certificate as a PEM file, for ``verify=``; None without ``tls``."""
+        """The CA's certificate as a PEM file, for ``verify=`` (removed at :meth:`stop`); None without ``tls``."""
         return self._tls.ca_path if self._tls else None
 
     # -- test controls ----------------------------------------------------------------------
