@@ -19,7 +19,7 @@ from ..storage.encrypted import ENCRYPTED_MARKER
 from ..tokens import Token
 from .format import _CommandError
 
-__all__ = ["KEYS_ENV", "add_encryption_options"]
+__all__ = ["ENCRYPTED_ADVICE", "KEYS_ENV", "add_encryption_options"]
 
 #: Environment variable read for the keys of ``--encrypted``: ``key_id:base64,key_id:base64``, newest first.
 KEYS_ENV = "REQUESTS_TOKENREFRESH_KEYS"
@@ -94,8 +94,13 @@ def _encryption_args(storage: TokenStorage) -> str:
     """The options that read ``storage`` as the command was given them: `` --encrypted ...`` or nothing."""
     if not isinstance(storage, EncryptedStorage):
         return ""
-    keys_env = storage.keys_env if isinstance(storage, _CommandEncryptedStorage) else KEYS_ENV
+    keys_env = _keys_env(storage)
     return " --encrypted" + ("" if keys_env == KEYS_ENV else f" --keys-env {shlex.quote(keys_env)}")
+
+
+def _keys_env(storage: EncryptedStorage) -> str:
+    """The environment variable ``storage``'s keys came from."""
+    return storage.keys_env if isinstance(storage, _CommandEncryptedStorage) else KEYS_ENV
 
 
 def _key_id(token: Token | None) -> str | None:

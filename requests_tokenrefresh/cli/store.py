@@ -27,11 +27,11 @@ from ..storage.base import describe, record_kind
 from ..tokens import RECORD_VERSION, Token
 from .encryption import (
     ENCRYPTED_ADVICE,
-    KEYS_ENV,
     _encrypted,
     _encryption_args,
     _encryption_problem,
     _key_id,
+    _keys_env,
     add_encryption_options,
 )
 from .format import PROG, _CommandError
@@ -459,10 +459,6 @@ def _keeping_encryption(storage: TokenStorage, command: str) -> None:
             f"{' '.join(str(exc).split())}; {command} would replace it with a record that the holders of key id "
             f"{kid!r} cannot read: check {_keys_env(storage)}, or delete it first with {clear}"
         ) from exc
-
-
-def _keys_env(storage: EncryptedStorage) -> str:
-    return getattr(storage, "keys_env", KEYS_ENV)
 
 
 def _store_problem(args: argparse.Namespace) -> str | None:

@@ -24,6 +24,7 @@ import keyring.errors
 import pytest
 
 from requests_tokenrefresh import EncryptedStorage, FileStorage, RedisStorage, Token, TokenStorage
+from requests_tokenrefresh._redact import fingerprint
 from requests_tokenrefresh.cli.encryption import KEYS_ENV
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring, use_keyring
 
@@ -149,6 +150,16 @@ def test_import_stores_no_byte_of_the_tokens_and_status_reads_them(
     stored = keys(store).load()  # the application's EncryptedStorage reads what the command stored
     assert stored is not None
     assert (stored.access_token, stored.refresh_token) == secrets
+
+
+def test_status_reads_what_an_application_stored(cli: CommandLine, store: Store) -> None:
+    keys(store, ROTATED).save(Token("at-secret-access", "rt-secret-refresh", expires_at=4_000_000_000.0))
+
+    result = cli("status", *store.args, "--encrypted", "--json", env=ROTATED)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["access_token_fingerprint"] == fingerprint("at-secret-access")
+    assert_shows_no_secret(result.stdout, "at-secret-access", "rt-secret-refresh")
 
 
 def test_redis_cli_get_shows_no_byte_of_the_tokens(
