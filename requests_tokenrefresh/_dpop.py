@@ -213,18 +213,16 @@ class Nonces:
     def get(self, url: str) -> str | None:
         return self._by_origin.get(_origin(url))
 
-    def learn(self, url: str, response: requests.Response) -> bool:
-        """Keep ``response``'s ``DPoP-Nonce`` for ``url``'s origin; whether it was a new one."""
+    def learn(self, url: str, response: requests.Response) -> None:
+        """Keep ``response``'s ``DPoP-Nonce``, if any, for ``url``'s origin."""
         nonce = response.headers.get("DPoP-Nonce")
         if not nonce or len(nonce) > 1024 or not nonce.isascii() or not nonce.isprintable():
-            return False
+            return
         key = _origin(url)
         with self._lock:
             if len(self._by_origin) >= 256 and key not in self._by_origin:
                 self._by_origin.clear()  # many origins: bounded; each asks again once
-            new = self._by_origin.get(key) != nonce
             self._by_origin[key] = nonce
-        return new
 
 
 def nonce_challenge(response: requests.Response) -> bool:

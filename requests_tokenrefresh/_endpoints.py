@@ -145,8 +145,9 @@ class EndpointClient:
         for attempt in (1, 2):
             auth = self._client_credentials(data, what)
             headers = {"Accept": "application/json"}
+            nonce = self.nonces.get(url)
             if key is not None:
-                headers["DPoP"] = key.proof("POST", url, nonce=self.nonces.get(url))
+                headers["DPoP"] = key.proof("POST", url, nonce=nonce)
             sent_at = time.time()
             left = max(0.001, deadline - time.monotonic())
             try:
@@ -168,7 +169,7 @@ class EndpointClient:
                     error="network_error",
                     retryable=True,
                 ) from without_request(exc)
-            if key is None or not self.nonces.learn(url, response) or attempt == 2 or not asks_nonce(response):
+            if key is None or attempt == 2 or not asks_nonce(response, nonce, self.nonces, url):
                 break
         try:
             body: Any = response.json()

@@ -195,8 +195,9 @@ class OAuthRefreshGrant:
         for attempt in (1, 2):
             auth = self._client_credentials(data, url)  # a new assertion each time: its jti is spent
             headers = {"Accept": "application/json"}
+            nonce = self.nonces.get(url)
             if key is not None:
-                headers["DPoP"] = key.proof("POST", url, nonce=self.nonces.get(url), now=self.clock.time())
+                headers["DPoP"] = key.proof("POST", url, nonce=nonce, now=self.clock.time())
             sent_at = self.clock.time()
             left = max(0.001, deadline - time.monotonic())
             try:
@@ -215,7 +216,7 @@ class OAuthRefreshGrant:
                 # requests' error carries the token request (refresh token in the body, client
                 # secret in the header): re-raise the same kind of error without it.
                 raise without_request(exc) from None
-            if key is None or not self.nonces.learn(url, response) or attempt == 2 or not asks_nonce(response):
+            if key is None or attempt == 2 or not asks_nonce(response, nonce, self.nonces, url):
                 break
             log.debug("the token endpoint asked for a DPoP nonce: sending the request again with it")
         # At most one of the two is set; an assertion echoed in an error is scrubbed as a secret is.
@@ -345,9 +346,10 @@ def read_before(response: requests.Response, deadline: float) -> None:
         )
 
 
-def asks_nonce(response: requests.Response) -> bool:
-    """Whether a token endpoint's error answer is ``use_dpop_nonce`` (RFC 9449 §8)."""
-    if response.status_code not in (400, 401):
+def asks_nonce(response: requests.Response, sent: str | None, nonces: Nonces, url: str) -> bool:
+    """Learn the token endpoint's nonce; whether it answered ``use_dpop_nonce`` with another than ``sent``."""
+    nonces.learn(url, response)
+    if response.status_code not in (400, 401) or response.headers.get("DPoP-Nonce") in (None, sent):
         return False
     try:
         body = response.json()

@@ -316,10 +316,11 @@ class TokenRefreshAdapter(HTTPAdapter):
                 dpop=s.dpop,
                 client_cert=s.client_cert,
             )
-            self._nonces = self._grant.nonces  # one per origin: the token endpoint's and the APIs'
         else:
             self._grant = CallableGrant(s.refresher, clock=clock)
-            self._nonces = Nonces()
+        # The resource servers' DPoP nonces, one per origin; the grant keeps the token endpoint's
+        # apart (RFC 9449 §8, §9: an authorization server and an API on one origin have their own).
+        self._nonces = Nonces()
         self._coordinator = Coordinator(
             s.storage,
             self._grant,
@@ -389,7 +390,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             request.headers["Authorization"] = token.authorization
         dpop = token.token_type == "DPoP"
         if dpop:
-            self._sign(request, token)
+            nonce = self._sign(request, token)
         # By keyword, as requests calls an adapter: a transport or a mock (responses before 0.24)
         # may take them only so.
         if cert is None:
@@ -399,7 +400,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         )
         if dpop:
             options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
-            response = self._nonce_retry(request, response, token, options)
+            response = self._nonce_retry(request, response, token, options, nonce)
         status = response.status_code
         if status < 300:  # refresh statuses are 4xx/5xx, redirects 3xx
             if coordinator.doubting:  # rarely: a new token was rejected on its replay
@@ -523,8 +524,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             replay = _rewound_copy(request, rejected)
             replay.headers["Authorization"] = token.authorization
             if token.token_type == "DPoP":
-                self._sign(replay, token)
-                response = self._nonce_retry(replay, super().send(replay, **options), token, options)
+                nonce = self._sign(replay, token)
+                response = self._nonce_retry(replay, super().send(replay, **options), token, options, nonce)
             else:
                 replay.headers.pop("DPoP", None)
                 response = super().send(replay, **options)
@@ -547,8 +548,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         response.history.extend(history)
         return response
 
-    def _sign(self, request: requests.PreparedRequest, token: Token) -> None:
-        """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header."""
+    def _sign(self, request: requests.PreparedRequest, token: Token) -> str | None:
+        """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header; the nonce it holds."""
         dpop = self._settings.dpop
         key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
         if key is None:
@@ -558,20 +559,24 @@ class TokenRefreshAdapter(HTTPAdapter):
                 error="dpop_key_missing",
             )
         url = request.url or ""
+        nonce = self._nonces.get(url)
         request.headers["DPoP"] = key.proof(
-            request.method or "GET",
-            url,
-            nonce=self._nonces.get(url),
-            access_token=token.access_token,
-            now=self._clock(),
+            request.method or "GET", url, nonce=nonce, access_token=token.access_token, now=self._clock()
         )
+        return nonce
 
     def _nonce_retry(
-        self, request: requests.PreparedRequest, response: requests.Response, token: Token, options: dict[str, Any]
+        self,
+        request: requests.PreparedRequest,
+        response: requests.Response,
+        token: Token,
+        options: dict[str, Any],
+        sent: str | None,
     ) -> requests.Response:
-        """Learn the origin's DPoP nonce; a 401 that asks for a new one is sent again once with it."""
+        """Learn the origin's DPoP nonce; a 401 asking for another than ``sent`` is sent again once with it."""
         url = request.url or ""
-        if not self._nonces.learn(url, response) or not nonce_challenge(response):
+        self._nonces.learn(url, response)
+        if not nonce_challenge(response) or response.headers["DPoP-Nonce"] == sent:
             return response
         log.debug("HTTP 401 use_dpop_nonce from %s: sending again with its nonce", origin(url))
         retry = _rewound_copy(request, response)

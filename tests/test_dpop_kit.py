@@ -1,0 +1,189 @@
+"""DPoP end to end against the testing kit's DPoP mode: a login, threads, processes, nonces, expiries.
+
+The kit verifies every proof (signature, htm, htu, iat, jti, ath, nonce), binds tokens and refresh
+token families to the key's thumbprint and revokes a family whose refresh token comes twice; the
+invariants asserted here are the product's: no request fails, every token request and API request
+is signed with the one key of the record, and no refresh token is presented twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from requests_tokenrefresh import FileStorage, MemoryStorage, Token, TokenRefreshAdapter, login_device
+from requests_tokenrefresh.testing import AuthServer
+
+WORKER = Path(__file__).parent / "file_worker.py"
+
+
+@pytest.fixture
+def server() -> Iterator[AuthServer]:
+    with AuthServer(dpop=True, ttl=2, rotation="reuse-detection") as srv:
+        srv.dpop_nonce = True
+        srv.dpop_nonce_interval = 1.0  # a new nonce every second: met again and again within a test
+        yield srv
+
+
+def device_login(server: AuthServer, storage: Any, **options: Any) -> Token:
+    """A device login with DPoP, approved at the first poll."""
+
+    def sleep(seconds: float) -> None:
+        server.approve_device()
+
+    return login_device(
+        token_url=server.token_url,
+        device_authorization_url=server.url + "/device_authorization",
+        client_id="cli",
+        storage=storage,
+        stream=io.StringIO(),
+        sleep=sleep,
+        dpop=True,
+        **options,
+    )
+
+
+def test_a_device_login_with_dpop_stores_a_bound_token_and_its_key(server: AuthServer, tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path / "token.json")
+    token = device_login(server, storage)
+    assert token.token_type == "DPoP"
+    assert token.dpop_key is not None
+    stored = storage.load()
+    assert stored is not None
+    assert stored.dpop_key == token.dpop_key
+    record = json.loads((tmp_path / "token.json").read_text())
+    assert record["dpop_key"]["d"]  # the private key travels with the record (FileStorage is 0600)
+    assert {entry["jkt"] for entry in server.dpop_log} == {token.dpop_key.thumbprint}
+
+
+def run_threads(session: requests.Session, url: str, threads: int, seconds: float) -> collections.Counter[str]:
+    outcomes: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def work() -> None:
+        while time.monotonic() < deadline:
+            try:
+                status = session.get(url, timeout=30).status_code
+                outcome = "ok" if status == 200 else f"http_{status}"
+            except Exception as exc:  # counted, not raised: every outcome is asserted below
+                outcome = type(exc).__name__
+            with lock:
+                outcomes[outcome] += 1
+            time.sleep(0.005)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(seconds + 60)
+    return outcomes
+
+
+def refresh_tokens_presented(server: AuthServer) -> list[str]:
+    with server.lock:
+        return [e["refresh_token"] for e in server.token_log if e.get("refresh_token") and e["status"] == 200]
+
+
+def test_threads_across_expiries_and_nonce_rotations_never_fail(server: AuthServer) -> None:
+    storage = MemoryStorage()
+    token = device_login(server, storage)
+    adapter = TokenRefreshAdapter(storage, token_url=server.token_url, pool_maxsize=8)
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    try:
+        outcomes = run_threads(session, server.url + "/items", threads=8, seconds=3)
+    finally:
+        adapter.close()
+        session.close()
+    assert outcomes["ok"] > 100
+    assert set(outcomes) == {"ok"}, outcomes
+    presented = refresh_tokens_presented(server)
+    assert len(presented) >= 2  # the 2-s tokens were refreshed across the run
+    assert len(presented) == len(set(presented))  # no refresh token presented twice
+    assert not server.revoked
+    assert {entry["jkt"] for entry in server.dpop_log} == {token.dpop_key.thumbprint}  # type: ignore[union-attr]
+    # Nonces rotated during the run and were met: each cost one extra round trip, never a failure.
+    assert server.dpop_nonce_errors.get("api", 0) + server.dpop_nonce_errors.get("token", 0) >= 2
+
+
+def test_processes_sharing_a_file_sign_with_the_record_key(server: AuthServer, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    token = device_login(server, FileStorage(path))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "adapter", str(path), server.token_url, server.url + "/items", "4", "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = []
+    for process in workers:
+        try:
+            out, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        assert process.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["failed"] == 0 for r in results), results
+    assert sum(r["ok"] for r in results) > 100
+    presented = refresh_tokens_presented(server)
+    assert len(presented) >= 2
+    assert len(presented) == len(set(presented))  # one refresh per expiry: never the same token twice
+    assert not server.revoked
+    assert {entry["jkt"] for entry in server.dpop_log} == {token.dpop_key.thumbprint}  # type: ignore[union-attr]
+
+
+def test_client_credentials_with_dpop_mint_once_and_refresh_per_expiry(server: AuthServer) -> None:
+    server.client_id, server.client_secret = "svc", "s3cret"
+    adapter = TokenRefreshAdapter(
+        MemoryStorage(),
+        token_url=server.token_url,
+        grant_type="client_credentials",
+        client_id="svc",
+        client_secret="s3cret",
+        dpop=True,
+        pool_maxsize=8,
+    )
+    session = requests.Session()
+    session.mount(server.url + "/", adapter)
+    try:
+        outcomes = run_threads(session, server.url + "/items", threads=8, seconds=3)
+    finally:
+        adapter.close()
+        session.close()
+    assert set(outcomes) == {"ok"}, outcomes
+    with server.lock:
+        grants = [e for e in server.token_log if e["status"] == 200]
+    # 2-s tokens refreshed in the last second of their life: about one grant a second, never a burst.
+    assert 2 <= len(grants) <= 8
+    assert len({entry["jkt"] for entry in server.dpop_log}) == 1
+
+
+def test_a_refresh_signed_by_another_key_is_refused_by_the_kit(server: AuthServer) -> None:
+    from requests_tokenrefresh import DPoPKey, SessionExpiredError
+
+    storage = MemoryStorage()
+    token = device_login(server, storage)
+    # The record's refresh token with another key: the server refuses it, and the adapter says so.
+    stolen = MemoryStorage(Token(token.access_token, token.refresh_token, token_type="DPoP"))
+    thief = TokenRefreshAdapter(stolen, token_url=server.token_url, dpop=DPoPKey.generate())
+    with pytest.raises(SessionExpiredError):
+        thief.refresh()
+    thief.close()
+    assert not server.revoked  # a proof from another key is refused, not taken for a reuse
