@@ -83,6 +83,11 @@ def add_login_arguments(sub: argparse.ArgumentParser) -> None:
         type=_seconds,
         help=f"seconds to wait for the login (default: {DEFAULT_LOGIN_TIMEOUT:g}; device login: the code's lifetime)",
     )
+    sub.add_argument(
+        "--dpop",
+        action="store_true",
+        help="ask for a DPoP-bound token (RFC 9449); its new key is kept with the record (needs cryptography)",
+    )
     sub.add_argument("--force", action="store_true", help=FORCE_HELP)
     sub.set_defaults(func=_login, check=_login_problem)
 
@@ -155,6 +160,7 @@ def _login(args: argparse.Namespace) -> int:
         "storage": storage,
         "stream": sys.stderr,
         "allow_insecure_http": args.allow_insecure_http,
+        "dpop": args.dpop,
     }
     device = _use_device(args)
     try:
@@ -185,7 +191,8 @@ def _login(args: argparse.Namespace) -> int:
         where += " (replacing the token stored there)"
     elif replaced is not None:
         where += " (replacing the value stored there, which was not a token)"
-    print(f"logged in: token {fingerprint(token.access_token)} stored in {where}; {_expiry(token, time.time())}")
+    bound = f", bound to DPoP key {token.dpop_key.thumbprint}" if token.dpop_key is not None else ""
+    print(f"logged in: token {fingerprint(token.access_token)}{bound} stored in {where}; {_expiry(token, time.time())}")
     return 0
 
 

@@ -45,6 +45,8 @@ def describe(token: Token, *, show_secrets: bool = False, now: float | None = No
         "access_token_fingerprint": fingerprint(token.access_token),
         "refresh_token_fingerprint": fingerprint(token.refresh_token) if token.refresh_token else None,
         "extra_keys": sorted(token.extra),
+        # The thumbprint of the DPoP key kept with the record (RFC 7638): never the key itself.
+        "dpop_jkt": token.dpop_key.thumbprint if token.dpop_key is not None else None,
     }
     renewable = token.refresh_token is not None
     refresh_expires_at = refresh_token_expires_at(token) if renewable else None
@@ -101,6 +103,7 @@ def _print_status(storage: TokenStorage, info: dict[str, Any]) -> None:
         ("expires", expires),
         ("refresh token", refresh),
         ("fingerprints", fingerprints),
+        *([("DPoP key", f"thumbprint {info['dpop_jkt']} (kept with the record)")] if info["dpop_jkt"] else []),
         ("extra fields", ", ".join(info["extra_keys"]) or "-"),
         ("usable", usable),
     ]

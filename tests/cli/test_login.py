@@ -434,3 +434,33 @@ def test_status_says_when_the_refresh_token_expires(
     assert re.fullmatch(row, rows["refresh token"]), rows
     assert rows["usable"].startswith(usable), rows
     assert "refresh-secret" not in result.stdout
+
+
+def test_login_with_dpop_keeps_the_key_with_the_record_and_status_shows_its_thumbprint(
+    cli: CommandLine, start: Any, tmp_path: Path
+) -> None:
+    with AuthServer(ttl=3600, dpop=True) as auth:
+        auth.dpop_nonce = True  # the login's first poll meets use_dpop_nonce and answers it
+        auth.device_interval = 0.2
+        token_file = tmp_path / "token.json"
+        login = ["login", "--file", str(token_file), "--issuer", auth.issuer, "--client-id", "cli", "--device"]
+        command = start(*login, "--dpop")
+        approve_device(auth, command.wait_for(DEVICE_URL))
+        assert command.finish() == 0, command.stderr
+        record = json.loads(token_file.read_text())
+        assert record["token_type"] == "DPoP"
+        from requests_tokenrefresh import DPoPKey
+
+        jkt = DPoPKey.from_jwk(record["dpop_key"]).thumbprint
+        assert f"bound to DPoP key {jkt}" in command.stdout
+        assert {entry["jkt"] for entry in auth.dpop_log} == {jkt}
+        status = cli("status", "--file", str(token_file))
+        assert status.returncode == 0, status.stderr
+        assert f"DPoP key        thumbprint {jkt} (kept with the record)" in status.stdout
+        assert record["dpop_key"]["d"] not in status.stdout + command.stdout + command.stderr
+        # The next refresh signs with the record's key, though the command is not told of DPoP.
+        refresh = cli("refresh", "--file", str(token_file), "--token-url", auth.token_url, "--client-id", "cli")
+        assert refresh.returncode == 0, refresh.stderr
+        assert json.loads(token_file.read_text())["dpop_key"] == record["dpop_key"]
+        assert [e["jkt"] for e in auth.dpop_log][-1] == jkt
+        assert not auth.revoked
