@@ -1,0 +1,122 @@
+"""Mutual TLS (RFC 8705) end to end against the testing kit's TLS mode: client authentication by
+certificate at the token endpoint, and certificate-bound access tokens sent on connections that
+present the same certificate, across expiries, from many threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from requests_tokenrefresh import MemoryStorage, Token, TokenRefreshAdapter, logout
+from requests_tokenrefresh.testing import AuthServer
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthServer]:
+    with AuthServer(tls=True, client_cert_auth=True, client_id="svc", ttl=2) as srv:
+        # The token requests go out on the adapter's private session: it trusts what requests
+        # trusts, here the kit's CA.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(srv.ca_path))
+        yield srv
+
+
+def storm(session: requests.Session, url: str, threads: int, seconds: float) -> collections.Counter[str]:
+    outcomes: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def work() -> None:
+        while time.monotonic() < deadline:
+            try:
+                outcome = str(session.get(url, timeout=30).status_code)
+            except Exception as exc:  # counted, not raised: every outcome is asserted
+                outcome = type(exc).__name__
+            with lock:
+                outcomes[outcome] += 1
+            time.sleep(0.005)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(seconds + 60)
+    return outcomes
+
+
+def adapter_for(server: AuthServer, cert: Any, **options: Any) -> TokenRefreshAdapter:
+    return TokenRefreshAdapter(
+        MemoryStorage(),
+        token_url=server.token_url,
+        grant_type="client_credentials",
+        client_id="svc",
+        client_cert=cert,
+        pool_maxsize=8,
+        **options,
+    )
+
+
+def test_client_credentials_by_certificate_and_bound_tokens_across_expiries(server: AuthServer) -> None:
+    cert = server.issue_client_cert()
+    adapter = adapter_for(server, cert)
+    session = requests.Session()
+    session.verify = str(server.ca_path)
+    session.mount(server.url + "/", adapter)
+    try:
+        outcomes = storm(session, server.url + "/items", threads=6, seconds=3)
+    finally:
+        adapter.close()
+        session.close()
+    assert outcomes["200"] > 50
+    assert set(outcomes) == {"200"}, outcomes  # every bound token went out with its certificate
+    with server.lock:
+        grants = [e for e in server.token_log if e["status"] == 200]
+    assert 2 <= len(grants) <= 6  # about one per expiry of the 2-s tokens, never one per thread
+
+
+def test_a_bound_token_is_refused_on_a_connection_without_its_certificate(server: AuthServer) -> None:
+    cert = server.issue_client_cert()
+    adapter = adapter_for(server, cert)
+    token = adapter.refresh()
+    adapter.close()
+    plain = requests.get(
+        server.url + "/items",
+        headers={"Authorization": f"Bearer {token.access_token}"},
+        verify=server.ca_path,
+        timeout=10,
+    )
+    assert plain.status_code == 401  # the kit checks the binding: the adapter's 200s above are not luck
+
+
+def test_a_token_request_without_a_certificate_is_refused(server: AuthServer) -> None:
+    adapter = adapter_for(server, None)
+    from requests_tokenrefresh import RefreshError
+
+    with pytest.raises(RefreshError, match="invalid_client"):
+        adapter.refresh()
+    adapter.close()
+
+
+def test_the_issuer_metadata_sends_token_requests_to_the_mtls_alias(server: AuthServer) -> None:
+    server.mtls_aliases = True
+    cert = server.issue_client_cert()
+    adapter = TokenRefreshAdapter(
+        MemoryStorage(), issuer=server.issuer, grant_type="client_credentials", client_id="svc", client_cert=cert
+    )
+    adapter.refresh()
+    adapter.close()
+    assert adapter._grant.token_url == server.url + "/mtls/token"  # type: ignore[union-attr]
+    assert server.metadata()["mtls_endpoint_aliases"]["token_endpoint"] == adapter._grant.token_url  # type: ignore[union-attr]
+
+
+def test_logout_revokes_with_the_certificate(server: AuthServer) -> None:
+    cert = server.issue_client_cert()
+    token = Token.from_response(server.issue())
+    assert logout(MemoryStorage(token), issuer=server.issuer, client_id="svc", client_cert=cert)
+    assert [e["token"] for e in server.revocation_log][:1] == [token.refresh_token or token.access_token]
