@@ -277,7 +277,7 @@ class AuthServer:
             raise ValueError("client_public_key needs client_id, and no client_secret")
         if client_cert_auth and not tls:
             raise ValueError("client_cert_auth needs tls=True")
-        # Long (about 75 lines) as a list of the server's attributes, each with its default and a
+        # Long (about 90 lines) as a list of the server's attributes, each with its default and a
         # word on it; the class docstring documents them.
         self.ttl = ttl
         self.rotation = rotation
