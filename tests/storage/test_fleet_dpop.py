@@ -85,7 +85,7 @@ def test_hosts_share_one_encrypted_dpop_record_with_one_refresh_per_expiry(redis
             t.start()
         for t in threads:
             t.join(60)
-        for adapter, session in zip(hosts, sessions):
+        for adapter, session in zip(hosts, sessions, strict=True):
             adapter.close()
             session.close()
         assert set(outcomes) == {"200"}, outcomes
