@@ -24,6 +24,7 @@ import socket
 import socketserver
 import ssl
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class KitTLS:
     def __init__(self, host: str, *, client_cert_auth: bool = False) -> None:
         self.ca: Any = _trustme().CA()
         self._dir = Path(tempfile.mkdtemp(prefix="authserver-tls-"))
+        # Removed by close(), or else when this object is collected or the interpreter exits (a
+        # server a test never stopped).
+        self._remove = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
         self._numbers = itertools.count(1)
         self.ca_path = str(self._dir / "ca.pem")
         self.ca.cert_pem.write_to_path(self.ca_path)
@@ -87,7 +91,7 @@ class KitTLS:
 
     def close(self) -> None:
         """Remove the temporary directory of the PEM files."""
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._remove()
 
 
 class TLSMixIn(socketserver.BaseServer):
