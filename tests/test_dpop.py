@@ -342,3 +342,29 @@ def test_an_adapter_with_generated_keys_pickles_and_one_with_a_held_key_says_why
     assert copy._settings.dpop.key is None
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(TokenRefreshAdapter(MemoryStorage(), token_url=TOKEN_URL, dpop=DPoPKey.generate()))
+
+
+@responses.activate
+def test_each_hop_of_a_redirect_gets_a_proof_of_its_own() -> None:
+    key = DPoPKey.generate()
+    seen: list[dict[str, str]] = []  # the headers as sent (the adapter strips the proof afterwards)
+
+    def old(request: Any) -> tuple[int, dict[str, str], str]:
+        seen.append(dict(request.headers))
+        return 302, {"Location": API + "new?page=2"}, ""
+
+    def new(request: Any) -> tuple[int, dict[str, str], str]:
+        seen.append(dict(request.headers))
+        return 200, {}, "{}"
+
+    responses.add_callback(responses.GET, API + "old", callback=old)
+    responses.add_callback(responses.GET, API + "new", callback=new)
+    session = requests.Session()
+    storage = MemoryStorage(Token("at-1", token_type="DPoP", dpop_key=key))
+    session.mount(API, TokenRefreshAdapter(storage, token_url=TOKEN_URL))
+    response = session.get(API + "old")
+    assert response.status_code == 200
+    assert claims_of(seen[0]["DPoP"], key)["htu"] == API + "old"
+    assert claims_of(seen[1]["DPoP"], key)["htu"] == API + "new"
+    assert seen[1]["Authorization"] == "DPoP at-1"
+    assert "DPoP" not in response.history[0].request.headers  # the hop kept in history holds no proof
