@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,15 +13,25 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import UnrewindableBodyError
 from requests.utils import rewind_body
-from urllib3.util.retry import Retry
 
-from ._client_auth import ClientAuth, ClientCert, check_client_auth
+from ._client_auth import ClientAuth, ClientCert
 from ._clock import Clock, as_clock
 from ._coordinator import Coordinator
-from ._dpop import DPoPKey, DPoPPolicy, Nonces, nonce_challenge, policy
+from ._dpop import DPoPKey, Nonces, nonce_challenge, policy
 from ._grant import CallableGrant, ClientCredentialsGrant, OAuthRefreshGrant
 from ._redact import fingerprint
-from ._urls import check_url, is_secure, is_under, origin, without_userinfo
+from ._settings import (
+    DEFAULT_LEEWAY,
+    DEFAULT_REFRESH_STATUS_CODES,
+    DEFAULT_REFRESH_TIMEOUT,
+    GRANT_TYPES,
+    Refresher,
+    Settings,
+    scope_string,
+    status_codes,
+    without_statuses,
+)
+from ._urls import is_secure, is_under, origin, without_userinfo
 from .exceptions import (
     InsecureTransportError,
     LoginError,
@@ -46,86 +54,10 @@ __all__ = [
 
 log: logging.Logger = logging.getLogger(__name__)
 
-#: Seconds before expiry at which a proactive refresh starts (at most half the token lifetime).
-DEFAULT_LEEWAY = 60.0
-#: Response status codes that lead to one refresh and one replay.
-DEFAULT_REFRESH_STATUS_CODES = (401,)
-#: Seconds one refresh may take, retries included.
-DEFAULT_REFRESH_TIMEOUT = 30.0
-#: The ``grant_type`` values: refresh a user's token, or fetch one for the client itself.
-GRANT_TYPES = ("refresh_token", "client_credentials")
-#: A ``refresher=``: takes the current token and returns a :class:`~requests_tokenrefresh.Token` or a
-#: token-response mapping.
-# Nothing in it is quoted: typing.get_type_hints resolves a quoted name in the namespace of the
-# module whose annotation names the alias, which may not have imported Mapping.
-Refresher = Callable[[Token], Token | Mapping[str, Any]]
 # Seconds a thread waits for another thread's refresh beyond DEFAULT_REFRESH_TIMEOUT (storage I/O).
 _WAIT_MARGIN = 10.0
 # Replays of one request at most: one after the refresh, one more only for a token replaced meanwhile.
 _MAX_REPLAYS = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class _Settings:
-    storage: TokenStorage
-    token_url: str | None
-    issuer: str | None
-    revocation_url: str | None
-    grant_type: str
-    refresher: Refresher | None
-    client_id: str | None
-    client_secret: str | None = dataclasses.field(repr=False)
-    client_auth: ClientAuth | None
-    scope: str | None
-    leeway: float
-    refresh_status_codes: frozenset[int]
-    refresh_timeout: float
-    on_refresh: Callable[[Token], object] | None
-    on_session_expired: Callable[[SessionExpiredError], object] | None
-    on_refresh_token_expiring: Callable[[Token], object] | None
-    base_url: str | None
-    allow_insecure_http: bool
-    clock: Clock | Callable[[], float]
-    dpop: DPoPPolicy | None = None
-    client_cert: ClientCert | None = None
-
-    def __post_init__(self) -> None:
-        """Refuse what the adapter cannot work with, each with a sentence; seconds become floats."""
-        if not isinstance(self.storage, TokenStorage):
-            raise ValueError(f"storage must be a TokenStorage, not {type(self.storage).__name__}")
-        if sum(x is not None for x in (self.token_url, self.issuer, self.refresher)) != 1:
-            raise ValueError("give exactly one of token_url= or issuer= (OAuth 2.0) and refresher= (a callable)")
-        if not isinstance(self.allow_insecure_http, bool):
-            raise ValueError("allow_insecure_http must be True or False")
-        for name in ("token_url", "issuer", "revocation_url"):
-            url = getattr(self, name)
-            if url is not None:
-                check_url(name, url, self.allow_insecure_http)
-        if self.base_url is not None:
-            check_url("base_url", self.base_url, True)
-        if self.grant_type not in GRANT_TYPES:
-            raise ValueError(f"grant_type must be one of {GRANT_TYPES}, not {self.grant_type!r}")
-        if self.grant_type == "client_credentials" and (self.refresher is not None or self.client_id is None):
-            raise ValueError("grant_type='client_credentials' needs token_url= or issuer=, and client_id=")
-        for name in ("client_id", "client_secret"):
-            text = getattr(self, name)
-            if text is not None and (not isinstance(text, str) or not text):
-                raise ValueError(f"{name} must be a non-empty string or None")
-        check_client_auth(self.client_auth, self.client_id, self.client_secret)
-        if self.client_cert is not None and not _is_cert(self.client_cert):
-            raise ValueError(
-                "client_cert must be a file path (certificate and key) or a (certificate, key) pair of paths"
-            )
-        if self.dpop is not None and self.refresher is not None:
-            raise ValueError("dpop needs token_url= or issuer=: a refresher= makes its own token requests")
-        for name in ("leeway", "refresh_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-            object.__setattr__(self, name, float(value))
-        for name in ("refresher", "on_refresh", "on_session_expired", "on_refresh_token_expiring", "clock"):
-            if getattr(self, name) is not None and not callable(getattr(self, name)):
-                raise ValueError(f"{name} must be callable")
 
 
 class TokenRefreshAdapter(HTTPAdapter):
@@ -254,7 +186,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         client_cert: ClientCert | None = None,
         **kwargs: Any,
     ) -> None:
-        self._settings = _Settings(  # checks itself, as a Token does
+        self._settings = Settings(  # checks itself, as a Token does
             storage=storage,
             token_url=token_url,
             issuer=issuer,
@@ -264,9 +196,9 @@ class TokenRefreshAdapter(HTTPAdapter):
             client_id=client_id,
             client_secret=client_secret,
             client_auth=client_auth,
-            scope=_scope(scope),
+            scope=scope_string(scope),
             leeway=leeway,
-            refresh_status_codes=_status_codes(refresh_status_codes),
+            refresh_status_codes=status_codes(refresh_status_codes),
             refresh_timeout=refresh_timeout,
             on_refresh=on_refresh,
             on_session_expired=on_session_expired,
@@ -278,7 +210,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             client_cert=client_cert,
         )
         if "max_retries" in kwargs:
-            kwargs["max_retries"] = _without_statuses(kwargs["max_retries"], self._settings.refresh_status_codes)
+            kwargs["max_retries"] = without_statuses(kwargs["max_retries"], self._settings.refresh_status_codes)
         super().__init__(**kwargs)
         self._start()
 
@@ -635,42 +567,6 @@ class TokenRefreshAdapter(HTTPAdapter):
         if not isinstance(s.client_auth, str):
             secret = f", client_auth={s.client_auth!r}"
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
-
-
-def _is_cert(cert: object) -> bool:
-    if isinstance(cert, tuple):
-        return len(cert) == 2 and all(isinstance(p, str) and p for p in cert)
-    return isinstance(cert, str) and bool(cert)
-
-
-def _status_codes(codes: Iterable[int]) -> frozenset[int]:
-    try:
-        result = frozenset(codes)
-    except TypeError:
-        raise ValueError(
-            f"refresh_status_codes must be a collection of statuses, such as (401,), not {codes!r}"
-        ) from None
-    if not all(isinstance(c, int) and not isinstance(c, bool) and 400 <= c <= 599 for c in result):
-        raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
-    return result
-
-
-def _scope(scope: str | Sequence[str] | AbstractSet[str] | None) -> str | None:
-    """A scope string; a sequence or set of scopes is joined with spaces (RFC 6749 §3.3)."""
-    if scope is None or isinstance(scope, str):
-        return scope or None
-    if isinstance(scope, (Sequence, AbstractSet)) and all(isinstance(s, str) and s for s in scope):
-        return " ".join(sorted(scope) if isinstance(scope, AbstractSet) else scope) or None
-    raise ValueError(f"scope must be a string or a list of strings, not {type(scope).__name__}")
-
-
-def _without_statuses(retries: Any, codes: frozenset[int]) -> Any:
-    """``max_retries`` without the refresh statuses in its ``status_forcelist``."""
-    if isinstance(retries, Retry) and retries.status_forcelist and codes & set(retries.status_forcelist):
-        kept = [c for c in retries.status_forcelist if c not in codes]
-        log.debug("max_retries: not retrying %s in urllib3; the adapter refreshes on them", sorted(codes))
-        return retries.new(status_forcelist=kept)
-    return retries
 
 
 def _released(response: requests.Response) -> requests.Response:

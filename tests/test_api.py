@@ -337,3 +337,23 @@ def test_distribution_declares_its_dependencies() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert importlib.resources.files("requests_tokenrefresh").joinpath("py.typed").is_file()
+
+
+def test_the_constants_documented_by_hand_have_their_values() -> None:
+    # docs/api.rst spells out the adapter's constants (they live in a private module, where
+    # autodata would look for their comments): their values there must be the code's.
+    import re
+    from pathlib import Path
+
+    from requests_tokenrefresh import adapters
+
+    text = (Path(__file__).parent.parent / "docs" / "api.rst").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"py:data:: requests_tokenrefresh\.adapters\.(\w+)\n   :value: (.+)\n", text))
+    assert set(documented) == {
+        "DEFAULT_LEEWAY",
+        "DEFAULT_REFRESH_STATUS_CODES",
+        "DEFAULT_REFRESH_TIMEOUT",
+        "GRANT_TYPES",
+    }
+    for name, value in documented.items():
+        assert value == repr(getattr(adapters, name)), name
