@@ -2,11 +2,13 @@
 
 The provider (``interop/oidcprovider/server.mjs``) runs under Node.js on 127.0.0.1 with access
 tokens of TTL s, refresh-token rotation (a refresh token sent twice revokes its whole grant),
-client credentials, revocation, DPoP with nonces required, and its development login and
-consent pages (any login name, any password). oidc-provider has no resource server: server.mjs
-adds one on a second origin, whose ``GET /api/me`` checks each access token in the provider's
-own store, and whose ``/stats`` says what both servers saw, per client. The tests compare those
-counts with what the adapter did.
+client credentials, revocation, DPoP with nonces required (RFC 9449: a public client's refresh
+tokens bound to its key), and its development login and consent pages (any login name, any
+password). oidc-provider has no resource server: server.mjs adds one on a second origin, whose
+``GET /api/me`` checks each access token in the provider's own store (a DPoP-bound one with its
+proof, and a nonce of that origin which changes every NONCE_ROTATION s), and whose ``/stats``
+says what both servers saw, per client. The tests compare those counts with what the adapter did:
+every run crosses three expiries with no failed request and exactly one token request per expiry.
 
 Node.js 20.18 or later and npm are required: without them these tests fail, they never skip.
 The fixture installs the locked packages (``npm ci``) into ``$OIDC_PROVIDER_DIR`` (tox: the
@@ -26,6 +28,7 @@ import html.parser
 import io
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -46,6 +49,7 @@ import requests
 
 from requests_tokenrefresh import (
     ClientAssertion,
+    DPoPKey,
     FileStorage,
     MemoryStorage,
     PrivateKeyJWT,
@@ -75,6 +79,7 @@ RUN = 3.35 * (TTL - LEEWAY)
 THREADS = 8
 PROCESSES = 3
 THINK = 0.01  # pause of each thread between two requests
+NONCE_ROTATION = 3.0  # seconds between two DPoP nonces of the resource server
 #: How late after its window opened a refresh may start: requests come every few ms, so a refresh
 #: starts within a few ms of it; this allows for a loaded machine.
 LATE = 1.0
@@ -196,7 +201,8 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     kid = "interop-" + secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     config = tmp / "config.json"
-    config.write_text(json.dumps({"ttl": TTL, "jwk": {**jwk, "kid": kid}, "secret": secret, "nonceRotation": 0}))
+    settings = {"ttl": TTL, "jwk": {**jwk, "kid": kid}, "secret": secret, "nonceRotation": NONCE_ROTATION}
+    config.write_text(json.dumps(settings))
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(  # noqa: S603
@@ -302,6 +308,22 @@ def _assert_served_until_replaced(issued: list[dict[str, float]]) -> None:
         assert new["at"] < old["exp"], f"a token was issued {new['at'] - old['exp']:.3f}s after the last expired"
 
 
+def _assert_api_with_nonces(
+    stats: dict[str, Any], outcomes: collections.Counter[str], expiries: int, elapsed: float, threads: int = THREADS
+) -> None:
+    """Every DPoP request was taken; the resource server's nonce challenges cost a retry each, never a refresh.
+
+    Its nonce changes every NONCE_ROTATION s and only the current one is taken: each thread is
+    told at most once per nonce (its first request, and one in flight at each change).
+    """
+    api = dict(stats["api"])
+    errors = dict(api.pop("errors"))
+    challenges = errors.pop("use_dpop_nonce", 0)
+    assert errors == {}, errors
+    assert api == {"ok": outcomes["ok"], "tokens": expiries + 1}  # each token was used
+    assert 1 <= challenges <= threads * (math.ceil(elapsed / NONCE_ROTATION) + 1), challenges
+
+
 def _print(what: str, outcomes: collections.Counter[str], stats: dict[str, Any], elapsed: float) -> None:
     print(
         f"\n[{what}] {sum(outcomes.values())} requests in {elapsed:.1f}s: {dict(outcomes)}; "
@@ -339,12 +361,23 @@ class _Assertions:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("auth", ["private_key_jwt", "client_assertion"])
-def test_client_credentials_with_an_assertion_many_threads_across_expiries(oidc: Provider, auth: str) -> None:
-    """8 threads, 3 expiries, the client signing its assertions: 0 failures, one token request per expiry (+1)."""
-    client_id = "service-jwt"
+@pytest.mark.parametrize(
+    ("auth", "dpop"),
+    [("private_key_jwt", False), ("client_assertion", False), ("private_key_jwt", True)],
+    ids=["private_key_jwt", "client_assertion", "private_key_jwt-dpop"],
+)
+def test_client_credentials_with_an_assertion_many_threads_across_expiries(
+    oidc: Provider, auth: str, dpop: bool
+) -> None:
+    """8 threads, 3 expiries, the client signing its assertions: 0 failures, one token request per expiry (+1).
+
+    With DPoP, the client's own key (a DPoPKey it holds, never stored) signs a proof for every
+    token request and every API request, each with the nonce of its origin.
+    """
+    client_id = "service-jwt-dpop" if dpop else "service-jwt"
     assertions = _Assertions(oidc, client_id)
     client_auth = PrivateKeyJWT(oidc.key_pem, kid=oidc.kid, alg="ES256") if auth == "private_key_jwt" else None
+    key = DPoPKey.generate() if dpop else None
     storage = MemoryStorage()  # nothing stored: client credentials need no login
     obtained: list[Token] = []
     adapter = TokenRefreshAdapter(
@@ -356,6 +389,7 @@ def test_client_credentials_with_an_assertion_many_threads_across_expiries(oidc:
         leeway=LEEWAY,
         on_refresh=obtained.append,
         pool_maxsize=THREADS,
+        **({"dpop": key} if key else {}),
     )
     oidc.reset()
     with requests.Session() as session:
@@ -373,12 +407,20 @@ def test_client_credentials_with_an_assertion_many_threads_across_expiries(oidc:
     expiries = _assert_one_refresh_per_expiry([Lifetime.of(t) for t in obtained], LEEWAY, start, stop_at)
     assert expiries >= 3
     assert stats["grants"] == {"client_credentials": expiries + 1}  # token requests == expiries crossed + 1
-    assert stats["errors"] == {}
     _assert_served_until_replaced(stats["issued"])
-    assert stats["api"] == {"ok": outcomes["ok"], "errors": {}, "tokens": expiries + 1}  # each token was used
     assert storage.load() == obtained[-1]
     if auth == "client_assertion":
         assert assertions.calls == expiries + 1  # read anew for every token request, once
+    if not dpop:
+        assert stats["errors"] == {}
+        assert stats["api"] == {"ok": outcomes["ok"], "errors": {}, "tokens": expiries + 1}  # each token was used
+        return
+    assert key is not None
+    # The provider's nonce was asked for once (the first token request had none to send).
+    assert stats["errors"] == {"client_credentials use_dpop_nonce": 1}
+    assert all(t["jkt"] for t in stats["issued"])  # every token bound to the key
+    assert all(t.token_type == "DPoP" and t.dpop_key is None for t in obtained)  # the user's key is not stored
+    _assert_api_with_nonces(stats, outcomes, expiries, elapsed)
 
 
 def test_client_secret_basic_client_credentials_and_a_revoked_token(oidc: Provider) -> None:
@@ -491,12 +533,20 @@ class DevBrowser:
             raise self.errors[0]
 
 
-def _login(oidc: Provider, monkeypatch: pytest.MonkeyPatch, storage: TokenStorage, client_id: str) -> Token:
+def _login(
+    oidc: Provider, monkeypatch: pytest.MonkeyPatch, storage: TokenStorage, client_id: str, dpop: bool = False
+) -> Token:
     """login_browser through the provider's sign-in and consent pages; the token is stored."""
     browser = DevBrowser(oidc)
     monkeypatch.setattr(webbrowser, "open", browser.open)
     token = login_browser(
-        client_id=client_id, issuer=oidc.issuer, scope="openid", storage=storage, stream=io.StringIO(), timeout=40
+        client_id=client_id,
+        issuer=oidc.issuer,
+        scope="openid",
+        storage=storage,
+        stream=io.StringIO(),
+        timeout=40,
+        dpop=dpop,
     )
     browser.join()
     auth, interaction = oidc.issuer + "/auth", oidc.issuer + "/interaction"
@@ -567,19 +617,110 @@ def test_public_client_login_then_rotation_across_expiries_in_threads(
     assert again.json()["error"] == "invalid_grant"
 
 
+def _refresh_signed_by(oidc: Provider, client_id: str, refresh_token: str, key: DPoPKey) -> requests.Response:
+    """A refresh_token grant with a proof signed by ``key`` (and the provider's nonce, asked for first)."""
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+    nonce = None
+    for _ in range(2):
+        headers = {"DPoP": key.proof("POST", oidc.token_url, nonce=nonce)}
+        response = requests.post(oidc.token_url, data=data, headers=headers, timeout=10)
+        if response.status_code != 400 or response.json().get("error") != "use_dpop_nonce":
+            break
+        nonce = response.headers["DPoP-Nonce"]
+    return response
+
+
+@pytest.mark.timeout(90)
+def test_dpop_public_client_login_then_threads_across_expiries(oidc: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """login_browser(dpop=True), then 8 threads for 3 expiries: bound rotations, one per expiry; another key refused."""
+    storage = MemoryStorage()
+    token = _login(oidc, monkeypatch, storage, "native-dpop", dpop=True)
+    assert token.token_type == "DPoP"
+    key = token.dpop_key
+    assert key is not None  # generated for the login, kept in the record
+    login = oidc.stats("native-dpop", reset=True)
+    assert login["grants"] == {"authorization_code": 1}
+    assert login["refreshTokens"]["bound"] == 1  # the provider bound the refresh token to the key
+    assert all(t["jkt"] for t in login["issued"])
+
+    refreshed: list[Token] = []
+    adapter = TokenRefreshAdapter(
+        storage,
+        issuer=oidc.issuer,
+        client_id="native-dpop",
+        leeway=LEEWAY,
+        dpop=True,
+        on_refresh=refreshed.append,
+        pool_maxsize=THREADS,
+    )
+    with requests.Session() as session:
+        session.mount(oidc.resource + "/", adapter)
+        # The provider's own resource (its nonce is the token endpoint's: same origin, same server).
+        session.mount(oidc.userinfo_url, adapter)
+        me = session.get(oidc.userinfo_url, timeout=10)
+        assert me.status_code == 200, me.text
+        assert me.json()["sub"] == LOGIN
+        oidc.reset()
+        start = time.time()
+        outcomes = _hammer(session, oidc.api, THREADS, start + RUN)
+    elapsed = time.time() - start
+    stats = oidc.stats("native-dpop")
+    _print("native-dpop, threads", outcomes, stats, elapsed)
+
+    assert set(outcomes) == {"ok"}, outcomes
+    chain = [token, *refreshed]
+    expiries = _assert_one_refresh_per_expiry([Lifetime.of(t) for t in chain], LEEWAY, start, start + RUN)
+    assert expiries >= 3
+    assert stats["grants"] == {"refresh_token": expiries}  # one refresh per expiry
+    # The adapter asks for the token endpoint's nonce at most once (at its first refresh).
+    asked = stats["errors"].pop("refresh_token use_dpop_nonce", 0)
+    assert stats["errors"] == {}
+    assert asked <= 1
+    assert stats["grantsRevoked"] == 0
+    assert stats["refreshTokens"] == {"saved": expiries, "consumed": expiries, "bound": expiries}
+    assert all(t["jkt"] for t in stats["issued"])
+    assert all(t.token_type == "DPoP" and t.dpop_key == key for t in refreshed)  # one key for the family
+    assert len({t.refresh_token for t in chain}) == expiries + 1
+    _assert_served_until_replaced(stats["issued"])
+    _assert_api_with_nonces(stats, outcomes, expiries, elapsed)
+
+    # Another key cannot refresh the family: its refresh token is bound to the login's key ...
+    current = storage.load()
+    assert current == refreshed[-1]
+    assert current.refresh_token is not None
+    foreign = _refresh_signed_by(oidc, "native-dpop", current.refresh_token, DPoPKey.generate())
+    assert foreign.status_code == 400, foreign.text
+    assert foreign.json()["error"] == "invalid_grant"
+    # ... and trying costs the family nothing: a new adapter refreshes it with the key in the record.
+    fresh = TokenRefreshAdapter(storage, issuer=oidc.issuer, client_id="native-dpop", dpop=True)
+    try:
+        again = fresh.refresh()
+    finally:
+        fresh.close()
+    assert again.refresh_token not in (None, current.refresh_token)
+    assert again.dpop_key == key
+    assert oidc.stats("native-dpop")["grantsRevoked"] == 0
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("dpop", [False, True], ids=["bearer", "dpop"])
 def test_public_client_rotation_across_processes_sharing_a_file(
-    oidc: Provider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    oidc: Provider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dpop: bool
 ) -> None:
-    """3 processes x 4 threads on one FileStorage for 3 expiries: one rotation per expiry in all, 0 failures."""
+    """3 processes x 4 threads on one FileStorage for 3 expiries: one rotation per expiry in all, 0 failures.
+
+    With DPoP, the key the login generated is in the record: every process signs with it.
+    """
+    client_id = "native-dpop" if dpop else "native"
     path = tmp_path / "token.json"
-    token = _login(oidc, monkeypatch, FileStorage(path), "native")
+    token = _login(oidc, monkeypatch, FileStorage(path), client_id, dpop=dpop)
     oidc.reset()
     go = tmp_path / "go"
     threads = 4
+    args = [str(path), oidc.issuer, oidc.api, client_id, str(threads), str(go), "dpop" if dpop else "bearer"]
     procs = [
         subprocess.Popen(  # noqa: S603
-            [sys.executable, __file__, "worker", str(path), oidc.issuer, oidc.api, "native", str(threads), str(go)],
+            [sys.executable, __file__, "worker", *args],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -608,9 +749,10 @@ def test_public_client_rotation_across_processes_sharing_a_file(
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
-    stats = oidc.stats("native")
+    elapsed = time.time() - start
+    stats = oidc.stats(client_id)
     outcomes = sum((collections.Counter(r["outcomes"]) for r in results), collections.Counter())
-    _print(f"native, {PROCESSES} processes x {threads} threads, FileStorage", outcomes, stats, time.time() - start)
+    _print(f"{client_id}, {PROCESSES} processes x {threads} threads, FileStorage", outcomes, stats, elapsed)
     print(f"refreshes per process: {[len(r['refreshes']) for r in results]}")
 
     assert set(outcomes) == {"ok"}, outcomes
@@ -619,26 +761,36 @@ def test_public_client_rotation_across_processes_sharing_a_file(
     expiries = _assert_one_refresh_per_expiry(chain, LEEWAY, start, start + RUN)
     assert expiries >= 3
     assert stats["grants"] == {"refresh_token": expiries}  # one refresh per expiry, in all processes
-    assert stats["errors"] == {}  # no process ever sent a rotated-out refresh token
-    assert stats["grantsRevoked"] == 0
-    assert stats["refreshTokens"] == {"saved": expiries, "consumed": expiries, "bound": 0}
-    assert stats["api"]["ok"] == outcomes["ok"]
-    assert stats["api"]["errors"] == {}
+    assert stats["grantsRevoked"] == 0  # no process ever sent a rotated-out refresh token
+    bound = expiries if dpop else 0  # a public client's refresh tokens are bound to the key
+    assert stats["refreshTokens"] == {"saved": expiries, "consumed": expiries, "bound": bound}
     _assert_served_until_replaced(stats["issued"])
     stored = FileStorage(path).load()
     assert stored is not None
     assert Lifetime.of(stored) == refreshes[-1]  # the newest rotation is the one stored
+    if not dpop:
+        assert stats["errors"] == {}
+        assert stats["api"] == {"ok": outcomes["ok"], "errors": {}, "tokens": expiries + 1}
+        return
+    # Each process that refreshed asked for the provider's nonce once, at its first refresh.
+    asked = stats["errors"].pop("refresh_token use_dpop_nonce", 0)
+    assert stats["errors"] == {}
+    assert asked <= sum(bool(r["refreshes"]) for r in results)
+    assert all(t["jkt"] for t in stats["issued"])
+    assert token.dpop_key is not None
+    assert stored.dpop_key == token.dpop_key  # one key for the family, kept in the record
+    _assert_api_with_nonces(stats, outcomes, expiries, elapsed, threads=PROCESSES * threads)
 
 
 def _worker_main(argv: list[str]) -> int:
-    """One process of the multi-process test: THREADS threads through one adapter on a FileStorage.
+    """One process of the multi-process test: THREADS threads through one adapter on a FileStorage (DPoP or not).
 
     Writes ``ready-PID`` next to the token file once started, waits for the GO file (which holds
     the epoch second to stop at), runs, and prints one JSON line: the outcomes, and the lifetime
     of each token its own refreshes obtained.
     """
     parser = argparse.ArgumentParser()
-    for name in ("mode", "path", "issuer", "api", "client_id", "threads", "go"):
+    for name in ("mode", "path", "issuer", "api", "client_id", "threads", "go", "dpop"):
         parser.add_argument(name)
     args = parser.parse_args(argv)
     refreshes: list[Token] = []
@@ -649,6 +801,7 @@ def _worker_main(argv: list[str]) -> int:
         leeway=LEEWAY,
         on_refresh=refreshes.append,
         pool_maxsize=int(args.threads),
+        dpop=args.dpop == "dpop",
     )
     session = requests.Session()
     session.mount(args.api.rsplit("/api/", 1)[0] + "/", adapter)

@@ -182,11 +182,13 @@ issuerServer.on('request', provider.callback());
 const resourceServer = http.createServer();
 const resource = await listen(resourceServer, Number(config.resourcePort ?? 0));
 
-// This origin's DPoP nonces (RFC 9449 §9): the current one and the one before are accepted.
-const nonces = { current: crypto.randomBytes(16).toString('base64url'), previous: null, since: Date.now() };
+// This origin's DPoP nonce (RFC 9449 §9), its own, not the provider's. Only the current one is
+// accepted, and it is replaced every NONCE_ROTATION s: every request in flight with the one before
+// is answered use_dpop_nonce, from as many threads as there are (a strict server; many keep the
+// previous one valid a while). Every answer to a request with a proof names the current one.
+const nonces = { current: crypto.randomBytes(16).toString('base64url'), since: Date.now() };
 function currentNonce() {
   if (NONCE_ROTATION > 0 && Date.now() - nonces.since >= NONCE_ROTATION * 1000) {
-    nonces.previous = nonces.current;
     nonces.current = crypto.randomBytes(16).toString('base64url');
     nonces.since = Date.now();
   }
@@ -235,7 +237,7 @@ async function checkProof(req, accessToken, jkt) {
     throw new Unauthorized('DPoP', 'invalid_token', 'the proof is signed by another key than the token is bound to');
   }
   const nonce = currentNonce();
-  if (payload.nonce !== nonce && (payload.nonce === undefined || payload.nonce !== nonces.previous)) {
+  if (payload.nonce !== nonce) {
     throw new Unauthorized('DPoP', 'use_dpop_nonce', 'use the nonce of this origin', { 'DPoP-Nonce': nonce });
   }
   seenJtis.set(payload.jti, Date.now() + 120_000);
