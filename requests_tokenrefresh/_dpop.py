@@ -63,6 +63,7 @@ class DPoPKey:
         self.alg = alg
         self._key = private_key
         self._signer = _signer
+        self._held = False  # given to an adapter or a login as dpop=: the user keeps it, never a record
         public = dict(_public_jwk) if _public_jwk is not None else _jwk(private_key.public_key())
         #: The public key as a JWK (a dict): what a proof's header carries.
         self.public_jwk: dict[str, Any] = {k: v for k, v in public.items() if k in _THUMBPRINT_MEMBERS[public["kty"]]}
@@ -144,8 +145,12 @@ class DPoPKey:
 
     @property
     def storable(self) -> bool:
-        """Whether the key can go in a token record (:meth:`to_jwk`); not for :meth:`from_signer` keys."""
-        return self._key is not None
+        """Whether a token record keeps the key: not a :meth:`from_signer` key, nor one given as ``dpop=``.
+
+        A key the library made at a token request is kept with the token it is bound to; a key
+        the user gave (``dpop=key``) is the user's to keep, and every process is given it.
+        """
+        return self._key is not None and not self._held
 
     def to_jwk(self) -> dict[str, Any]:
         """The private key as a JWK, with ``alg``: what a token record holds. Handle it as a secret.
@@ -288,6 +293,8 @@ class DPoPPolicy:
     """
 
     def __init__(self, key: DPoPKey | None = None, *, allow_downgrade: bool = False) -> None:
+        if key is not None:
+            key._held = True
         self.key = key
         self.allow_downgrade = allow_downgrade
         self.nonces = Nonces()
@@ -304,10 +311,6 @@ class DPoPPolicy:
         if self.key is not None:
             return self.key
         return bound if bound is not None else DPoPKey.generate()
-
-    def kept(self, key: DPoPKey) -> DPoPKey | None:
-        """The key to keep in the token record: one made here, never the user's."""
-        return None if key is self.key else key
 
 
 def policy(dpop: object, allow_downgrade: bool = False) -> DPoPPolicy | None:

@@ -74,7 +74,6 @@ class EndpointClient:
         self.assertion: str | None = None  # the one last sent
         self.nonces = Nonces()
         self.dpop_key: DPoPKey | None = None  # with DPoP: the key the token requests prove
-        self.dpop_kept: DPoPKey | None = None  # ... and the one the token record keeps (not the user's)
         self.allow_dpop_downgrade = False
 
     def use_dpop(self, dpop: bool | DPoPKey, allow_downgrade: bool) -> None:
@@ -85,8 +84,7 @@ class EndpointClient:
         """
         chosen = policy(dpop, allow_downgrade)
         if chosen is not None:
-            self.dpop_key = chosen.key_for(None)
-            self.dpop_kept = chosen.kept(self.dpop_key)
+            self.dpop_key = chosen.key_for(None)  # the record keeps it unless it is the user's
             self.nonces = chosen.nonces
             self.allow_dpop_downgrade = allow_downgrade
 
@@ -244,4 +242,4 @@ class EndpointClient:
                     error="dpop_downgrade",
                 )
             return token
-        return dataclasses.replace(token, dpop_key=self.dpop_kept)
+        return dataclasses.replace(token, dpop_key=self.dpop_key)

@@ -225,18 +225,24 @@ class OAuthRefreshGrant:
         return self._bind(new, key)
 
     def _bind(self, token: Token, key: DPoPKey | None) -> Token:
-        """``token`` with the DPoP key it is bound to; a Bearer answer to a proof is a downgrade."""
+        """``token`` with the DPoP key it is bound to, or marked as a downgrade.
+
+        A ``Bearer`` answer to a request with a proof is a downgrade. Unless it is allowed, the
+        token keeps the key as a mark: it is saved like any other (its refresh token is the only
+        valid one now: dropping it would sign the user out), and the adapter refuses to send it
+        (``dpop_downgrade``) until the user allows downgrades or logs in again.
+        """
         if key is None:
             return token
         if token.token_type != "DPoP":
-            if self.dpop is None or not self.dpop.allow_downgrade:
-                raise RefreshError(
-                    f"dpop_downgrade: the token endpoint answered a {token.token_type!r} token to a request with a "
-                    "DPoP proof; pass allow_dpop_downgrade=True to accept it",
-                    error="dpop_downgrade",
-                )
-            return dataclasses.replace(token, dpop_key=None)
-        return dataclasses.replace(token, dpop_key=self.dpop.kept(key) if self.dpop is not None else key)
+            if self.dpop is not None and self.dpop.allow_downgrade:
+                return dataclasses.replace(token, dpop_key=None)
+            log.error(
+                "dpop_downgrade: the token endpoint answered a %r token to a request with a DPoP proof; it is kept "
+                "(its refresh token is the valid one) but not sent: pass allow_dpop_downgrade=True to send it",
+                token.token_type,
+            )
+        return dataclasses.replace(token, dpop_key=key)
 
     def _client_credentials(self, data: dict[str, str], url: str) -> requests.auth.HTTPBasicAuth | None:
         """Add the client's credentials (a secret or an assertion for ``url``) to ``data``."""

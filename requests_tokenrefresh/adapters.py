@@ -225,6 +225,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         self._allow_http = s.allow_insecure_http
         self._refresh_codes = s.refresh_status_codes
         self._client_cert = s.client_cert  # certificate-bound tokens go on connections that present it
+        self._allow_downgrade = s.dpop is not None and s.dpop.allow_downgrade
         clock = as_clock(s.clock)
         self._clock = clock.time
         # The class after this one in the method resolution order (HTTPAdapter, or a transport
@@ -323,6 +324,12 @@ class TokenRefreshAdapter(HTTPAdapter):
         dpop = token.token_type == "DPoP"
         if dpop:
             nonce = self._sign(request, token)
+        elif token.dpop_key is not None and not self._allow_downgrade:
+            raise RefreshError(
+                f"dpop_downgrade: the token endpoint answered a {token.token_type!r} token to a request with a "
+                "DPoP proof; it is stored, not sent: pass allow_dpop_downgrade=True to send it, or log in again",
+                error="dpop_downgrade",
+            )
         # By keyword, as requests calls an adapter: a transport or a mock (responses before 0.24)
         # may take them only so.
         if cert is None:
@@ -564,7 +571,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         else:
             where = f"refresher={s.refresher!r}"
         secret = ", client_secret=<set>" if s.client_secret else ""
-        if not isinstance(s.client_auth, str):
+        if s.client_auth is not None and not isinstance(s.client_auth, str):
             secret = f", client_auth={s.client_auth!r}"
         return f"TokenRefreshAdapter({s.storage!r}, {where}, client_id={s.client_id!r}{secret})"
 

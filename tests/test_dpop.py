@@ -1,7 +1,7 @@
 """DPoP on the client (RFC 9449): the key, its proofs, the record, nonces, and the downgrade refusal.
 
 The end-to-end behaviour (threads, processes, hosts against the testing kit's DPoP mode) is in
-tests/e2e/test_dpop.py; these tests pin each rule with a mocked token endpoint and API.
+tests/test_dpop_kit.py; these tests pin each rule with a mocked token endpoint and API.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import pickle
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from requests_tokenrefresh import DPoPKey, MemoryStorage, RefreshError, Token, TokenRefreshAdapter
+from requests_tokenrefresh import DPoPKey, FileStorage, MemoryStorage, RefreshError, Token, TokenRefreshAdapter
 from requests_tokenrefresh._dpop import htu, thumbprint
 
 TOKEN_URL = "https://auth.example.com/token"
@@ -209,24 +210,34 @@ def test_a_key_the_user_holds_signs_and_is_never_stored() -> None:
     storage = MemoryStorage(Token("at-1", "rt-1"))
     adapter = TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=key)
     token = adapter.refresh()
-    assert token.dpop_key is None
-    assert "dpop_key" not in storage.load().to_record()
+    assert token.dpop_key == key  # bound to it, in this process ...
+    assert "dpop_key" not in storage.load().to_record()  # ... never written with the record
     assert jwt.get_unverified_header(responses.calls[0].request.headers["DPoP"])["jwk"] == key.public_jwk
 
 
 @responses.activate
-def test_a_bearer_answer_to_a_proof_is_refused_unless_allowed() -> None:
-    responses.post(TOKEN_URL, json=answer("at-2", token_type="Bearer"))
-    adapter = TokenRefreshAdapter(MemoryStorage(Token("at-1", "rt-1")), token_url=TOKEN_URL, dpop=True)
+def test_a_bearer_answer_to_a_proof_is_kept_but_not_sent_unless_allowed(tmp_path: Path) -> None:
+    # The server rotated: its answer holds the only valid refresh token. Dropping it would sign
+    # the user out; it is saved, and refused for requests until the user says otherwise.
+    responses.post(TOKEN_URL, json=answer("at-2", refresh="rt-2", token_type="Bearer"))
+    responses.get(API + "a", json={})
+    storage = FileStorage(tmp_path / "token.json")
+    storage.save(Token("at-1", "rt-1"))
+    session = requests.Session()
+    session.mount(API, TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=True))
+    session.adapters[API].refresh()  # type: ignore[attr-defined]
     with pytest.raises(RefreshError, match="dpop_downgrade") as caught:
-        adapter.refresh()
+        session.get(API + "a")
     assert not caught.value.retryable
-    allowing = TokenRefreshAdapter(
-        MemoryStorage(Token("at-1", "rt-1")), token_url=TOKEN_URL, dpop=True, allow_dpop_downgrade=True
-    )
-    token = allowing.refresh()
-    assert token.token_type == "Bearer"
-    assert token.dpop_key is None
+    assert [c.request.url for c in responses.calls] == [TOKEN_URL]  # the bearer token never went out
+    stored = storage.load()
+    assert stored is not None
+    assert stored.refresh_token == "rt-2"  # the login is kept
+    allowing = requests.Session()
+    allowing.mount(API, TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=True, allow_dpop_downgrade=True))
+    assert allowing.get(API + "a").status_code == 200
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer at-2"
+    assert "DPoP" not in responses.calls[-1].request.headers
 
 
 @responses.activate
