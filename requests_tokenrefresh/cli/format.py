@@ -109,6 +109,29 @@ def _network_reason(exc: BaseException) -> str:
     return "the connection failed"
 
 
+def add_client_cert_options(group: Any) -> None:
+    """``--client-cert`` and ``--client-key``: mutual TLS (RFC 8705) on every request to the server."""
+    group.add_argument(
+        "--client-cert",
+        metavar="PATH",
+        help="a client certificate (PEM) for mutual TLS (RFC 8705); its key in the same file, or --client-key",
+    )
+    group.add_argument("--client-key", metavar="PATH", help="the client certificate's private key (PEM)")
+
+
+def client_cert(args: Any) -> str | tuple[str, str] | None:
+    """requests' ``cert`` from ``--client-cert`` and ``--client-key``.
+
+    Raises:
+        _CommandError: a key without a certificate.
+    """
+    if args.client_key and not args.client_cert:
+        raise _CommandError("--client-key needs --client-cert")
+    if not args.client_cert:
+        return None
+    return (args.client_cert, args.client_key) if args.client_key else args.client_cert
+
+
 def _seconds(text: str, allow_zero: bool = False) -> float:
     try:
         value = float(text)

@@ -27,7 +27,16 @@ from ..login import (
     should_use_device_flow,
 )
 from ..tokens import Token
-from .format import CLIENT_SECRET_ENV, _CommandError, _duration, _seconds, _shown_url, _when
+from .format import (
+    CLIENT_SECRET_ENV,
+    _CommandError,
+    _duration,
+    _seconds,
+    _shown_url,
+    _when,
+    add_client_cert_options,
+    client_cert,
+)
 from .store import _A_TOKEN, FORCE_HELP, _EncryptedRecord, _load, _replacing, _storage, _store_problem, _where
 
 __all__ = ["LOGIN_EPILOG", "add_login_arguments", "add_logout_arguments"]
@@ -53,8 +62,11 @@ def _client_options(sub: argparse.ArgumentParser, *, required: bool) -> None:
         help=f"client secret, if any (better: set {CLIENT_SECRET_ENV}; argv is visible to other users)",
     )
     client.add_argument(
-        "--client-auth", choices=("basic", "post"), default="basic", help="how to send the client secret"
+        "--client-auth",
+        choices=("basic", "post"),
+        help="how to send the client secret (default: as the issuer's metadata lists, else basic)",
     )
+    add_client_cert_options(client)
     sub.add_argument(
         "--allow-insecure-http", action="store_true", help="allow plain http to a server that is not this machine"
     )
@@ -156,6 +168,7 @@ def _login(args: argparse.Namespace) -> int:
         "token_url": args.token_url,
         "client_secret": args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
         "client_auth": args.client_auth,
+        "client_cert": client_cert(args),
         "scope": args.scope,
         "storage": storage,
         "stream": sys.stderr,
@@ -221,6 +234,7 @@ def _logout(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             client_secret=args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
             client_auth=args.client_auth,
+            client_cert=client_cert(args),
             timeout=args.timeout,
             allow_insecure_http=args.allow_insecure_http,
         )

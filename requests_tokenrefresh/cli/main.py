@@ -27,7 +27,7 @@ from .. import __version__
 from ..adapters import DEFAULT_LEEWAY, DEFAULT_REFRESH_TIMEOUT
 from ..exceptions import TokenRefreshError
 from .format import CLIENT_SECRET_ENV as _CLIENT_SECRET_ENV
-from .format import PROG, _CommandError, _file_error, _seconds
+from .format import PROG, _CommandError, _file_error, _seconds, add_client_cert_options
 from .login import LOGIN_EPILOG, add_login_arguments, add_logout_arguments
 from .records import _clear, _import, _status, describe
 from .refresh import _refresh
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-secret", help=f"client secret (better: set {CLIENT_SECRET_ENV}; argv is visible to other users)"
     )
     refresh.add_argument(
-        "--client-auth", choices=("basic", "post"), default="basic", help="how to send the client credentials"
+        "--client-auth", choices=("basic", "post"), help="how to send the client secret (default: basic)"
     )
+    add_client_cert_options(refresh)
     refresh.add_argument("--scope", help="scope to ask for (default: keep the granted scope)")
     refresh.add_argument(
         "--timeout", type=_seconds, default=DEFAULT_REFRESH_TIMEOUT, help="seconds for the refresh, retries included"

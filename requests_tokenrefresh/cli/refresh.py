@@ -16,7 +16,15 @@ from ..adapters import TokenRefreshAdapter
 from ..exceptions import InsecureTransportError, RefreshError, SessionExpiredError
 from ..storage import EncryptedStorage, TokenStorage
 from ..tokens import Token
-from .format import CLIENT_SECRET_ENV, PROG, _CommandError, _file_error, _network_reason, _shown_url
+from .format import (
+    CLIENT_SECRET_ENV,
+    PROG,
+    _CommandError,
+    _file_error,
+    _network_reason,
+    _shown_url,
+    client_cert,
+)
 from .records import _print_status, describe
 from .store import (
     _command_storage,
@@ -98,6 +106,7 @@ def _refresh(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             client_secret=args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
             client_auth=args.client_auth,
+            client_cert=client_cert(args),
             scope=args.scope,
             refresh_timeout=args.timeout,
             allow_insecure_http=args.allow_insecure_http,

@@ -1008,3 +1008,25 @@ def test_demo_progress_fits_the_terminal(tmp_path: Path, keyring_file: Path, col
 )
 def test_durations_show_the_largest_unit_and_the_one_below_it(seconds: float, shown: str) -> None:
     assert _duration(seconds) == shown
+
+
+def test_refresh_with_a_client_certificate_over_mutual_tls(
+    cli: CommandLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuthServer(tls=True, client_cert_auth=True, client_id="svc", ttl=3600) as srv:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(srv.ca_path))  # the kit's CA, for the token request
+        token_file, response = tmp_path / "token.json", tmp_path / "response.json"
+        response.write_text(json.dumps(srv.issue()))
+        assert cli("import", "--file", str(token_file), str(response)).returncode == 0
+        cert, key = srv.issue_client_cert()
+        common = ["refresh", "--file", str(token_file), "--token-url", srv.token_url, "--client-id", "svc"]
+        refused = cli(*common)
+        assert refused.returncode == 1
+        assert "invalid_client" in refused.stderr
+        refreshed = cli(*common, "--client-cert", cert, "--client-key", key)
+        assert refreshed.returncode == 0, refreshed.stderr
+        assert srv.refresh_calls == 2
+        assert not srv.revoked
+        lonely = cli(*common, "--client-key", key)
+        assert lonely.returncode != 0
+        assert "--client-key needs --client-cert" in lonely.stderr
