@@ -181,11 +181,11 @@ class OAuthRefreshGrant:
         if self.scope:
             data["scope"] = self.scope
         session = self.session
+        deadline = time.monotonic() + timeout  # a socket watchdog's: real time; discovery's too
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
         bound = token.dpop_key if token is not None else None
         key = self.dpop.key_for(bound) if self.dpop is not None else bound
-        deadline = time.monotonic() + timeout  # a socket watchdog's: real time
         log.debug(
             "%s grant to %s with refresh token %s",
             data["grant_type"],

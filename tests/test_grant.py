@@ -662,3 +662,52 @@ def test_the_test_server_accepts_the_replaced_refresh_token_within_its_reuse_gra
         again = requests.post(srv.token_url, data={"grant_type": "refresh_token", "refresh_token": first}, timeout=5)
         assert again.status_code == 400
         assert srv.revoked
+
+
+def test_discovery_and_the_token_request_share_one_timeout() -> None:
+    # An issuer whose metadata and token endpoint each take 0.6 s: with a 1-s timeout the whole
+    # call must end by then, not give each its own second.
+    import http.server
+    import json
+    import threading
+
+    from requests_tokenrefresh._discovery import _clear_cache
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self, body: dict[str, Any]) -> None:
+            time.sleep(0.6)
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer({"issuer": issuer, "token_endpoint": issuer + "/token"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._answer({"access_token": "at-2", "expires_in": 60})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    issuer = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    _clear_cache()
+    grant = OAuthRefreshGrant(None, issuer=issuer)
+    try:
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            grant(Token("at-1", "rt-1"), 1.0)
+        assert time.monotonic() - started < 1.4
+        assert grant(Token("at-1", "rt-1"), 2.0).access_token == "at-2"  # metadata cached: one 0.6-s wait
+    finally:
+        grant.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        _clear_cache()
