@@ -10,7 +10,8 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from .._discovery import DEFAULT_TIMEOUT
 from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
 from .._grant import clean_text
+from .._settings import scope_string
 from .._urls import origin
 from ..exceptions import (
     LoginError,
@@ -46,7 +48,7 @@ def login_browser(
     token_url: str | None = None,
     client_secret: str | None = None,
     client_auth: ClientAuth | None = None,
-    scope: str | None = None,
+    scope: str | Sequence[str] | AbstractSet[str] | None = None,
     storage: TokenStorage | None = None,
     port: int = 0,
     redirect_path: str = "/callback",
@@ -87,7 +89,8 @@ def login_browser(
             :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
             (on every request to the server; see :doc:`/client-auth`). None: chosen from the
             issuer's metadata (``token_endpoint_auth_methods_supported``), else ``"basic"``.
-        scope: the scope to ask for; with ``openid`` in it, a ``nonce`` is sent and checked.
+        scope: the scope to ask for: a string, or strings (a list or tuple, sent in its order, or a set,
+            sent sorted) joined with spaces; with ``openid`` in it, a ``nonce`` is sent and checked.
         storage: where to save the token; nothing is saved if the login fails.
         port: the loopback port, or 0 for one the OS picks. Some servers want the registered
             redirect URI's port; a busy port fails at once.
@@ -131,6 +134,7 @@ def login_browser(
     """
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
+    scope = scope_string(scope)
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
     import webbrowser  # here: it is heavy to import

@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TextIO
 
 import requests
@@ -15,6 +16,7 @@ from .._client_auth import ClientAuth, ClientCert
 from .._discovery import DEFAULT_TIMEOUT
 from .._dpop import DPoPKey
 from .._endpoints import EndpointClient
+from .._settings import scope_string
 from ..exceptions import (
     LoginError,
 )
@@ -46,7 +48,7 @@ def login_device(
     token_url: str | None = None,
     client_secret: str | None = None,
     client_auth: ClientAuth | None = None,
-    scope: str | None = None,
+    scope: str | Sequence[str] | AbstractSet[str] | None = None,
     storage: TokenStorage | None = None,
     timeout: float | None = None,
     stream: TextIO | None = None,
@@ -78,7 +80,8 @@ def login_device(
             :class:`~requests_tokenrefresh.PrivateKeyJWT` or a :class:`~requests_tokenrefresh.ClientAssertion`
             (on every request to the server; see :doc:`/client-auth`). None: chosen from the
             issuer's metadata (``token_endpoint_auth_methods_supported``), else ``"basic"``.
-        scope: the scope to ask for.
+        scope: the scope to ask for: a string, or strings (a list or tuple, sent in its order, or a set,
+            sent sorted) joined with spaces.
         storage: where to save the token; nothing is saved if the login fails.
         timeout: seconds to wait at most; the device code's ``expires_in`` by default.
         stream: where the instructions go; standard error by default.
@@ -117,6 +120,7 @@ def login_device(
     """
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
+    scope = scope_string(scope)
     extra = _extra(extra_params, _DEVICE_PARAMS)
     out = sys.stderr if stream is None else stream
     client = EndpointClient(

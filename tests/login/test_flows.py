@@ -309,6 +309,17 @@ def test_browser_login_end_to_end(auth: AuthServer, browser: Browser, logs: pyte
     assert_no_secret(auth, [logs.text, out.getvalue(), repr(token), browser.last_page.text])
 
 
+@pytest.mark.parametrize("scope", [["openid", "api"], ("openid", "api"), {"api", "openid"}])
+def test_the_login_scope_may_be_a_list_or_a_set(auth: AuthServer, browser: Browser, scope: Any) -> None:
+    token = _browser_login(auth, stream=io.StringIO(), scope=scope)
+    browser.join()
+    query = dict(p.split("=", 1) for p in browser.urls[0].split("?", 1)[1].split("&"))
+    joined = "api openid" if isinstance(scope, set) else "openid api"  # in order; a set sorted
+    assert query["scope"] == joined.replace(" ", "+")
+    assert "nonce" in query  # openid in a list is seen as in a string
+    assert token.scope == joined
+
+
 def test_browser_login_from_the_printed_url_with_a_confidential_client(logs: pytest.LogCaptureFixture) -> None:
     """No browser opens: the user copies the printed URL. Explicit endpoints; the secret in the body."""
     browser = Browser()
