@@ -56,8 +56,20 @@ class DPoPKey:
     .. versionadded:: 0.3
     """
 
-    def __init__(self, private_key: Any, *, alg: str = "ES256", _signer: Callable[[bytes], bytes] | None = None,
-                 _public_jwk: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        private_key: Any,
+        *,
+        alg: str = "ES256",
+        _signer: Callable[[bytes], bytes] | None = None,
+        _public_jwk: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Use :meth:`generate`, :meth:`from_pem`, :meth:`from_signer` or :meth:`from_jwk`.
+
+        Args:
+            private_key: a ``cryptography`` private key (EC P-256 or RSA), or None with ``_signer``.
+            alg: the JWS algorithm of the proofs.
+        """
         if alg not in DPOP_ALGORITHMS:
             raise ValueError(f"alg must be one of {DPOP_ALGORITHMS}, not {alg!r}")
         self.alg = alg
