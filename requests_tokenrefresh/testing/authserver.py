@@ -26,17 +26,16 @@ import hashlib
 import html
 import json
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
 from ._dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ._dpop import DPoPGuard, ProofError
-from ._tls import KitTLS, TLSMixIn, certificate_thumbprint, peer_certificate
+from ._http import Request, Server, handler, json_answer
+from ._tls import KitTLS, certificate_thumbprint
 
 __all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "MAX_ASSERTION_LIFETIME", "ROTATION_MODES"]
 
@@ -99,18 +98,6 @@ class _Family:
     previous_refresh: str | None = None  # the one current_refresh replaced, and when
     rotated_at: float = 0.0
     jkt: str | None = None  # the DPoP key its refresh tokens are bound to
-
-
-@dataclasses.dataclass
-class _Request:
-    """What the endpoints need of a request besides its body, and the headers they add to its answer."""
-
-    method: str
-    path: str
-    urls: tuple[str, ...]  # the URLs it was sent to: the server's own and the Host header's, with the path
-    dpop: list[str] = dataclasses.field(default_factory=list)  # its DPoP headers
-    cert: bytes | None = None  # the client's certificate (DER), on a TLS connection
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class AuthServer:
@@ -338,7 +325,7 @@ class AuthServer:
         self.client_cert_auth = client_cert_auth
         self.mtls_aliases = False
         self._tls = KitTLS(host, client_cert_auth=client_cert_auth) if tls else None
-        self._server = _Server((host, 0), _handler(self))
+        self._server = Server((host, 0), handler(self))
         self._server.ssl_context = self._tls.context if self._tls else None
         # serve_forever notices shutdown() only between polls (0.5 s by default): a short poll lets
         # stop() return at once, which a suite of hundreds of server fixtures feels.
@@ -547,10 +534,10 @@ class AuthServer:
         entry["status"] = status
         return status, body
 
-    def _current_request(self, method: str, path: str) -> _Request:
+    def _current_request(self, method: str, path: str) -> Request:
         """The request this thread's handler serves, or (called outside a handler) a plain one."""
-        request: _Request | None = getattr(self._serving, "request", None)
-        return request if request is not None else _Request(method, path, (self.url + path,))
+        request: Request | None = getattr(self._serving, "request", None)
+        return request if request is not None else Request(method, path, (self.url + path,))
 
     def _token_paths(self) -> tuple[str, ...]:
         return ("/token", "/mtls/token") if self.mtls_aliases else ("/token",)
@@ -562,7 +549,7 @@ class AuthServer:
             self.token_log.append({"t": time.time(), "refresh_token": None, "status": 400})
         return 400, {"error": "invalid_request", "error_description": "The request body is not UTF-8 form data"}
 
-    def _binding(self, request: _Request) -> tuple[dict[str, str], tuple[int, dict[str, Any]] | None]:
+    def _binding(self, request: Request) -> tuple[dict[str, str], tuple[int, dict[str, Any]] | None]:
         """What a token request's tokens are bound to (its ``cnf``), or the refusal of its DPoP proof."""
         cnf: dict[str, str] = {}
         if self.client_cert_auth and request.cert is not None:
@@ -580,7 +567,7 @@ class AuthServer:
             request.headers["DPoP-Nonce"] = nonce
         return cnf, refusal
 
-    def _grant(self, form: dict[str, str], authorization: str | None, request: _Request) -> tuple[int, dict[str, Any]]:
+    def _grant(self, form: dict[str, str], authorization: str | None, request: Request) -> tuple[int, dict[str, Any]]:
         cnf, refusal = self._binding(request)  # first: a retry for a nonce spends no client assertion
         if refusal is not None:
             return refusal
@@ -720,7 +707,7 @@ class AuthServer:
             return 401, {"error": error}
         return 200, {"ok": True, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
-    def _possession_error(self, scheme: str, token: str, request: _Request) -> str | None:
+    def _possession_error(self, scheme: str, token: str, request: Request) -> str | None:
         """Why the API refuses ``token`` as ``scheme`` for want of proof of possession (RFC 9449 §7, RFC 8705 §3)."""
         with self.lock:
             cnf = self._cnf.get(token, {})
@@ -954,26 +941,45 @@ class AuthServer:
                 "rfc8414": ("/.well-known/oauth-authorization-server",),
             }.get(self.metadata_format, ())
             if path in served and method == "GET":
-                return _json(200, self.metadata())
-            return _json(404, {"error": "not_found"})
+                return json_answer(200, self.metadata())
+            return json_answer(404, {"error": "not_found"})
         if path == "/authorize" and method in ("GET", "POST"):
             return self._authorize(method, params if method == "GET" else form)
         if path == "/device" and method in ("GET", "POST"):
             return self._device_page(method, params if method == "GET" else form)
         if path == "/device_authorization" and method == "POST":
-            return _json(*self._device_authorization(form, authorization, cert))
+            return json_answer(*self._device_authorization(form, authorization, cert))
         if path == "/revoke" and method == "POST":
-            return _json(*self._revoke(form, authorization, cert))
+            return json_answer(*self._revoke(form, authorization, cert))
         return None
 
+    def _respond(
+        self, request: Request, method: str, query: str, body: bytes, authorization: str | None
+    ) -> tuple[int, bytes, dict[str, str], float]:
+        """Route one HTTP request to its endpoint; return the answer and its trickle (called by the handler).
 
-class _Server(TLSMixIn, ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # the default listen backlog of 5 makes a burst of clients wait seconds
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away is no error
-            super().handle_error(request, client_address)
+        ``method`` is the request's, but ``GET`` for a ``HEAD``.
+        """
+        login = self.login_endpoint(method, request.path, query, body, authorization)
+        if login is not None:
+            return (*login, 0.0)
+        if request.path in self._token_paths() and request.method == "POST":
+            try:
+                form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+            except UnicodeDecodeError:
+                return (*json_answer(*self._unreadable_token_request()), 0.0)
+            status, result = self.token_endpoint(form, authorization)
+            if isinstance(result, Canned):
+                time.sleep(result.delay)
+                raw = result.body
+                if isinstance(raw, dict):
+                    raw = json.dumps(raw)
+                data = raw.encode() if isinstance(raw, str) else raw
+                return status, data, {"Content-Type": "application/json", **result.headers}, result.trickle
+            headers = {"Content-Type": "application/json", "Cache-Control": "no-store", **request.headers}
+            return status, json.dumps(result).encode(), headers, 0.0
+        status, payload = self.api(authorization, body, request.path)
+        return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers}, 0.0
 
 
 def _public_key(key: Any) -> Any:
@@ -1002,105 +1008,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _json(status: int, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-    return status, json.dumps(payload).encode(), {"Content-Type": "application/json", "Cache-Control": "no-store"}
-
-
 def _page(status: int, title: str, content: str, raw: bool = False) -> tuple[int, bytes, dict[str, str]]:
     """A small HTML page; ``content`` is escaped unless ``raw``."""
     text = content if raw else f"<p>{html.escape(content)}</p>"
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
     page += f"<body><h1>{title}</h1>{text}</body></html>"
     return status, page.encode(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
-
-
-def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
-    # A class of small do_* methods made per server (they close over it): its length is the
-    # endpoints', not one function's logic.
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-            pass  # quiet: tests and the demo print their own summaries
-
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks: list[bytes] = []
-                while True:
-                    size = int(self.rfile.readline().strip() or b"0", 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str], trickle: float = 0.0) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command == "HEAD":  # the headers a GET gets, without the body (RFC 9110 §9.3.2)
-                return
-            if not trickle:
-                self.wfile.write(body)
-                return
-            for i in range(len(body)):
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(trickle)
-
-        def _request(self, path: str) -> _Request:
-            scheme = "https" if server._tls else "http"
-            urls = (server.url + path, f"{scheme}://{self.headers.get('Host', '')}{path}")
-            dpop = self.headers.get_all("DPoP") or []
-            return _Request(self.command, path, urls, dpop, peer_certificate(self.connection))
-
-        def _dispatch(self) -> None:
-            body = self._body()
-            auth = self.headers.get("Authorization")
-            parts = urlsplit(self.path)
-            method = "GET" if self.command == "HEAD" else self.command
-            server._serving.request = request = self._request(parts.path)
-            try:
-                self._answer(request, method, body, auth)
-            finally:
-                server._serving.request = None
-
-        def _answer(self, request: _Request, method: str, body: bytes, auth: str | None) -> None:
-            parts = urlsplit(self.path)
-            login = server.login_endpoint(method, parts.path, parts.query, body, auth)
-            if login is not None:
-                return self._send(*login)
-            if parts.path in server._token_paths() and self.command == "POST":
-                try:
-                    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
-                except UnicodeDecodeError:
-                    return self._send(*_json(*server._unreadable_token_request()))
-                status, result = server.token_endpoint(form, auth)
-                if isinstance(result, Canned):
-                    time.sleep(result.delay)
-                    raw = result.body
-                    if isinstance(raw, dict):
-                        raw = json.dumps(raw)
-                    data = raw.encode() if isinstance(raw, str) else raw
-                    headers = {"Content-Type": "application/json", **result.headers}
-                    return self._send(status, data, headers, result.trickle)
-                return self._send(
-                    status,
-                    json.dumps(result).encode(),
-                    {"Content-Type": "application/json", "Cache-Control": "no-store", **request.headers},
-                )
-            status, payload = server.api(auth, body, parts.path)
-            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers})
-
-        def __getattr__(self, name: str) -> Any:
-            # http.server answers 501 to a method without a do_<METHOD>: here every method
-            # (PATCH, HEAD, OPTIONS, WebDAV's ...) is one the API serves.
-            if name.startswith("do_"):
-                return self._dispatch
-            raise AttributeError(name)
-
-    return Handler
