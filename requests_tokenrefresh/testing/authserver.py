@@ -20,7 +20,6 @@ and mutual TLS (RFC 8705; the certificates and the TLS layer are in :mod:`._tls`
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hashlib
 import html
@@ -30,8 +29,9 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from ._client_auth import client_ok, public_key
 from ._dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ._dpop import DPoPGuard, ProofError
 from ._http import Request, Server, handler, json_answer
@@ -51,7 +51,6 @@ AUTHORIZE_MODES = ("form", "auto-approve", "wrong-state", "no-code", "deny")
 #: answered slow_down), "access_denied", "expired_token" (every poll answered so).
 DEVICE_MODES = ("normal", "slow_down", "access_denied", "expired_token")
 _DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Seconds from now within which a client assertion's ``exp`` must lie by default (see
 #: :attr:`AuthServer.max_assertion_lifetime`).
 MAX_ASSERTION_LIFETIME = 300
@@ -271,7 +270,7 @@ class AuthServer:
         self.reuse_grace = reuse_grace
         self.client_id = client_id
         self.client_secret = client_secret
-        self.client_public_key: Any = _public_key(client_public_key)
+        self.client_public_key: Any = public_key(client_public_key)
         self.jwt = jwt
         self.lock: threading.Lock = threading.Lock()
         self.refresh_calls: int = 0
@@ -571,7 +570,7 @@ class AuthServer:
         cnf, refusal = self._binding(request)  # first: a retry for a nonce spends no client assertion
         if refusal is not None:
             return refusal
-        if not self._client_ok(form, authorization, "/token", request.cert):
+        if not client_ok(self, form, authorization, "/token", request.cert):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         if form.get("grant_type") == "authorization_code":
             return self._code_grant(form, cnf)
@@ -608,71 +607,6 @@ class AuthServer:
             family.previous_refresh, family.rotated_at = presented, time.time()
             family.current_refresh = self._new_refresh(family_id)  # type: ignore[arg-type]
             return 200, self._response(family_id, family.current_refresh, cnf)  # type: ignore[arg-type]
-
-    def _client_ok(
-        self, form: dict[str, str], authorization: str | None, endpoint: str, cert: bytes | None = None
-    ) -> bool:
-        if self.client_id is None:
-            return True
-        if self.client_cert_auth and self.client_secret is None and self.client_public_key is None:
-            # tls_client_auth (RFC 8705 §2.1): the certificate (checked by the TLS layer against
-            # the kit's CA) authenticates the client, which names itself in the form.
-            return cert is not None and not authorization and form.get("client_id") == self.client_id
-        if self.client_public_key is not None or "client_assertion" in form:
-            return not authorization and self._assertion_ok(form, endpoint)
-        if authorization and authorization.startswith("Basic "):
-            try:
-                pair = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return False  # a malformed header is a client that failed to authenticate
-            cid, _, secret = pair.partition(":")
-            return (unquote_plus(cid), unquote_plus(secret)) == (self.client_id, self.client_secret)
-        return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
-
-    def _assertion_ok(self, form: dict[str, str], endpoint: str) -> bool:
-        """Verify a private_key_jwt assertion (RFC 7523 §3) against the registered public key."""
-        problem = self._assertion_problem(form)
-        with self.lock:
-            if problem is None:
-                claims = _unverified_claims(form["client_assertion"])
-                now = time.time()
-                self._jtis = {k: exp for k, exp in self._jtis.items() if exp > now}  # an expired one is dead anyway
-                if claims["jti"] in self._jtis:
-                    problem = "replayed jti"
-                else:
-                    self._jtis[claims["jti"]] = claims["exp"]
-                    self.assertion_log.append({**claims, "endpoint": endpoint})
-            if problem is not None:
-                self.assertion_rejections.append(problem)
-        return problem is None
-
-    def _assertion_problem(self, form: dict[str, str]) -> str | None:
-        import jwt  # here: only a server that checks assertions needs PyJWT
-
-        if form.get("client_assertion_type") != _ASSERTION_TYPE or not form.get("client_assertion"):
-            return "no client assertion"
-        if self.client_public_key is None:
-            return "no public key registered for client assertions"
-        if "client_secret" in form:
-            return "a client_secret beside the assertion"
-        try:
-            claims = jwt.decode(
-                form["client_assertion"],
-                self.client_public_key,
-                algorithms=_algorithms(self.client_public_key),
-                audience=self.token_url,
-                issuer=self.client_id,
-                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
-            )
-        except jwt.PyJWTError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if claims["sub"] != self.client_id or form.get("client_id", self.client_id) != self.client_id:
-            return "sub or client_id is not the client"
-        if not isinstance(claims["exp"], (int, float)) or claims["exp"] > time.time() + self.max_assertion_lifetime:
-            return "exp too far in the future"
-        if not isinstance(claims["jti"], str) or not claims["jti"]:
-            return "no jti"
-        return None
 
     def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
         """Answer one request to the protected API (called by the HTTP handler).
@@ -849,7 +783,7 @@ class AuthServer:
     def _device_authorization(
         self, form: dict[str, str], authorization: str | None, cert: bytes | None
     ) -> tuple[int, dict[str, Any]]:
-        if not self._client_ok(form, authorization, "/device_authorization", cert) or (
+        if not client_ok(self, form, authorization, "/device_authorization", cert) or (
             self.client_id is None and not form.get("client_id")
         ):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
@@ -917,7 +851,7 @@ class AuthServer:
             self.revocation_log.append({"token": form.get("token"), "hint": form.get("token_type_hint")})
         if self.revocation_mode == "fail":
             return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
-        if not self._client_ok(form, authorization, "/revoke", cert):
+        if not client_ok(self, form, authorization, "/revoke", cert):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         token = form.get("token", "")
         with self.lock:
@@ -980,28 +914,6 @@ class AuthServer:
             return status, json.dumps(result).encode(), headers, 0.0
         status, payload = self.api(authorization, body, request.path)
         return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers}, 0.0
-
-
-def _public_key(key: Any) -> Any:
-    """The registered public key as a ``cryptography`` key: loaded from a PEM if given one."""
-    if isinstance(key, (str, bytes)):
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        return load_pem_public_key(key.encode() if isinstance(key, str) else key)
-    return key
-
-
-def _algorithms(key: Any) -> list[str]:
-    """The JWS algorithms a client assertion may use with ``key``: never ``none`` nor HMAC."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ["ES256"] if isinstance(key, ec.EllipticCurvePublicKey) else ["RS256", "PS256"]
-
-
-def _unverified_claims(assertion: str) -> dict[str, Any]:
-    payload = assertion.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return claims
 
 
 def _b64(data: bytes) -> str:
