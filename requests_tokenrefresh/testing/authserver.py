@@ -22,17 +22,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import html
 import json
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs
 
+from . import _login
 from ._client_auth import client_ok, public_key
-from ._dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ._dpop import DPoPGuard, ProofError
 from ._http import Request, Server, handler, json_answer
 from ._tls import KitTLS, certificate_thumbprint
@@ -50,7 +49,6 @@ AUTHORIZE_MODES = ("form", "auto-approve", "wrong-state", "no-code", "deny")
 #: ``device_mode``: "normal" (pending until approved on /device), "slow_down" (the first poll is
 #: answered slow_down), "access_denied", "expired_token" (every poll answered so).
 DEVICE_MODES = ("normal", "slow_down", "access_denied", "expired_token")
-_DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: Seconds from now within which a client assertion's ``exp`` must lie by default (see
 #: :attr:`AuthServer.max_assertion_lifetime`).
 MAX_ASSERTION_LIFETIME = 300
@@ -573,9 +571,9 @@ class AuthServer:
         if not client_ok(self, form, authorization, "/token", request.cert):
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         if form.get("grant_type") == "authorization_code":
-            return self._code_grant(form, cnf)
-        if form.get("grant_type") == _DEVICE_GRANT:
-            return self._device_grant(form, cnf)
+            return _login.code_grant(self, form, cnf)
+        if form.get("grant_type") == _login.DEVICE_GRANT:
+            return _login.device_grant(self, form, cnf)
         if form.get("grant_type") == "client_credentials":
             if self.client_id is None:  # RFC 6749 §4.4: for confidential clients only
                 return 400, {"error": "unauthorized_client"}
@@ -670,29 +668,7 @@ class AuthServer:
 
     def metadata(self) -> dict[str, Any]:
         """The metadata document, as modified by the ``metadata_*`` and ``issuer_override`` attributes."""
-        document: dict[str, Any] = {
-            "issuer": self.issuer_override or self.issuer,
-            "authorization_endpoint": self.url + "/authorize",
-            "token_endpoint": self.token_url,
-            "device_authorization_endpoint": self.url + "/device_authorization",
-            "revocation_endpoint": self.url + "/revoke",
-            "code_challenge_methods_supported": ["S256"],
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token", _DEVICE_GRANT],
-            "scopes_supported": ["openid", "api"],
-        }
-        if self.dpop:
-            document["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
-        if self.client_cert_auth:
-            document["tls_client_certificate_bound_access_tokens"] = True
-            methods = ["tls_client_auth", "client_secret_basic", "client_secret_post", "private_key_jwt"]
-            document["token_endpoint_auth_methods_supported"] = methods
-            if self.mtls_aliases:
-                document["mtls_endpoint_aliases"] = {"token_endpoint": self.url + "/mtls/token"}
-        for name in self.metadata_omit:
-            document.pop(name, None)
-        document.update(self.metadata_extra)
-        return document
+        return _login.metadata(self)
 
     def approve_device(self, user_code: str | None = None, approve: bool = True) -> bool:
         """Approve (or deny) the login of ``user_code`` (the latest if None), as a user does on /device."""
@@ -703,189 +679,11 @@ class AuthServer:
             pending[-1]["approved"] = approve
             return True
 
-    def _authorization_problem(self, params: dict[str, str]) -> str | None:
-        """Why an authorization request cannot be redirected back (RFC 6749 §4.1.2.1), or None."""
-        if self.client_id is not None and params.get("client_id") != self.client_id:
-            return "unknown client_id"
-        redirect = urlsplit(params.get("redirect_uri", ""))
-        if redirect.scheme != "http" or redirect.hostname not in ("127.0.0.1", "localhost", "::1"):
-            return "the redirect_uri must be a loopback http URI (RFC 8252)"
-        if params.get("response_type") != "code":
-            return "response_type must be code"
-        if not params.get("code_challenge") or params.get("code_challenge_method") != "S256":
-            return "PKCE with S256 is required"
-        return None
-
-    def _authorize(self, method: str, params: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        problem = self._authorization_problem(params)
-        if problem is not None:
-            return _page(400, "Bad authorization request", problem)
-        if method == "GET":
-            hidden = "".join(
-                f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in params.items()
-            )
-            script = "<script>document.forms[0].submit()</script>" if self.authorize_mode == "auto-approve" else ""
-            return _page(
-                200,
-                "Log in",
-                f'<form method="post" action="/authorize">{hidden}'
-                '<label>User <input name="username" value="alice"></label> '
-                '<button type="submit" name="approve" value="1">Allow</button> '
-                '<button type="submit" name="deny" value="1">Deny</button></form>' + script,
-                raw=True,
-            )
-        answer: dict[str, str] = {"state": params.get("state", ""), "iss": self.issuer}
-        if "deny" in params or self.authorize_mode == "deny":
-            answer.update(error="access_denied", error_description="The user denied the request")
-        elif self.authorize_mode == "no-code":
-            pass
-        else:
-            code = "code-" + secrets.token_urlsafe(24)
-            with self.lock:
-                self.codes[code] = {**params, "expires_at": time.time() + 60}
-            answer["code"] = code
-            if self.authorize_mode == "wrong-state":
-                answer["state"] = answer["state"][::-1] + "x"
-        if not answer["state"]:
-            del answer["state"]
-        target = params["redirect_uri"]
-        location = target + ("&" if "?" in target else "?") + urlencode(answer)
-        return 302, b"", {"Location": location, "Cache-Control": "no-store"}
-
-    def _code_grant(self, form: dict[str, str], cnf: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        with self.lock:
-            request = self.codes.pop(form.get("code", ""), None)  # a code is good once
-        if request is None or request["expires_at"] < time.time():
-            return 400, {"error": "invalid_grant", "error_description": "Invalid or expired authorization code"}
-        if form.get("redirect_uri") != request["redirect_uri"]:
-            return 400, {"error": "invalid_grant", "error_description": "redirect_uri does not match"}
-        if form.get("client_id", request.get("client_id")) != request.get("client_id"):
-            return 400, {"error": "invalid_grant", "error_description": "The code was issued to another client"}
-        verifier = form.get("code_verifier", "")
-        if _b64(hashlib.sha256(verifier.encode()).digest()) != request["code_challenge"]:
-            return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
-        if "dpop_jkt" in request and request["dpop_jkt"] != cnf.get("jkt"):  # RFC 9449 §10
-            return 400, {"error": "invalid_grant", "error_description": "The code is bound to another DPoP key"}
-        body = self.issue(cnf=cnf)
-        scope = request.get("scope")
-        if scope:
-            body["scope"] = scope
-        if scope and "openid" in scope.split():
-            claims = {"iss": self.issuer, "aud": request.get("client_id"), "sub": "alice"}
-            claims["exp"] = int(time.time()) + 300
-            if "nonce" in request:
-                claims["nonce"] = request["nonce"]
-            body["id_token"] = ".".join(_b64(json.dumps(p).encode()) for p in ({"alg": "none"}, claims)) + "."
-        with self.lock:
-            self.login_log.append({"grant": "authorization_code", "code": form.get("code"), "verifier": verifier})
-        return 200, body
-
-    def _device_authorization(
-        self, form: dict[str, str], authorization: str | None, cert: bytes | None
-    ) -> tuple[int, dict[str, Any]]:
-        if not client_ok(self, form, authorization, "/device_authorization", cert) or (
-            self.client_id is None and not form.get("client_id")
-        ):
-            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
-        device_code = "dc-" + secrets.token_urlsafe(24)
-        letters = "BCDFGHJKLMNPQRSTVWXZ"
-        user_code = "".join(secrets.choice(letters) for _ in range(8))
-        user_code = user_code[:4] + "-" + user_code[4:]
-        with self.lock:
-            self.devices[device_code] = {
-                "user_code": user_code,
-                "approved": None,
-                "polls": 0,
-                "issued": False,
-                "expires_at": time.time() + self.device_expires_in,
-            }
-        body: dict[str, Any] = {
-            "device_code": device_code,
-            "user_code": user_code,
-            "verification_uri": self.url + "/device",
-            "expires_in": self.device_expires_in,
-        }
-        if self.device_complete:
-            body["verification_uri_complete"] = self.url + "/device?" + urlencode({"user_code": user_code})
-        if self.device_interval is not None:
-            body["interval"] = self.device_interval
-        return 200, body
-
-    def _device_grant(self, form: dict[str, str], cnf: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        with self.lock:
-            device = self.devices.get(form.get("device_code", ""))
-            if device is None or device["issued"]:
-                return 400, {"error": "invalid_grant", "error_description": "Unknown device code"}
-            device["polls"] += 1
-            if self.device_mode == "access_denied" or device["approved"] is False:
-                return 400, {"error": "access_denied", "error_description": "The user denied the request"}
-            if self.device_mode == "expired_token" or device["expires_at"] < time.time():
-                return 400, {"error": "expired_token", "error_description": "The device code expired"}
-            if self.device_mode == "slow_down" and device["polls"] == 1:
-                return 400, {"error": "slow_down"}
-            if not device["approved"]:
-                return 400, {"error": "authorization_pending"}
-            device["issued"] = True
-            self.login_log.append({"grant": "device_code", "device_code": form.get("device_code")})
-        return 200, self.issue(cnf=cnf)
-
-    def _device_page(self, method: str, params: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        code = params.get("user_code", "")
-        if method == "POST":
-            if self.approve_device(code, approve="deny" not in params):
-                return _page(200, "Device login", "Done: return to your device.")
-            return _page(400, "Device login", "Unknown code.")
-        return _page(
-            200,
-            "Device login",
-            f'<form method="post" action="/device"><input name="user_code" value="{html.escape(code)}"> '
-            '<button type="submit" name="approve" value="1">Allow</button> '
-            '<button type="submit" name="deny" value="1">Deny</button></form>',
-            raw=True,
-        )
-
-    def _revoke(
-        self, form: dict[str, str], authorization: str | None, cert: bytes | None
-    ) -> tuple[int, dict[str, Any]]:
-        with self.lock:
-            self.revocation_log.append({"token": form.get("token"), "hint": form.get("token_type_hint")})
-        if self.revocation_mode == "fail":
-            return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
-        if not client_ok(self, form, authorization, "/revoke", cert):
-            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
-        token = form.get("token", "")
-        with self.lock:
-            family_id = self._refresh.get(token)
-            if family_id is not None and family_id in self._families:
-                self._families[family_id].revoked = True  # RFC 7009 §2.1: and its access tokens
-                self._access = {k: v for k, v in self._access.items() if v[1] != family_id}
-            self._access.pop(token, None)
-        return 200, {}  # RFC 7009 §2.2: 200 for an unknown token too
-
     def login_endpoint(
         self, method: str, path: str, query: str, body: bytes, authorization: str | None
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """Answer a request for one of the login endpoints, or None if it is for another path."""
-        cert = self._current_request(method, path).cert
-        params = {k: v[0] for k, v in parse_qs(query).items()}
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        if path.startswith("/.well-known/"):
-            served = {
-                "oidc": ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"),
-                "rfc8414": ("/.well-known/oauth-authorization-server",),
-            }.get(self.metadata_format, ())
-            if path in served and method == "GET":
-                return json_answer(200, self.metadata())
-            return json_answer(404, {"error": "not_found"})
-        if path == "/authorize" and method in ("GET", "POST"):
-            return self._authorize(method, params if method == "GET" else form)
-        if path == "/device" and method in ("GET", "POST"):
-            return self._device_page(method, params if method == "GET" else form)
-        if path == "/device_authorization" and method == "POST":
-            return json_answer(*self._device_authorization(form, authorization, cert))
-        if path == "/revoke" and method == "POST":
-            return json_answer(*self._revoke(form, authorization, cert))
-        return None
+        return _login.endpoint(self, method, path, query, body, authorization)
 
     def _respond(
         self, request: Request, method: str, query: str, body: bytes, authorization: str | None
@@ -918,11 +716,3 @@ class AuthServer:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _page(status: int, title: str, content: str, raw: bool = False) -> tuple[int, bytes, dict[str, str]]:
-    """A small HTML page; ``content`` is escaped unless ``raw``."""
-    text = content if raw else f"<p>{html.escape(content)}</p>"
-    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
-    page += f"<body><h1>{title}</h1>{text}</body></html>"
-    return status, page.encode(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
