@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from . import _tokens
 from ._client_auth import client_ok
 from ._dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ._http import json_answer
@@ -249,13 +250,7 @@ def _revoke(
         return 503, {"error": "temporarily_unavailable", "error_description": "Revocation is down"}
     if not client_ok(server, form, authorization, "/revoke", cert):
         return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
-    token = form.get("token", "")
-    with server.lock:
-        family_id = server._refresh.get(token)
-        if family_id is not None and family_id in server._families:
-            server._families[family_id].revoked = True  # RFC 7009 §2.1: and its access tokens
-            server._access = {k: v for k, v in server._access.items() if v[1] != family_id}
-        server._access.pop(token, None)
+    _tokens.revoke(server, form.get("token", ""))
     return 200, {}  # RFC 7009 §2.2: 200 for an unknown token too
 
 

@@ -19,18 +19,16 @@ and mutual TLS (RFC 8705; the certificates and the TLS layer are in :mod:`._tls`
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import _login
+from . import _login, _tokens
 from ._client_auth import client_ok, public_key
 from ._dpop import DPoPGuard, ProofError
 from ._http import Request, Server, handler, json_answer
@@ -86,15 +84,6 @@ class Canned:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
     trickle: float = 0.0  # seconds between two bytes of the body (a server that dribbles its answer)
-
-
-@dataclasses.dataclass
-class _Family:
-    current_refresh: str
-    revoked: bool = False
-    previous_refresh: str | None = None  # the one current_refresh replaced, and when
-    rotated_at: float = 0.0
-    jkt: str | None = None  # the DPoP key its refresh tokens are bound to
 
 
 class AuthServer:
@@ -283,7 +272,7 @@ class AuthServer:
         self._drop_upto = 0  # token requests numbered up to this are dropped after the gate
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)
         self._refresh: dict[str, int] = {}  # every refresh token ever issued -> family id
-        self._families: dict[int, _Family] = {}
+        self._families: dict[int, _tokens.Family] = {}
         # -- the login endpoints and their modes (set the attributes after construction) --
         self.issuer_override: str | None = None  # the metadata names this issuer (a pitfall)
         self.metadata_format = "oidc"  # "oidc" (both documents), "rfc8414" (only RFC 8414's), "none"
@@ -399,10 +388,7 @@ class AuthServer:
         """
         cnf = dict(cnf or {})
         with self.lock:
-            family = len(self._families) + 1
-            refresh = self._new_refresh(family)
-            self._families[family] = _Family(refresh, jkt=cnf.get("jkt"))
-            return self._response(family, refresh, cnf)
+            return _tokens.new_family(self, cnf)
 
     def issue_client_cert(self, name: str = "client") -> tuple[str, str]:
         """Make a client certificate for ``name`` signed by :attr:`ca`; for ``cert=`` in requests.
@@ -469,42 +455,6 @@ class AuthServer:
 
     # -- the endpoints ----------------------------------------------------------------------
 
-    def _new_refresh(self, family: int) -> str:
-        token = "rt-" + secrets.token_urlsafe(24)
-        self._refresh[token] = family
-        return token
-
-    def _new_access(self, family: int, cnf: dict[str, str]) -> tuple[str, float]:
-        now = time.time()
-        expires_at = now + self.ttl
-        if self.jwt:
-            claims: dict[str, Any] = {
-                "iat": int(now) if self.ttl >= 1 else now,
-                "exp": int(expires_at) if self.ttl >= 1 else expires_at,
-                "fam": family,
-                "jti": secrets.token_hex(8),
-            }
-            if cnf:
-                claims["cnf"] = cnf
-            token = ".".join(_b64(json.dumps(part).encode()) for part in ({"alg": "HS256", "typ": "JWT"}, claims))
-            token += "." + _b64(hashlib.sha256(token.encode()).digest())
-        else:
-            token = "at-" + secrets.token_urlsafe(24)
-        self._access[token] = (expires_at, family)
-        if cnf:
-            self._cnf[token] = cnf
-        return token, expires_at
-
-    def _response(self, family: int, refresh: str | None, cnf: dict[str, str]) -> dict[str, Any]:
-        access, _ = self._new_access(family, cnf)
-        kind = "DPoP" if "jkt" in cnf else "Bearer"
-        body: dict[str, Any] = {"access_token": access, "token_type": kind, "expires_in": self.ttl, "scope": "api"}
-        if refresh is not None:
-            body["refresh_token"] = refresh
-            if self.refresh_expires_in is not None:
-                body["refresh_expires_in"] = self.refresh_expires_in
-        return body
-
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
         """Answer one ``POST /token`` (called by the HTTP handler): count and log it, then grant.
 
@@ -546,26 +496,8 @@ class AuthServer:
             self.token_log.append({"t": time.time(), "refresh_token": None, "status": 400})
         return 400, {"error": "invalid_request", "error_description": "The request body is not UTF-8 form data"}
 
-    def _binding(self, request: Request) -> tuple[dict[str, str], tuple[int, dict[str, Any]] | None]:
-        """What a token request's tokens are bound to (its ``cnf``), or the refusal of its DPoP proof."""
-        cnf: dict[str, str] = {}
-        if self.client_cert_auth and request.cert is not None:
-            cnf["x5t#S256"] = certificate_thumbprint(request.cert)
-        refusal = None
-        if self.dpop and (request.dpop or self.dpop_required):
-            try:
-                cnf["jkt"] = self._dpop.check(
-                    "token", request.dpop, method=request.method, urls=request.urls, endpoint=request.path
-                )
-            except ProofError as exc:
-                refusal = 400, {"error": exc.error, "error_description": exc.description}
-        nonce = self._dpop.nonce("token") if self.dpop else None
-        if nonce:
-            request.headers["DPoP-Nonce"] = nonce
-        return cnf, refusal
-
     def _grant(self, form: dict[str, str], authorization: str | None, request: Request) -> tuple[int, dict[str, Any]]:
-        cnf, refusal = self._binding(request)  # first: a retry for a nonce spends no client assertion
+        cnf, refusal = _tokens.binding(self, request)  # first: a retry for a nonce spends no client assertion
         if refusal is not None:
             return refusal
         if not client_ok(self, form, authorization, "/token", request.cert):
@@ -575,36 +507,10 @@ class AuthServer:
         if form.get("grant_type") == _login.DEVICE_GRANT:
             return _login.device_grant(self, form, cnf)
         if form.get("grant_type") == "client_credentials":
-            if self.client_id is None:  # RFC 6749 §4.4: for confidential clients only
-                return 400, {"error": "unauthorized_client"}
-            with self.lock:
-                number = len(self._families) + 1
-                self._families[number] = _Family("")
-                return 200, self._response(number, None, cnf)
+            return _tokens.client_credentials_grant(self, cnf)
         if form.get("grant_type") != "refresh_token":
             return 400, {"error": "unsupported_grant_type"}
-        presented = form.get("refresh_token", "")
-        with self.lock:
-            family_id = self._refresh.get(presented)
-            family = self._families.get(family_id) if family_id is not None else None
-            if family is None or family.revoked:
-                return 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
-            if family.jkt is not None and cnf.get("jkt") != family.jkt:  # not a reuse: nothing is revoked
-                return 400, {"error": "invalid_grant", "error_description": "The refresh token is bound to another key"}
-            family.jkt = cnf.get("jkt")
-            if self.rotation == "none":
-                return 200, self._response(family_id, None, cnf)  # type: ignore[arg-type]
-            in_grace = time.time() - family.rotated_at <= self.reuse_grace
-            if presented == family.previous_refresh and in_grace:
-                return 200, self._response(family_id, family.current_refresh, cnf)  # type: ignore[arg-type]
-            if presented != family.current_refresh:
-                if self.rotation == "reuse-detection":
-                    family.revoked = True
-                    self._access = {k: v for k, v in self._access.items() if v[1] != family_id}
-                return 400, {"error": "invalid_grant", "error_description": "Refresh token was already used"}
-            family.previous_refresh, family.rotated_at = presented, time.time()
-            family.current_refresh = self._new_refresh(family_id)  # type: ignore[arg-type]
-            return 200, self._response(family_id, family.current_refresh, cnf)  # type: ignore[arg-type]
+        return _tokens.refresh_grant(self, form, cnf)
 
     def api(self, authorization: str | None, body: bytes, path: str = "/") -> tuple[int, dict[str, Any]]:
         """Answer one request to the protected API (called by the HTTP handler).
@@ -712,7 +618,3 @@ class AuthServer:
             return status, json.dumps(result).encode(), headers, 0.0
         status, payload = self.api(authorization, body, request.path)
         return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers}, 0.0
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
