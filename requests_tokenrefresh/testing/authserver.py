@@ -20,7 +20,6 @@ and mutual TLS (RFC 8705; the certificates and the TLS layer are in :mod:`._tls`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import threading
 import time
@@ -28,11 +27,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import _login, _tokens
+from . import _api, _login, _tokens
 from ._client_auth import client_ok, public_key
-from ._dpop import DPoPGuard, ProofError
+from ._dpop import DPoPGuard
 from ._http import Request, Server, handler, json_answer
-from ._tls import KitTLS, certificate_thumbprint
+from ._tls import KitTLS
 
 __all__ = ["AUTHORIZE_MODES", "AuthServer", "Canned", "DEVICE_MODES", "MAX_ASSERTION_LIFETIME", "ROTATION_MODES"]
 
@@ -522,44 +521,7 @@ class AuthServer:
             token comes as ``Authorization: Bearer``; a DPoP-bound one as ``Authorization:
             DPoP`` with its proof; a certificate-bound one on a connection with its certificate.
         """
-        request = self._current_request("GET", path)
-        scheme, _, token = (authorization or "").partition(" ")
-        scheme = scheme.lower() if scheme.lower() in ("bearer", "dpop") else ""
-        token = token if scheme else ""
-        error = self._possession_error(scheme, token, request)
-        with self.lock:
-            self.api_calls += 1
-            expires_at, _ = self._access.get(token, (0.0, 0))
-            bound = "jkt" in self._cnf.get(token, {})
-            ok = error is None and expires_at > time.time() and path not in self.denied_paths
-            if not ok:
-                self.api_rejections += 1
-            self.api_log.append({"t": time.time(), "token": token, "status": 200 if ok else 401})
-        nonce = self._dpop.nonce("api") if self.dpop else None
-        if nonce:
-            request.headers["DPoP-Nonce"] = nonce
-        if not ok:
-            error = error or "invalid_token"
-            challenge = "DPoP" if scheme == "dpop" or bound else "Bearer"
-            request.headers["WWW-Authenticate"] = f'{challenge} error="{error}"'
-            return 401, {"error": error}
-        return 200, {"ok": True, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-
-    def _possession_error(self, scheme: str, token: str, request: Request) -> str | None:
-        """Why the API refuses ``token`` as ``scheme`` for want of proof of possession (RFC 9449 §7, RFC 8705 §3)."""
-        with self.lock:
-            cnf = self._cnf.get(token, {})
-        if "x5t#S256" in cnf and (request.cert is None or certificate_thumbprint(request.cert) != cnf["x5t#S256"]):
-            return "invalid_token"
-        if scheme != "dpop":
-            return "invalid_token" if "jkt" in cnf else None  # a DPoP-bound token sent as a bearer token
-        try:
-            jkt = self._dpop.check(
-                "api", request.dpop, method=request.method, urls=request.urls, endpoint=request.path, access_token=token
-            )
-        except ProofError as exc:
-            return exc.error
-        return None if cnf.get("jkt") == jkt else "invalid_token"
+        return _api.answer(self, authorization, body, path)
 
     def requests_with(self, token: str) -> Iterator[dict[str, Any]]:
         """The :attr:`api_log` entries of the API requests that carried the access token ``token``."""
