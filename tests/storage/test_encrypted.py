@@ -184,6 +184,49 @@ def test_every_write_has_a_new_nonce() -> None:
     assert len(seen) == 3
 
 
+# -- the record format, as earlier versions wrote and read it ---------------------------------------
+
+# TOKEN as EncryptedStorage(KeyringStorage("example-api", "alice"), keys={"k1": K1}) of 0.2 stored it.
+RECORD_V1 = (
+    '{"access_token":"requests-tokenrefresh-encrypted","expires_at":1700003600.0,"extra":{"encrypted":{"data":'
+    '"xGxLVvpP-04q36e7AOysh50CUyzmJHzSAB5oMAmZhHp99nkpcWm8HbkkJVpTC2xfLlFE83LcxqX5r2qw3KmPHamUtNql1zD02dzsGQ5fWx'
+    "hAqb7I8dKtKFVg5-zq4XdfrcJiQSHhrCKo83riQ_hpayvhGPVOCT-bwLhGa9aQA2VHUKPH3fzVlbsdXqoyVs0lm3xWxkmjAmk7UPlD_kEu2T"
+    "YPdkDG1QlgfGPedPW3KyCTaP0xuhOejYGI4209VSz0LVyU-13JGSJtbxG-MrT5b8U84fZxeMKWMixl1SesIvxLWzau_vMDWGuwC4xIaqBhyG"
+    'UA","kid":"k1","v":1}},"obtained_at":1700000000.0,"refresh_token":null,"scope":null,"token_type":"Bearer",'
+    '"version":1}'
+)
+
+
+def test_a_record_an_earlier_version_stored_still_loads(memory_keyring: MemoryKeyring) -> None:
+    memory_keyring.set_password("example-api", "alice", RECORD_V1)
+    storage = EncryptedStorage(KeyringStorage("example-api", "alice"), keys={"k1": K1})
+
+    assert storage.load().to_record() == TOKEN.to_record()  # type: ignore[union-attr]
+
+
+def test_a_record_stored_now_is_the_format_earlier_versions_read(memory_keyring: MemoryKeyring) -> None:
+    """Read as the format is written down, so that hosts still running an earlier version read it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    memory = MemoryStorage()
+    EncryptedStorage(memory, keys={"k1": K1}).save(TOKEN)
+    EncryptedStorage(KeyringStorage("example-api", "alice"), keys={"k1": K1}).save(TOKEN)
+    stored = json.loads(memory_keyring.get_password("example-api", "alice") or "")
+    header = stored["extra"]["encrypted"]
+    raw = base64.urlsafe_b64decode(header["data"])  # padded URL-safe base64 of the nonce and the ciphertext
+    plain = AESGCM(K1).decrypt(raw[:12], raw[12:], b"requests-tokenrefresh:v1:k1\0keyring\0example-api\0alice\0")
+
+    assert header["data"] == base64.urlsafe_b64encode(raw).decode()
+    assert stored == {**json.loads(RECORD_V1), "extra": {"encrypted": {"v": 1, "kid": "k1", "data": header["data"]}}}
+    assert json.loads(plain) == TOKEN.to_record()
+    stand_in = memory.load()
+    assert stand_in is not None
+    assert stand_in == Token(
+        ENCRYPTED_MARKER, expires_at=TOKEN.expires_at, obtained_at=TOKEN.obtained_at, extra=stand_in.extra
+    )
+    assert dict(stand_in.extra) == {"encrypted": stand_in.extra["encrypted"]}
+
+
 # -- keys and rotation -------------------------------------------------------------------------
 
 
