@@ -15,6 +15,18 @@ pitfalls a client must survive (see the ``*_mode`` attributes).
 
 Two modes bind tokens to a key the client holds: DPoP (RFC 9449; the rules are in :mod:`._dpop`)
 and mutual TLS (RFC 8705; the certificates and the TLS layer are in :mod:`._tls`).
+
+This module is the server's public face: :class:`AuthServer`'s settings, counters, logs and
+token table (its attributes, under its one lock), its life cycle, the test controls, and the
+endpoint methods subclasses override (``token_endpoint``, ``api``, ``login_endpoint``); and
+:class:`Canned`. The rules are in private modules, each a set of functions of the server:
+
+* :mod:`._http`: the threaded HTTP server and its request handler;
+* :mod:`._tokens`: the token table's rules: minting, the refresh and client credentials grants
+  (rotation, reuse detection), binding tokens to a key, revocation;
+* :mod:`._client_auth`: client authentication (secret, ``private_key_jwt``, ``tls_client_auth``);
+* :mod:`._login`: the metadata, ``/authorize`` and the code grant, the device flow, ``/revoke``;
+* :mod:`._api`: the protected API's checks of a token and its proof of possession.
 """
 
 from __future__ import annotations
@@ -271,8 +283,8 @@ class AuthServer:
         self._drop_upto = 0  # token requests numbered up to this are dropped after the gate
         self._access: dict[str, tuple[float, int]] = {}  # access token -> (expires_at, family id)
         self._refresh: dict[str, int] = {}  # every refresh token ever issued -> family id
-        self._families: dict[int, _tokens.Family] = {}
-        # -- the login endpoints and their modes (set the attributes after construction) --
+        self._families: dict[int, _tokens.Family] = {}  # family id -> its refresh tokens (rules in _tokens.py)
+        # -- the login endpoints (_login.py) and their modes (set the attributes after construction) --
         self.issuer_override: str | None = None  # the metadata names this issuer (a pitfall)
         self.metadata_format = "oidc"  # "oidc" (both documents), "rfc8414" (only RFC 8414's), "none"
         self.metadata_omit: set[str] = set()  # fields left out of the metadata
@@ -288,6 +300,7 @@ class AuthServer:
         self.devices: dict[str, dict[str, Any]] = {}  # device code -> user_code, approved, polls
         self.login_log: list[dict[str, Any]] = []  # one entry per code or device grant answered
         self.revocation_log: list[dict[str, Any]] = []  # one entry per revocation request
+        # -- client authentication (_client_auth.py) --
         self.assertion_log: list[dict[str, Any]] = []  # the claims of each client assertion accepted
         self.assertion_rejections: list[str] = []  # why each refused one was refused
         self.max_assertion_lifetime: float = MAX_ASSERTION_LIFETIME
@@ -454,6 +467,34 @@ class AuthServer:
 
     # -- the endpoints ----------------------------------------------------------------------
 
+    def _respond(
+        self, request: Request, method: str, query: str, body: bytes, authorization: str | None
+    ) -> tuple[int, bytes, dict[str, str], float]:
+        """Route one HTTP request to its endpoint; return the answer and its trickle (called by the handler).
+
+        ``method`` is the request's, but ``GET`` for a ``HEAD``.
+        """
+        login = self.login_endpoint(method, request.path, query, body, authorization)
+        if login is not None:
+            return (*login, 0.0)
+        if request.path in self._token_paths() and request.method == "POST":
+            try:
+                form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+            except UnicodeDecodeError:
+                return (*json_answer(*self._unreadable_token_request()), 0.0)
+            status, result = self.token_endpoint(form, authorization)
+            if isinstance(result, Canned):
+                time.sleep(result.delay)
+                raw = result.body
+                if isinstance(raw, dict):
+                    raw = json.dumps(raw)
+                data = raw.encode() if isinstance(raw, str) else raw
+                return status, data, {"Content-Type": "application/json", **result.headers}, result.trickle
+            headers = {"Content-Type": "application/json", "Cache-Control": "no-store", **request.headers}
+            return status, json.dumps(result).encode(), headers, 0.0
+        status, payload = self.api(authorization, body, request.path)
+        return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers}, 0.0
+
     def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any] | Canned]:
         """Answer one ``POST /token`` (called by the HTTP handler): count and log it, then grant.
 
@@ -552,31 +593,3 @@ class AuthServer:
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """Answer a request for one of the login endpoints, or None if it is for another path."""
         return _login.endpoint(self, method, path, query, body, authorization)
-
-    def _respond(
-        self, request: Request, method: str, query: str, body: bytes, authorization: str | None
-    ) -> tuple[int, bytes, dict[str, str], float]:
-        """Route one HTTP request to its endpoint; return the answer and its trickle (called by the handler).
-
-        ``method`` is the request's, but ``GET`` for a ``HEAD``.
-        """
-        login = self.login_endpoint(method, request.path, query, body, authorization)
-        if login is not None:
-            return (*login, 0.0)
-        if request.path in self._token_paths() and request.method == "POST":
-            try:
-                form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
-            except UnicodeDecodeError:
-                return (*json_answer(*self._unreadable_token_request()), 0.0)
-            status, result = self.token_endpoint(form, authorization)
-            if isinstance(result, Canned):
-                time.sleep(result.delay)
-                raw = result.body
-                if isinstance(raw, dict):
-                    raw = json.dumps(raw)
-                data = raw.encode() if isinstance(raw, str) else raw
-                return status, data, {"Content-Type": "application/json", **result.headers}, result.trickle
-            headers = {"Content-Type": "application/json", "Cache-Control": "no-store", **request.headers}
-            return status, json.dumps(result).encode(), headers, 0.0
-        status, payload = self.api(authorization, body, request.path)
-        return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **request.headers}, 0.0
