@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from ._grant import CONNECT_TIMEOUT, read_before
+from ._grant import request_before
 from ._redact import without_request
 from ._urls import check_url, origin
 from .exceptions import InsecureTransportError, LoginError
@@ -268,15 +268,7 @@ def _read(session: requests.Session, issuer: str, timeout: float, deadline: floa
             raise _too_slow(issuer, timeout)
         log.debug("reading authorization server metadata from %s", url)
         try:
-            response = session.get(
-                url,
-                headers={"Accept": "application/json"},
-                timeout=(min(CONNECT_TIMEOUT, left), left),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                read_before(response, deadline)
+            response = request_before(session, "GET", url, deadline, headers={"Accept": "application/json"})
         except requests.RequestException as exc:
             raise LoginError(
                 f"network_error: could not read the metadata of {origin(issuer)} ({type(exc).__name__})",

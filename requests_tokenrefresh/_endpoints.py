@@ -28,7 +28,7 @@ from ._client_auth import (
 )
 from ._discovery import check_endpoint, discover
 from ._dpop import DPoPKey, Nonces, policy
-from ._grant import CONNECT_TIMEOUT, asks_nonce, clean_text, no_auth, read_before
+from ._grant import asks_nonce, clean_text, no_auth, request_before
 from ._redact import without_request
 from ._urls import is_secure, origin
 from .exceptions import (
@@ -147,20 +147,17 @@ class EndpointClient:
             if key is not None:
                 headers["DPoP"] = key.proof("POST", url, nonce=nonce)
             sent_at = time.time()
-            left = max(0.001, deadline - time.monotonic())
             try:
-                response = self.session.post(
+                response = request_before(
+                    self.session,
+                    "POST",
                     url,
+                    deadline,
                     data=data,
                     auth=auth or no_auth,  # never ~/.netrc credentials
                     headers=headers,
                     cert=self.client_cert,
-                    timeout=(min(CONNECT_TIMEOUT, left), left),
-                    allow_redirects=False,
-                    stream=True,
                 )
-                with response:
-                    read_before(response, deadline)
             except requests.RequestException as exc:
                 raise LoginError(
                     f"network_error: could not reach the {what} at {origin(url)} ({type(exc).__name__})",

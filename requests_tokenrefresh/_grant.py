@@ -51,6 +51,7 @@ __all__ = [
     "no_auth",
     "parse_retry_after",
     "read_before",
+    "request_before",
 ]
 
 #: A custom refresh function; it takes the current token and returns a Token or a token-response mapping.
@@ -199,19 +200,8 @@ class OAuthRefreshGrant:
             if key is not None:
                 headers["DPoP"] = key.proof("POST", url, nonce=nonce, now=self.clock.time())
             sent_at = self.clock.time()
-            left = max(0.001, deadline - time.monotonic())
             try:
-                response = session.post(
-                    url,
-                    data=data,
-                    auth=auth,
-                    headers=headers,
-                    timeout=(min(CONNECT_TIMEOUT, left), left),
-                    allow_redirects=False,
-                    stream=True,
-                )
-                with response:
-                    read_before(response, deadline)
+                response = request_before(session, "POST", url, deadline, data=data, auth=auth, headers=headers)
             except requests.RequestException as exc:
                 # requests' error carries the token request (refresh token in the body, client
                 # secret in the header): re-raise the same kind of error without it.
@@ -310,6 +300,27 @@ class CallableGrant:
 
     def close(self) -> None:
         return None
+
+
+def request_before(
+    session: requests.Session, method: str, url: str, deadline: float, **options: Any
+) -> requests.Response:
+    """One request to the authorization server, answered in full by ``deadline`` (monotonic seconds).
+
+    No redirect is followed (one would carry credentials elsewhere); the connection gets at most
+    :data:`CONNECT_TIMEOUT`, the answer what is left (:func:`read_before`). ``options`` go to
+    requests (``data``, ``auth``, ``headers``, ``cert``).
+
+    Raises:
+        requests.RequestException: as requests does; it carries the request (the caller strips it).
+    """
+    left = max(0.001, deadline - time.monotonic())
+    response = session.request(
+        method, url, timeout=(min(CONNECT_TIMEOUT, left), left), allow_redirects=False, stream=True, **options
+    )
+    with response:
+        read_before(response, deadline)
+    return response
 
 
 def read_before(response: requests.Response, deadline: float) -> None:
