@@ -8,13 +8,10 @@ is signed with the one key of the record, and no refresh token is presented twic
 
 from __future__ import annotations
 
-import collections
 import io
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,8 @@ import requests
 
 from requests_tokenrefresh import FileStorage, MemoryStorage, Token, TokenRefreshAdapter, login_device
 from requests_tokenrefresh.testing import AuthServer
+
+from .storm_support import refresh_tokens_presented, storm
 
 WORKER = Path(__file__).parent / "file_worker.py"
 
@@ -67,35 +66,6 @@ def test_a_device_login_with_dpop_stores_a_bound_token_and_its_key(server: AuthS
     assert {entry["jkt"] for entry in server.dpop_log} == {token.dpop_key.thumbprint}
 
 
-def run_threads(session: requests.Session, url: str, threads: int, seconds: float) -> collections.Counter[str]:
-    outcomes: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def work() -> None:
-        while time.monotonic() < deadline:
-            try:
-                status = session.get(url, timeout=30).status_code
-                outcome = "ok" if status == 200 else f"http_{status}"
-            except Exception as exc:  # counted, not raised: every outcome is asserted below
-                outcome = type(exc).__name__
-            with lock:
-                outcomes[outcome] += 1
-            time.sleep(0.005)
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(seconds + 60)
-    return outcomes
-
-
-def refresh_tokens_presented(server: AuthServer) -> list[str]:
-    with server.lock:
-        return [e["refresh_token"] for e in server.token_log if e.get("refresh_token") and e["status"] == 200]
-
-
 def test_threads_across_expiries_and_nonce_rotations_never_fail(server: AuthServer) -> None:
     storage = MemoryStorage()
     token = device_login(server, storage)
@@ -103,7 +73,7 @@ def test_threads_across_expiries_and_nonce_rotations_never_fail(server: AuthServ
     session = requests.Session()
     session.mount(server.url + "/", adapter)
     try:
-        outcomes = run_threads(session, server.url + "/items", threads=8, seconds=3)
+        outcomes = storm([session], server.url + "/items", threads=8, seconds=3)
     finally:
         adapter.close()
         session.close()
@@ -163,7 +133,7 @@ def test_client_credentials_with_dpop_mint_once_and_refresh_per_expiry(server: A
     session = requests.Session()
     session.mount(server.url + "/", adapter)
     try:
-        outcomes = run_threads(session, server.url + "/items", threads=8, seconds=3)
+        outcomes = storm([session], server.url + "/items", threads=8, seconds=3)
     finally:
         adapter.close()
         session.close()

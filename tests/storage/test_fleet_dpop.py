@@ -8,11 +8,8 @@ request of every host. (tests/e2e/test_redis_hosts.py runs hosts as processes, w
 from __future__ import annotations
 
 import base64
-import collections
 import io
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from requests_tokenrefresh import (
 from requests_tokenrefresh.testing import AuthServer
 
 from ..redis_support import RedisServer
+from ..storm_support import refresh_tokens_presented, storm
 
 KEYS = EncryptionKeys({"k1": os.urandom(32)})
 
@@ -66,32 +64,13 @@ def test_hosts_share_one_encrypted_dpop_record_with_one_refresh_per_expiry(redis
             session = requests.Session()
             session.mount(auth.url + "/", adapter)
             sessions.append(session)
-        outcomes: collections.Counter[str] = collections.Counter()
-        lock = threading.Lock()
-        deadline = time.monotonic() + 3
-
-        def work(session: requests.Session) -> None:
-            while time.monotonic() < deadline:
-                try:
-                    outcome = str(session.get(auth.url + "/items", timeout=30).status_code)
-                except Exception as exc:  # counted, not raised
-                    outcome = type(exc).__name__
-                with lock:
-                    outcomes[outcome] += 1
-                time.sleep(0.005)
-
-        threads = [threading.Thread(target=work, args=(s,)) for s in sessions for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        outcomes = storm(sessions, auth.url + "/items", threads=4, seconds=3)
         for adapter, session in zip(hosts, sessions, strict=True):
             adapter.close()
             session.close()
-        assert set(outcomes) == {"200"}, outcomes
-        assert outcomes["200"] > 50
-        with auth.lock:
-            presented = [e["refresh_token"] for e in auth.token_log if e.get("refresh_token") and e["status"] == 200]
+        assert set(outcomes) == {"ok"}, outcomes
+        assert outcomes["ok"] > 50
+        presented = refresh_tokens_presented(auth)
         assert 2 <= len(presented) == len(set(presented))  # refreshed across expiries, never the same token twice
         assert not auth.revoked
         assert {entry["jkt"] for entry in auth.dpop_log} == {token.dpop_key.thumbprint}
