@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keyring.backend
+import keyring.errors
 import pytest
 
 from requests_tokenrefresh.cli import main
@@ -175,3 +177,22 @@ def run_process(
         timeout=timeout,
         check=False,
     )
+
+
+class ReadOnlyKeyring(keyring.backend.KeyringBackend):
+    """A keyring whose writes fail (a locked keychain, a full disk); reads and deletes go to ``inner``."""
+
+    priority = -1  # a subclass registers with keyring's detection: never let it win there
+
+    def __init__(self, inner: keyring.backend.KeyringBackend) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.inner.get_password(service, username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise keyring.errors.PasswordSetError("the keychain is locked")
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.inner.delete_password(service, username)

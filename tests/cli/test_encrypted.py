@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keyring.backend
-import keyring.errors
 import pytest
 
 from requests_tokenrefresh import EncryptedStorage, FileStorage, RedisStorage, Token, TokenStorage
@@ -28,7 +26,7 @@ from requests_tokenrefresh._redact import fingerprint
 from requests_tokenrefresh.cli.encryption import KEYS_ENV
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring, use_keyring
 
-from ..cli_support import Background, CommandLine, Result
+from ..cli_support import Background, CommandLine, ReadOnlyKeyring, Result
 from ..redis_support import INSTALL_HELP, RedisServer, redis_server_path
 from .test_login import DEVICE_URL, approve_device
 
@@ -402,25 +400,6 @@ def test_rekey_with_nothing_stored_is_an_error(cli: CommandLine, store: Store) -
 
 
 # -- a token the store could not keep --------------------------------------------------------------
-
-
-class ReadOnlyKeyring(keyring.backend.KeyringBackend):
-    """The test's keyring, whose writes fail (a locked keychain)."""
-
-    priority = -1  # a subclass registers with keyring's detection: never let it win there
-
-    def __init__(self, inner: MemoryKeyring) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.inner.get_password(service, username)
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        raise keyring.errors.PasswordSetError("the keychain is locked")
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.inner.delete_password(service, username)
 
 
 def test_refresh_names_the_import_that_stores_an_unsaved_token_encrypted(

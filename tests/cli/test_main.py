@@ -38,7 +38,7 @@ from requests_tokenrefresh._demo import DemoFileKeyring
 from requests_tokenrefresh.cli.format import _duration
 from requests_tokenrefresh.testing import AuthServer, use_keyring
 
-from ..cli_support import FILE_BACKEND, CommandLine, Result, process_environment, run_process
+from ..cli_support import FILE_BACKEND, CommandLine, ReadOnlyKeyring, Result, process_environment, run_process
 from ..jwt_support import make_jwt
 
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
@@ -685,25 +685,6 @@ def test_refresh_refuses_plain_http_to_another_host(cli: CommandLine, memory_key
 
     assert_one_line_error(result, "plain http", "http://192.0.2.1/token", "--allow-insecure-http")
     assert stored(memory_keyring) == before
-
-
-class ReadOnlyKeyring(keyring.backend.KeyringBackend):
-    """The test's keyring, whose writes fail (a locked keychain, a full disk)."""
-
-    priority = -1  # a subclass registers with keyring's detection: never let it win there
-
-    def __init__(self, inner: Backend) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.inner.get_password(service, username)
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        raise keyring.errors.PasswordSetError("the keychain is locked")
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.inner.delete_password(service, username)
 
 
 def test_refresh_when_the_keyring_cannot_store_the_new_token(
