@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +38,29 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         pytest.fail(INSTALL_HELP)
     with RedisServer(tmp_path / "redis") as srv:
         yield srv
+
+
+def run_hosts(tmp_path: Path, keys_text: str, *args: str, hosts: int = 3, **env_extra: str) -> list[dict[str, Any]]:
+    """Run ``hosts`` worker processes with ``args``, each with a home of its own; their results."""
+    started = []
+    for n in range(hosts):
+        env = {**host_env(tmp_path / f"host-{n}"), "FLEET_KEYS": keys_text, **env_extra}
+        started.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    results = []
+    for host in started:
+        try:
+            out, err = host.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            host.kill()  # only the processes this test started
+            host.communicate()
+            raise
+        assert host.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 def test_hosts_with_encryption_dpop_and_private_key_jwt_refresh_once_per_expiry(
@@ -68,30 +92,8 @@ def test_hosts_with_encryption_dpop_and_private_key_jwt_refresh_once_per_expiry(
             dpop=True,
         )
         assert token.dpop_key is not None
-        hosts = []
-        for n in range(3):
-            env = host_env(tmp_path / f"host-{n}")
-            env["FLEET_KEYS"] = keys_text
-            args = [redis_server.url, "fleet", auth.token_url, auth.url + "/items", "fleet", str(pem), "4", "5"]
-            hosts.append(
-                subprocess.Popen(
-                    [sys.executable, str(WORKER), *args],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=env,
-                )
-            )
-        results = []
-        for host in hosts:
-            try:
-                out, err = host.communicate(timeout=120)
-            except subprocess.TimeoutExpired:
-                host.kill()  # only the processes this test started
-                host.communicate()
-                raise
-            assert host.returncode == 0, err[-2000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        args = [redis_server.url, "fleet", auth.token_url, auth.url + "/items", "fleet", "4", "5"]
+        results = run_hosts(tmp_path, keys_text, *args, "--private-key-jwt", str(pem))
         assert all(not r["errors"] for r in results), results
         assert all(r["ok"] > 20 for r in results), results
         presented = refresh_tokens_presented(auth)
@@ -111,5 +113,33 @@ def test_hosts_with_encryption_dpop_and_private_key_jwt_refresh_once_per_expiry(
         assert stored.dpop_key is not None
         for secret in (stored.access_token, stored.refresh_token, stored.dpop_key.to_jwk()["d"]):
             assert secret is not None
+            assert secret.encode() not in raw
+        storage.inner.close()  # type: ignore[attr-defined]
+
+
+def test_hosts_with_mutual_tls_client_credentials_and_dpop(redis_server: RedisServer, tmp_path: Path) -> None:
+    # Client credentials minted by whichever host comes first, by certificate (tls_client_auth),
+    # DPoP-bound; the other hosts read the encrypted record, key included, and sign with it.
+    keys_text = "k1:" + base64.b64encode(os.urandom(32)).decode()
+    with AuthServer(tls=True, client_cert_auth=True, dpop=True, client_id="fleet", ttl=2) as auth:
+        cert, key = auth.issue_client_cert()
+        args = [redis_server.url, "fleet-mtls", auth.token_url, auth.url + "/items", "fleet", "4", "5"]
+        options = ["--client-cert", cert, key, "--client-credentials"]
+        results = run_hosts(tmp_path, keys_text, *args, *options, REQUESTS_CA_BUNDLE=str(auth.ca_path))
+        assert all(not r["errors"] for r in results), results
+        assert all(r["ok"] > 20 for r in results), results
+        with auth.lock:
+            minted = [e for e in auth.token_log if e["status"] == 200]
+        # One grant per expiry of the 2-s tokens for the whole fleet, not one per host.
+        assert 2 <= len(minted) <= 5, len(minted)
+        assert len({entry["jkt"] for entry in auth.dpop_log}) == 1
+        keys = EncryptionKeys.from_env("FLEET_KEYS", environ={"FLEET_KEYS": keys_text})
+        storage = EncryptedStorage(RedisStorage(redis_server.url, key="fleet-mtls"), keys=keys)
+        stored = storage.load()
+        raw = redis_server.client().get("fleet-mtls")
+        assert stored is not None
+        assert stored.dpop_key is not None
+        assert raw is not None
+        for secret in (stored.access_token, stored.dpop_key.to_jwk()["d"]):
             assert secret.encode() not in raw
         storage.inner.close()  # type: ignore[attr-defined]
