@@ -61,7 +61,7 @@ def _info(port: int, section: str, timeout: float = 1.0) -> dict[str, str]:
 
 
 class RedisProcess:
-    """One redis-server (or, with ``sentinel``, one Sentinel) on 127.0.0.1, without persistence.
+    """One redis-server (or, with ``sentinel``, one Sentinel) on 127.0.0.1, without persistence unless ``appendonly``.
 
     Args:
         directory: its working directory (logs, nodes.conf, the Sentinel's config file).
@@ -69,13 +69,23 @@ class RedisProcess:
             ``{bus}`` by a second free port (the cluster bus).
         sentinel: run ``redis-server CONF --sentinel`` with ``sentinel`` as CONF's body (after
             ``port``, ``bind``, ``dir`` and ``logfile``).
+        appendonly: keep an append-only file (``appendfsync always``), so that :meth:`restart`
+            keeps the data unless told to start empty.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *options: str, sentinel: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *options: str,
+        sentinel: str | None = None,
+        appendonly: bool = False,
+    ) -> None:
         self.directory = Path(directory)
         self.options = options
         self.sentinel = sentinel
+        self.appendonly = appendonly
         self.port = 0
+        self.bus = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,24 +102,53 @@ class RedisProcess:
             )
             return [executable, str(conf), "--sentinel"]
         command = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
-        command += ["--dir", str(self.directory), "--save", "", "--appendonly", "no", "--daemonize", "no"]
-        command += ["--logfile", log]
+        command += ["--dir", str(self.directory), "--save", "", "--daemonize", "no", "--logfile", log]
+        command += ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
         return command + [o.format(port=self.port, bus=bus) for o in self.options]
 
-    def start(self) -> RedisProcess:
+    def start(self, *, same_ports: bool = False) -> RedisProcess:
+        """Start it on free ports, or (``same_ports``, after :meth:`stop`) on the ports it had."""
         executable = redis_server_path()
         if executable is None:
             raise RuntimeError(INSTALL_HELP)
         self.directory.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # another program may take a free port before the server binds it
-            self.port = free_port()
-            bus = free_port()
-            command = self._command(executable, bus)
+            if not (same_ports and self.port):
+                self.port, self.bus = free_port(), free_port()
+            command = self._command(executable, self.bus)
             self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if self._wait_ready():
                 return self
             self.stop()
         raise RuntimeError(f"redis-server did not start; see {self.directory / 'redis.log'}")
+
+    def restart(self, *, empty: bool = False, options: tuple[str, ...] | None = None) -> RedisProcess:
+        """Stop it and start it again on the same ports: with its append-only file, or ``empty``.
+
+        ``options`` replaces its extra options from then on (a master started again as a replica).
+        """
+        self.stop()
+        if empty:
+            for name in ("appendonlydir", "appendonly.aof", "dump.rdb"):
+                path = self.directory / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        if options is not None:
+            self.options = options
+        return self.start(same_ports=True)
+
+    def pause(self) -> None:
+        """SIGSTOP, by PID: it keeps its connections and answers nothing until :meth:`resume`."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
 
     def _wait_ready(self) -> bool:
         assert self.process is not None
@@ -147,7 +186,9 @@ class ClusterGroup:
     the others mark it failing.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, masters: int = 3, node_timeout: int = 1000) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, masters: int = 3, node_timeout: int = 1000, appendonly: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.nodes = [
             RedisProcess(
@@ -160,6 +201,7 @@ class ClusterGroup:
                 str(node_timeout),
                 "--cluster-port",
                 "{bus}",
+                appendonly=appendonly,
             )
             for i in range(masters)
         ]
@@ -190,6 +232,15 @@ class ClusterGroup:
             if info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != str(len(self.nodes)):
                 return False
         return True
+
+    def node_for(self, key: str) -> RedisProcess:
+        """The node that holds ``key``'s slot."""
+        client = self.client()
+        try:
+            port = int(client.get_node_from_key(key).port)
+        finally:
+            client.close()
+        return next(node for node in self.nodes if node.port == port)
 
     def client(self, **options: Any) -> Any:
         """A ``redis.cluster.RedisCluster`` started from the first node."""
@@ -269,6 +320,7 @@ class SentinelGroup:
                 )
                 sentinel.start()
             wait_for(self.watching, READY_TIMEOUT, "every Sentinel to see the master, its replica and each other", 0.1)
+            wait_for(self.acknowledges, READY_TIMEOUT, "the replica to acknowledge writes", 0.05)
         except BaseException:
             self.stop()
             raise
@@ -345,6 +397,123 @@ class SentinelGroup:
     def kill_master(self) -> None:
         """SIGKILL the master by PID."""
         self.master.kill()
+
+    def backlog_replica(self, limit: int = 256) -> None:
+        """With the replica stopped (:meth:`RedisProcess.pause`), fill the replication link.
+
+        1-MiB values are written to the master until the kernel's socket buffers are full and the
+        master keeps what it sends the replica in its own memory (``omem`` of the replica's
+        client): a write made after this is lost to a SIGKILL of the master, even if the replica
+        is continued then. (Before, it still reached the replica's socket and was read later.)
+        """
+        master = self.master.client()
+        try:
+            for i in range(limit):
+                master.set(f"backlog:{i}", b"x" * 2**20)
+                replicas = master.client_list(_type="replica")
+                if replicas and int(replicas[0].get("omem", 0)) >= 2**20:
+                    return
+        finally:
+            master.close()
+        raise RuntimeError(f"the replication link took {limit} MiB without backing up: is the replica stopped?")
+
+    def acknowledges(self) -> bool:
+        """Whether the replica acknowledges a write at once (``WAIT``): a replica that has just
+        synced says nothing of its offset for up to a second, and a ``WAIT`` then times out."""
+        import redis
+
+        client = self.master.client(socket_timeout=1, socket_connect_timeout=1)
+        try:
+            client.set("probe:acknowledged", "1")
+            return int(client.wait(1, 100)) >= 1
+        except (redis.exceptions.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def force_failover(self) -> None:
+        """``SENTINEL FAILOVER``: the first Sentinel promotes the replica now, without waiting for
+        ``down-after-milliseconds`` or the others' agreement (the master is dead: see :meth:`kill_master`)."""
+        client = self.sentinels[0].client(socket_timeout=5, socket_connect_timeout=5)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+        finally:
+            client.close()
+
+    def promote(self, timeout: float) -> None:
+        """:meth:`wait_failover`, then call the promoted replica the master (and the old master the replica)."""
+        self.wait_failover(timeout)
+        assert self.replica is not None
+        self.master, self.replica = self.replica, self.master
+        wait_for(self.settled, timeout, "the Sentinels to end the failover", 0.05)
+
+    def settled(self) -> bool:
+        """Whether every Sentinel sees the master up, with no failover under way (clients find it then)."""
+        for sentinel in self.sentinels:
+            state = self._sentinel_master(sentinel)
+            if state.get("flags") != "master" or int(state.get("port", 0)) != self.master.port:
+                return False
+        return True
+
+    def healthy(self) -> bool:
+        """Whether the Sentinels name the master, which has the replica online, and know the replica well."""
+        import redis
+
+        replica = self.replica
+        if replica is None or not (self.master.alive() and replica.alive()):
+            return False
+        if self.master_port() != self.master.port:
+            return False
+        if replica.info("replication").get("master_link_status") != "up":
+            return False
+        if self.master.info("replication").get("connected_slaves") != "1" or not self.acknowledges():
+            return False
+        for sentinel in self.sentinels:
+            client = sentinel.client(socket_timeout=1, socket_connect_timeout=1)
+            try:
+                known = client.sentinel_slaves(self.service)
+            except (redis.exceptions.RedisError, OSError):
+                return False
+            finally:
+                client.close()
+            # Known and answering; what it says of its link the Sentinel learns by INFO, every 10 s
+            # (every second once the master is down, before it picks a replica to promote).
+            ours = [r for r in known if int(r.get("port", 0)) == replica.port]
+            if len(ours) != 1 or ours[0].get("is_sdown") or ours[0].get("is_disconnected"):
+                return False
+        return True
+
+    def heal(self, timeout: float = READY_TIMEOUT) -> None:
+        """After a fault, bring the group back: the master the Sentinels name, and a synced replica they know.
+
+        Every process is continued; a failover still under way is waited for; the other server,
+        killed or stopped, is (started again empty and) made the master's replica, with no wrong
+        password (:meth:`cut_replication`).
+        """
+        for process in (self.master, self.replica):
+            if process is not None:
+                process.resume()
+        if self.healthy():
+            return
+        assert self.replica is not None
+        wait_for(lambda: self.master_port() is not None, timeout, "the Sentinels to agree on a master", 0.05)
+        if self.master_port() == self.replica.port:
+            self.master, self.replica = self.replica, self.master
+        replica = self.replica
+        assert replica is not None
+        options = ("--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0")
+        if not self.master.alive():
+            raise RuntimeError("the master the Sentinels name is not running")
+        if not replica.alive():
+            replica.restart(empty=True, options=options)
+        client = replica.client()
+        try:
+            client.config_set("masterauth", "")
+            client.replicaof("127.0.0.1", self.master.port)
+        finally:
+            client.close()
+        replica.options = options
+        wait_for(self.healthy, timeout, "the group to be whole again", 0.05)
 
     def wait_failover(self, timeout: float) -> None:
         """Wait until the Sentinels name the replica the master and it says so itself."""

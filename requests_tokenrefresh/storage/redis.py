@@ -35,8 +35,8 @@ Rule 2: right before the refresh request is sent, :meth:`~_RedisLease.check` ask
         Lua call) that the lease is still ours with enough time left and that the record was not
         written since it was read; if not, LeaseLostError and nothing is sent.
 Rule 3: the rotated token is stored by a conditional write, atomic on the server: only if the
-        record's version is still the one noted inside the lease. A holder that stalled past its
-        lease can thus never overwrite a newer token. It is *not* also refused because the lease
+        record's version is still the one noted inside the lease (or lower: Rule 5). A holder that
+        stalled past its lease can thus never overwrite a newer token. It is *not* also refused because the lease
         ran out while nobody wrote: its refresh was already sent and its answer holds the only
         refresh token the server still accepts; storing it is what keeps the session alive. For
         the same reason a save that failed may be retried after the lease was released
@@ -49,6 +49,16 @@ Rule 5: the version never goes back. This storage remembers the highest version 
         -- not a sign-out (a sign-out bumps the version). The lease then says ``lost`` and the
         holder restores the token it holds in memory; every write sets the version above the
         highest one seen, so hosts that saw the lost versions adopt the restored record.
+Rule 6: a write of the record counts once a replica has it. When the master has replicas, every
+        write of the record (a save, a conditional save, a delete) is followed on the same
+        connection by ``WAIT`` (``min_replicas``, ``replica_timeout``); a write no replica
+        acknowledged in time raises :class:`~requests_tokenrefresh.TokenStorageError`: the
+        adapter keeps the token in memory and saves it again (the write is on the master, and
+        other hosts read it there), over its own write, or over the older record a replica
+        promoted meanwhile holds (Rules 3 and 5). The in-flight marker of Rule 2 is waited for
+        too, so that after a failover the next holder knows a refresh may have been sent; a
+        marker no replica acknowledged is logged, not refused (a stalled replica would otherwise
+        stop every refresh).
 
 Every Redis error, Redis Cluster's included, becomes a
 :class:`~requests_tokenrefresh.TokenStorageError` whose message names the key and the server
@@ -85,6 +95,11 @@ DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_LEASE_MARGIN = 1.0
 #: Seconds between two attempts to take a lease another host holds.
 LEASE_POLL_INTERVAL = 0.02
+#: Seconds a write waits for its replicas' acknowledgement (``WAIT``) before it counts as failed.
+DEFAULT_REPLICA_TIMEOUT = 0.5
+#: Seconds the number of replicas the master reports is used before it is asked again (it is also
+#: asked again after an error, a reconnection among them, and after a write no replica acknowledged).
+REPLICAS_RECHECK = 10.0
 
 INSTALL_HELP = "RedisStorage needs redis-py: pip install requests-tokenrefresh[redis]"
 _SCHEMES = ("redis", "rediss", "unix")
@@ -179,11 +194,14 @@ redis.call('del', KEYS[1], KEYS[3])
 redis.call('set', KEYS[2], version)
 return version
 """
-# KEYS: record, version, inflight. ARGV: record, version read, the lowest new version. Returns the
-# new version, or -1 if the record was written since it was read (Rule 3).
+# KEYS: record, version, inflight. ARGV: record, the version this lease knows (read, or written by
+# it), the lowest new version. Returns the new version, or -1 if the record was written since at a
+# higher version (Rule 3). A lower one means that Redis lost writes (Rule 5): a restart without its
+# data, or a failover to a replica that lacked them (this lease's own writes that no replica
+# acknowledged among them, Rule 6); nothing newer is there, and the token is written back.
 _SAVE_IF = """
 local current = tonumber(redis.call('get', KEYS[2]) or '0')
-if current ~= tonumber(ARGV[2]) then return -1 end
+if current > tonumber(ARGV[2]) then return -1 end
 local version = math.max(current + 1, tonumber(ARGV[3]))
 redis.call('set', KEYS[1], ARGV[1])
 redis.call('del', KEYS[3])
@@ -237,6 +255,14 @@ class RedisStorage(TokenStorage):
             Redis Cluster, give it a hash tag (``"{example-api:alice}"``) so all are in one slot.
         lease_margin: seconds a lease must have left beyond what the adapter asks for before a
             refresh request is sent.
+        min_replicas: how many replicas must acknowledge each write of the record (``WAIT``)
+            before it counts as saved. ``None`` (the default): one if the master reports a
+            connected replica (``INFO replication``, asked again every ``REPLICAS_RECHECK``
+            seconds and after an error), none otherwise; ``0``: never wait. A write that is not
+            acknowledged in time raises :class:`~requests_tokenrefresh.TokenStorageError`, and
+            the adapter keeps the token in memory and saves it again.
+        replica_timeout: seconds a write waits for that acknowledgement (at most half the
+            client's ``socket_timeout``).
         clock: the monotonic time and sleep of the wait for the lease (a
             :class:`~requests_tokenrefresh.testing.FakeClock` in tests); the lease's own expiry is
             kept in the server's clock.
@@ -249,6 +275,8 @@ class RedisStorage(TokenStorage):
             lie in several slots, which one script cannot touch.
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.3
+       ``min_replicas`` and ``replica_timeout``: a write counts once a replica has it.
     """
 
     _atomic_writes = True  # every write is one script: a reader never sees it half done
@@ -259,6 +287,8 @@ class RedisStorage(TokenStorage):
         key: str = "example-api:alice",
         *,
         lease_margin: float = DEFAULT_LEASE_MARGIN,
+        min_replicas: int | None = None,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         module = _import_redis()
@@ -268,8 +298,18 @@ class RedisStorage(TokenStorage):
             raise ValueError("lease_margin must be a number of seconds")
         if not math.isfinite(lease_margin) or lease_margin < 0:
             raise ValueError("lease_margin must be a finite number of seconds >= 0")
+        if min_replicas is not None and (
+            isinstance(min_replicas, bool) or not isinstance(min_replicas, int) or min_replicas < 0
+        ):
+            raise ValueError("min_replicas must be None (as many as the master has, at most one) or an int >= 0")
+        if isinstance(replica_timeout, bool) or not isinstance(replica_timeout, (int, float)):
+            raise ValueError("replica_timeout must be a number of seconds")
+        if not math.isfinite(replica_timeout) or replica_timeout <= 0:
+            raise ValueError("replica_timeout must be a finite number of seconds > 0")
         self.key = key
         self.lease_margin: float = float(lease_margin)
+        self.min_replicas = min_replicas
+        self.replica_timeout: float = float(replica_timeout)
         self._clock = clock
         self._redis = module
         # RedisClusterException (a key in no slot, no node reachable) is no RedisError.
@@ -291,11 +331,16 @@ class RedisStorage(TokenStorage):
                 f"RedisStorage takes a redis.Redis client or a redis:// URL, not {type(client_or_url).__name__}"
             )
         self._keys = {name: f"{key}:{name}" for name in _SUFFIXES}
-        if cluster is not None and isinstance(self._client, cluster):
+        self._cluster = cluster is not None and isinstance(self._client, cluster)
+        if self._cluster:
             _check_one_slot(self._client, key, self._keys.values())
         self._seen = 0  # the highest version of the record this storage has seen (Rule 5)
         self._seen_lock = threading.Lock()
         self._policy_checked = False
+        # Rule 6: the master's online replicas as last asked (None: ask), and when.
+        self._replicas: int | None = None
+        self._replicas_at = 0.0
+        self._replicas_warned = False
         self._scripts = {name: self._client.register_script(source) for name, source in _SCRIPTS.items()}
 
     # -- TokenStorage --------------------------------------------------------------------------
@@ -307,12 +352,17 @@ class RedisStorage(TokenStorage):
 
     def save(self, token: Token) -> None:
         raw = self._encode(token)
-        version = self._run("write", "save", [raw, self._seen + 1], token)
+        version, missing = self._write("write", "save", [raw, self._seen + 1], token)
         self._saw(version)
+        if missing:
+            raise self._unreplicated("write", missing)
         log.debug("saved token %s to Redis key %s (version %s)", fingerprint(token.access_token), self.key, version)
 
     def delete(self) -> None:
-        self._saw(self._run("delete", "delete", [self._seen + 1]))
+        version, missing = self._write("delete", "delete", [self._seen + 1])
+        self._saw(version)
+        if missing:
+            raise self._unreplicated("delete", missing)
 
     def refresh_lease(self, timeout: float) -> RefreshLease:
         """A lease on ``key:lease`` for ``timeout`` seconds, waited for at most ``2 * timeout`` seconds.
@@ -357,18 +407,99 @@ class RedisStorage(TokenStorage):
         version, marker, raw = self._call("read", read)
         return raw, int(version or 0), marker
 
-    def _run(self, action: str, script: str, args: list[Any], token: Token | None = None) -> Any:
-        keys = [self._keys["lease"], self._keys["fence"], self._keys["version"]] if script == "acquire" else None
+    def _script_keys(self, script: str) -> list[str]:
+        if script == "acquire":
+            return [self._keys["lease"], self._keys["fence"], self._keys["version"]]
         if script in ("release", "extend"):
-            keys = [self._keys["lease"]]
-        elif script == "forget":
-            keys = [self._keys["inflight"]]
-        elif script == "check":
-            keys = [self._keys["lease"], self._keys["version"], self._keys["inflight"]]
-        elif keys is None:
-            keys = self._record_keys()
+            return [self._keys["lease"]]
+        if script == "forget":
+            return [self._keys["inflight"]]
+        if script == "check":
+            return [self._keys["lease"], self._keys["version"], self._keys["inflight"]]
+        return self._record_keys()
+
+    def _run(self, action: str, script: str, args: list[Any], token: Token | None = None) -> Any:
+        keys = self._script_keys(script)
         self._check_policy(action)
         return self._call(action, lambda: self._scripts[script](keys=keys, args=args), token)
+
+    def _write(self, action: str, script: str, args: list[Any], token: Token | None = None) -> tuple[Any, int]:
+        """Run a script that writes, then ``WAIT`` for the replicas Rule 6 asks for.
+
+        Returns (the script's answer, how many replicas short of ``min_replicas`` the
+        acknowledgement fell: 0 when the write counts). The script and ``WAIT`` go down one
+        connection, in one pipeline: ``WAIT`` waits for the writes of its own connection only.
+        """
+        wanted = self._replicas_wanted(action)
+        if not wanted:
+            return self._run(action, script, args, token), 0
+        keys = self._script_keys(script)
+
+        def run() -> tuple[Any, int]:
+            node = self._node()
+            with node.pipeline(transaction=False) as pipe:
+                self._scripts[script](keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", wanted, _wait_ms(node, self.replica_timeout))
+                answer, acknowledged = pipe.execute()
+            return answer, int(acknowledged)
+
+        self._check_policy(action)
+        answer, acknowledged = self._call(action, run, token)
+        if acknowledged < wanted:
+            self._replicas = None  # ask again: the master may have let the replica go
+        return answer, max(0, wanted - acknowledged)
+
+    def _replicas_wanted(self, action: str) -> int:
+        """How many replicas a write waits for (Rule 6): ``min_replicas``, or one if the master has any."""
+        if self.min_replicas is not None:
+            return self.min_replicas
+        now = self._clock.monotonic()
+        count = self._replicas
+        if count is None or now - self._replicas_at >= REPLICAS_RECHECK:
+            count = self._count_replicas(action)
+            self._replicas, self._replicas_at = count, now
+        return min(count, 1)
+
+    def _count_replicas(self, action: str) -> int:
+        try:
+            info = self._node().info("replication")
+        except self._redis.exceptions.ResponseError as exc:  # INFO denied (ACLs, managed Redis)
+            if not self._replicas_warned:
+                self._replicas_warned = True
+                log.warning(
+                    "cannot ask Redis at %s whether it has replicas (%s): writes do not wait for one; "
+                    "with replicas, grant +info or set RedisStorage(min_replicas=1)",
+                    self.location,
+                    type(exc).__name__,
+                )
+            return 0
+        except self._errors as exc:
+            self._fail(action, exc)
+        online = [v for k, v in dict(info).items() if _text(k).startswith("slave") and isinstance(v, dict)]
+        return sum(1 for replica in online if _text(replica.get("state", "")) == "online")
+
+    def _node(self) -> Any:
+        """The client of the server that holds the record: the client, or a cluster's node for the key."""
+        if self._cluster:
+            return self._client.get_redis_connection(self._client.get_node_from_key(self.key))
+        return self._client
+
+    def _unreplicated(self, action: str, missing: int) -> TokenStorageError:
+        wanted = self.min_replicas if self.min_replicas is not None else 1
+        log.warning(
+            "Redis at %s has the %s of key %s, but %d of %d replicas did not acknowledge it within %.2fs",
+            self.location,
+            action,
+            self.key,
+            missing,
+            wanted,
+            self.replica_timeout,
+        )
+        return TokenStorageError(
+            f"cannot {action} Redis key {self.key!r} at {self.location}: the master has it, but {missing} of the "
+            f"{wanted} replicas it needs did not acknowledge it within {self.replica_timeout:g}s (WAIT): "
+            "a failover now would lose it"
+        )
 
     def _saw(self, version: int) -> None:
         with self._seen_lock:
@@ -431,6 +562,7 @@ class RedisStorage(TokenStorage):
             self._fail(action, exc, token)
 
     def _fail(self, action: str, exc: BaseException, token: Token | None = None) -> NoReturn:
+        self._replicas = None  # a reconnection may follow, to another master: ask it (Rule 6)
         detail = str(exc)
         secrets_ = [token.access_token, token.refresh_token] if token else []
         if self._url is not None:
@@ -451,10 +583,22 @@ class RedisStorage(TokenStorage):
     def __getstate__(self) -> dict[str, Any]:
         if self._url is None:
             raise TypeError("a RedisStorage made from a client cannot be pickled; make it from a URL")
-        return {"url": self._url, "key": self.key, "lease_margin": self.lease_margin}
+        return {
+            "url": self._url,
+            "key": self.key,
+            "lease_margin": self.lease_margin,
+            "min_replicas": self.min_replicas,
+            "replica_timeout": self.replica_timeout,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["key"], lease_margin=state["lease_margin"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["url"],
+            state["key"],
+            lease_margin=state["lease_margin"],
+            min_replicas=state.get("min_replicas"),
+            replica_timeout=state.get("replica_timeout", DEFAULT_REPLICA_TIMEOUT),
+        )
 
 
 class _RedisLease(RefreshLease):
@@ -467,7 +611,7 @@ class _RedisLease(RefreshLease):
         super().__init__(storage)
         self.owner = secrets.token_hex(16)
         self.fence = 0
-        self.version = 0  # of the record when the lease was taken, or as load() read it since
+        self.version = 0  # of the record when the lease was taken, as load() read it, or as save() wrote it
         self.timeout = timeout
         # A waiter waits out two leases: one whose holder may have crashed just before this waiter
         # began (it runs out after ``timeout``), then the whole refresh of the host that takes it
@@ -531,7 +675,15 @@ class _RedisLease(RefreshLease):
         s = self.storage
         need = math.ceil((seconds + s.lease_margin) * 1000)
         args = [self.owner, need, self.version, self.fence]
-        status, left = s._run("check the refresh lease of", "check", args)
+        (status, left), missing = s._write("check the refresh lease of", "check", args)
+        if status == 0 and missing:  # Rule 6: logged, not refused
+            log.warning(
+                "no replica of Redis at %s acknowledged the in-flight marker of %s within %.2fs: after a failover "
+                "now, the next holder would not know that this refresh was sent",
+                s.location,
+                s.key,
+                s.replica_timeout,
+            )
         if status == 1:
             raise LeaseLostError(f"the refresh lease of Redis key {s.key!r} ran out: not refreshing")
         if status == 2:
@@ -554,16 +706,27 @@ class _RedisLease(RefreshLease):
     def save(self, token: Token) -> None:
         s = self.storage
         raw = s._encode(token)
-        version = s._run("write", "save_if", [raw, self.version, s._seen + 1], token)
+        version, missing = s._write("write", "save_if", [raw, self.version, s._seen + 1], token)
         if version == -1:
             raise LeaseLostError(f"the Redis key {s.key!r} was written by another holder since it was read")
         self.version = int(version)
         s._saw(self.version)
+        if missing:  # on the master only; saved again over it, or over what a failover brings back (Rule 6)
+            raise s._unreplicated("write", missing)
         log.debug("saved token %s to Redis key %s (version %s)", fingerprint(token.access_token), s.key, version)
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _wait_ms(client: Any, seconds: float) -> int:
+    """``seconds`` in ms for ``WAIT``, at most half the client's socket timeout: its answer must arrive."""
+    pool = getattr(client, "connection_pool", None)
+    socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    if isinstance(socket_timeout, (int, float)) and socket_timeout > 0:
+        seconds = min(seconds, socket_timeout / 2)
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _items(answer: Any) -> list[tuple[Any, Any]]:

@@ -125,11 +125,11 @@ def test_decode_responses_client_works(make: Callable[..., RedisStorage], redis_
 
 
 def test_pickle_a_storage_made_from_a_url(make: Callable[..., RedisStorage], redis_server: RedisServer) -> None:
-    storage = make(lease_margin=0.5)
+    storage = make(lease_margin=0.5, min_replicas=0, replica_timeout=0.2)
     storage.save(token())
     copy = pickle.loads(pickle.dumps(storage))  # noqa: S301 - our own bytes
     try:
-        assert (copy.key, copy.lease_margin) == (storage.key, 0.5)
+        assert (copy.key, copy.lease_margin, copy.min_replicas, copy.replica_timeout) == (storage.key, 0.5, 0, 0.2)
         assert copy.load().to_record() == storage.load().to_record()  # type: ignore[union-attr]
     finally:
         copy.close()
@@ -370,6 +370,12 @@ def test_unreachable_redis_is_a_clear_storage_error(key: str) -> None:
         ("redis://127.0.0.1/0", {"key": 5}, ValueError, "key must be a non-empty string"),
         ("redis://127.0.0.1/0", {"lease_margin": -1}, ValueError, "lease_margin"),
         ("redis://127.0.0.1/0", {"lease_margin": float("nan")}, ValueError, "lease_margin"),
+        ("redis://127.0.0.1/0", {"min_replicas": -1}, ValueError, "min_replicas"),
+        ("redis://127.0.0.1/0", {"min_replicas": True}, ValueError, "min_replicas"),
+        ("redis://127.0.0.1/0", {"min_replicas": 1.0}, ValueError, "min_replicas"),
+        ("redis://127.0.0.1/0", {"replica_timeout": 0}, ValueError, "replica_timeout"),
+        ("redis://127.0.0.1/0", {"replica_timeout": float("inf")}, ValueError, "replica_timeout"),
+        ("redis://127.0.0.1/0", {"replica_timeout": "1"}, ValueError, "replica_timeout"),
         (object(), {}, TypeError, "redis.Redis client or a redis:// URL"),
     ],
 )
@@ -706,3 +712,77 @@ def test_close_puts_back_a_token_redis_lost_after_it_was_saved(make: Callable[..
         restored = make().load()
         assert restored is not None
         assert restored.refresh_token == _current_refresh(srv)
+
+
+# -- replicas (Rule 6; tests/storage/test_redis_failover.py has real ones) -----------------------
+
+
+def test_a_server_without_replicas_is_written_without_wait(
+    make: Callable[..., RedisStorage], client: Any, key: str
+) -> None:
+    """The default asks the master for its replicas (INFO) and, with none, sends no WAIT."""
+    storage = make()
+    before = int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+    storage.save(token(1))
+    with storage.refresh_lease(10) as lease:
+        assert lease.load() is not None
+        lease.check(1)
+        lease.save(token(2))
+    assert int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)) == before
+    assert storage._replicas == 0
+
+
+def test_a_write_no_replica_acknowledges_is_a_retryable_storage_error(
+    make: Callable[..., RedisStorage], client: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``min_replicas=1`` on a master without one: each write reaches the master, then waits
+    ``replica_timeout`` for an acknowledgement that cannot come, and raises TokenStorageError (not
+    LeaseLostError: the adapter keeps the token and saves it again). The same save made again
+    goes over the lease's own unacknowledged write."""
+    storage = make(min_replicas=1, replica_timeout=0.05)
+    with pytest.raises(TokenStorageError, match=r"did not acknowledge it within 0\.05s") as info:
+        storage.save(token(1))
+    assert type(info.value) is TokenStorageError
+    assert json.loads(client.get(key))["access_token"].startswith("at-1-")  # on the master all the same
+    new = token(2)
+    with storage.refresh_lease(10) as lease:
+        assert lease.load() is not None
+        lease.check(1)  # the in-flight marker is not acknowledged either: logged, not refused
+        assert "in-flight marker" in caplog.text
+        for version in (2, 3):
+            started = time.monotonic()
+            with pytest.raises(TokenStorageError, match="WAIT") as info:
+                lease.save(new)
+            assert type(info.value) is TokenStorageError
+            assert 0.05 <= time.monotonic() - started < 5
+            assert int(client.get(f"{key}:version")) == version  # written again over its own write
+    loaded = make(min_replicas=0).load()
+    assert loaded is not None
+    assert loaded.access_token == new.access_token
+
+
+def test_a_conditional_save_over_a_record_that_went_back_is_written(
+    make: Callable[..., RedisStorage], client: Any, key: str
+) -> None:
+    """Redis lost writes while the lease was held (a restart without its data, a failover to a
+    replica that lacked them): the version is lower than the one the lease read. Nothing newer is
+    there (a sign-out bumps the version), so the rotated token is written back, above every version
+    seen, not refused as if another holder had written (which dropped it: the adapter then read an
+    empty store as a sign-out)."""
+    storage = make()
+    storage.save(token(1))
+    storage.save(token(2))
+    new = token(3)
+    with storage.refresh_lease(10) as lease:
+        assert lease.load() is not None
+        client.delete(key, f"{key}:version")  # FLUSHDB, for this record
+        lease.save(new)
+    assert int(client.get(f"{key}:version")) == 3  # above the 2 this storage saw
+    loaded = make().load()
+    assert loaded is not None
+    assert loaded.access_token == new.access_token
+    with storage.refresh_lease(10) as lease:
+        assert lease.load() is not None
+        storage.delete()  # a sign-out elsewhere: the version goes up
+        with pytest.raises(LeaseLostError, match="written by another holder"):
+            lease.save(token(4))

@@ -3,9 +3,10 @@
 The ``ACL SETUSER`` line is read from the page itself, the user is made with it on a real
 redis-server (tests/redis_support.py), and a whole refresh and a sign-out run as that user
 through a TokenRefreshAdapter. Each rule of the line is then left out in turn, to show that
-Redis denies something the storage needs without it (``CONFIG GET`` is optional: without it the
-storage warns and goes on). Without redis-server these tests fail, saying how to install it:
-they never pass by skipping.
+Redis denies something the storage needs without it (``CONFIG GET`` and ``INFO`` are optional:
+without them the storage warns and goes on; ``WAIT`` is sent only to a master with replicas, which
+this server has not: tests/storage/test_redis_failover.py uses it). Without redis-server these
+tests fail, saying how to install it: they never pass by skipping.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "hosts.rst"
 #: The key of the page's examples, which its key pattern admits.
 KEY = "example-api:alice"
 POLICY_WARNING = "cannot read the eviction policy"
+REPLICAS_WARNING = "whether it has replicas"
 
 
 def documented_acl() -> tuple[str, list[str]]:
@@ -142,6 +144,7 @@ def test_the_documented_user_can_refresh_and_sign_out(
     assert refresh_and_sign_out(url, refresh_timeout=5) == []
     assert _denials(admin) == []
     assert POLICY_WARNING not in caplog.text  # CONFIG GET is granted: the policy was checked
+    assert REPLICAS_WARNING not in caplog.text  # INFO is granted: the replicas were counted (none)
     assert "could not release" not in caplog.text
 
 
@@ -158,6 +161,13 @@ def test_each_documented_permission_is_needed(
         assert problems == []
         assert POLICY_WARNING in caplog.text
         assert set(denials) == {"command:config|get"}
+    elif left_out == "+info":  # optional: the storage warns and waits for no replica
+        assert problems == []
+        assert REPLICAS_WARNING in caplog.text
+        assert set(denials) == {"command:info"}
+    elif left_out == "+wait":  # sent only to a master with replicas: this one has none
+        assert problems == []
+        assert denials == []
     elif left_out.startswith("+"):
         assert problems, f"all went well without {left_out}"
         assert f"command:{left_out[1:]}" in denials, denials
