@@ -642,7 +642,9 @@ PATH_CASES = [
     ("/api", "/ap", False, "/ap"),
     ("/api", "/", False, "/"),
     ("/api", "/API/items", False, "/API/items"),  # paths are case-sensitive
-    ("/api", "//api/items", False, "//api/items"),
+    # requests 2.32 over urllib3 1.26 (the oldest allowed) sends it as /api/items: either way the
+    # adapter, which sees //api/items, sends no token.
+    ("/api", "//api/items", False, ("//api/items", "/api/items")),
     ("/api", "/other?next=/api/items", False, "/other?next=/api/items"),
     ("/api", "/api%2F..%2Fadmin", False, "/api%2F..%2Fadmin"),  # one segment, not /api/
     ("/api", "/api/../admin", False, "/admin"),  # requests removes dot segments
@@ -661,14 +663,19 @@ PATH_CASES = [
 
 @pytest.mark.parametrize(("base_path", "path", "expected", "wire"), PATH_CASES)
 def test_base_url_path_boundaries(
-    net: Net, mount: Callable[..., requests.Session], base_path: str, path: str, expected: bool, wire: str
+    net: Net,
+    mount: Callable[..., requests.Session],
+    base_path: str,
+    path: str,
+    expected: bool,
+    wire: str | tuple[str, ...],
 ) -> None:
     """Mounted on every http URL, so base_url alone decides; checked on what the server received."""
     api = net.api.origin()
     session = mount(make_adapter(base_url=api + base_path), "http://")
     session.get(api + path, timeout=5)
     [hit] = net.api.hits
-    assert hit.path == wire
+    assert hit.path in ((wire,) if isinstance(wire, str) else wire)
     assert carries(hit) is expected
 
 
