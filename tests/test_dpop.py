@@ -379,3 +379,12 @@ def test_each_hop_of_a_redirect_gets_a_proof_of_its_own() -> None:
     assert claims_of(seen[1]["DPoP"], key)["htu"] == API + "new"
     assert seen[1]["Authorization"] == "DPoP at-1"
     assert "DPoP" not in response.history[0].request.headers  # the hop kept in history holds no proof
+
+
+def test_every_generated_key_has_full_length_coordinates() -> None:
+    # PyJWT before 2.10 wrote an EC coordinate with a leading zero byte as 31 bytes (about one key
+    # in 64), and verifiers refuse such a jwk in a proof: the dependency floor is 2.10.
+    for _ in range(1000):
+        jwk = DPoPKey.generate().public_jwk
+        for member in ("x", "y"):
+            assert len(base64.urlsafe_b64decode(jwk[member] + "==")) == 32
