@@ -64,6 +64,8 @@ def _text(outcome: str, reasons: dict[str, str]) -> str:
 def render(matrix: ModuleType, outcomes: dict[str, str]) -> str:
     """The include: one table per fault (steps x storages), then the legends and the counts."""
     reasons = {key: chr(ord("a") + i) for i, key in enumerate(matrix.NA)}
+    columns = len(matrix.STORAGES)
+    widths = " ".join(str(w) for w in [16, *[84 // columns] * columns])  # the step, then the storages alike
     lines = [HEADER.rstrip("\n"), ""]
     for fault in matrix.FAULTS:
         rows = []
@@ -76,7 +78,7 @@ def render(matrix: ModuleType, outcomes: dict[str, str]) -> str:
             f".. list-table:: {fault.name}: {fault.how}",
             "   :header-rows: 1",
             "   :stub-columns: 1",
-            "   :widths: 22 19 19 19 21",
+            f"   :widths: {widths}",
             "",
             "   * - step",
             *(f"     - {storage}" for storage in matrix.STORAGES),

@@ -1,8 +1,10 @@
 """Redis Cluster and Redis Sentinel groups of real redis-server processes, for the tests.
 
-Imported by tests/storage/test_redis_cluster.py and tests/storage/test_redis_sentinel.py. Every process listens on
-127.0.0.1 on a free port (a cluster node on two: its clients' port and its cluster bus port), is
-started by this module and stopped by PID: SIGTERM, then SIGKILL if it has not exited.
+Imported by tests/storage/test_redis_cluster.py, test_redis_sentinel.py and test_redis_failover.py,
+and by the fault matrix (tests/faults). Every process listens on 127.0.0.1 on a free port (a
+cluster node on two: its clients' port and its cluster bus port), is started by this module and
+stopped, stopped for a while (SIGSTOP, SIGCONT) or killed by PID; :meth:`RedisProcess.restart`
+starts one again on the same ports, with its append-only file or empty.
 
 :class:`ClusterGroup`
     N masters and no replicas, ``cluster-enabled yes``, joined with
@@ -11,7 +13,10 @@ started by this module and stopped by PID: SIGTERM, then SIGKILL if it has not e
 :class:`SentinelGroup`
     One master, one replica (``--replicaof``) and S Sentinels (``redis-server CONF --sentinel``)
     with a short ``down-after-milliseconds``; :meth:`SentinelGroup.kill_master` SIGKILLs the
-    master and :meth:`SentinelGroup.wait_failover` waits for the replica's promotion.
+    master and :meth:`SentinelGroup.wait_failover` waits for the replica's promotion
+    (:meth:`~SentinelGroup.promote` then swaps the roles, :meth:`~SentinelGroup.force_failover`
+    asks for one, :meth:`~SentinelGroup.heal` makes the group whole again, and
+    :meth:`~SentinelGroup.backlog_replica` makes a stopped replica miss what follows).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ __all__ = ["ClusterGroup", "RedisProcess", "SentinelGroup", "redis_cli_path"]
 
 #: Seconds a cluster gets to reach cluster_state:ok, and Sentinels to see the whole group.
 READY_TIMEOUT = 30.0
+#: How a Sentinel group's replica syncs (see SentinelGroup.__init__).
+_SYNC = ("--repl-diskless-sync", "no")
 
 
 def redis_cli_path() -> str | None:
@@ -205,6 +212,7 @@ class ClusterGroup:
             )
             for i in range(masters)
         ]
+        self._shared: Any = None
 
     def start(self) -> ClusterGroup:
         cli = redis_cli_path()
@@ -235,12 +243,15 @@ class ClusterGroup:
 
     def node_for(self, key: str) -> RedisProcess:
         """The node that holds ``key``'s slot."""
-        client = self.client()
-        try:
-            port = int(client.get_node_from_key(key).port)
-        finally:
-            client.close()
+        port = int(self.shared_client().get_node_from_key(key).port)
         return next(node for node in self.nodes if node.port == port)
+
+    def shared_client(self) -> Any:
+        """One ``RedisCluster`` client kept until :meth:`stop`, for the tests' own reads (a client
+        learns the cluster's layout when it is made: tens of milliseconds each time)."""
+        if self._shared is None:
+            self._shared = self.client()
+        return self._shared
 
     def client(self, **options: Any) -> Any:
         """A ``redis.cluster.RedisCluster`` started from the first node."""
@@ -251,6 +262,9 @@ class ClusterGroup:
         return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, **options)
 
     def stop(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.close()
         for node in self.nodes:
             node.stop()
 
@@ -286,8 +300,10 @@ class SentinelGroup:
         self.quorum = quorum
         self.down_after = down_after
         self.failover_timeout = failover_timeout
-        # A replica's first sync waits repl-diskless-sync-delay (5 s by default) for more replicas.
-        self.master = RedisProcess(self.directory / "master", "--repl-diskless-sync-delay", "0")
+        # A sync through an RDB file: a diskless one waits repl-diskless-sync-delay (5 s by default)
+        # for more replicas, and then the master streams nothing to the replica (WAIT times out)
+        # until its first acknowledgement, up to a second later.
+        self.master = RedisProcess(self.directory / "master", *_SYNC)
         self.replica: RedisProcess | None = None
         self.sentinels = [RedisProcess(self.directory / f"sentinel{i}", sentinel="") for i in range(sentinels)]
 
@@ -301,8 +317,7 @@ class SentinelGroup:
                 "--replicaof",
                 "127.0.0.1",
                 str(self.master.port),
-                "--repl-diskless-sync-delay",
-                "0",
+                *_SYNC,
             ).start()
             replica = self.replica
             wait_for(
@@ -320,7 +335,7 @@ class SentinelGroup:
                 )
                 sentinel.start()
             wait_for(self.watching, READY_TIMEOUT, "every Sentinel to see the master, its replica and each other", 0.1)
-            wait_for(self.acknowledges, READY_TIMEOUT, "the replica to acknowledge writes", 0.05)
+            wait_for(self.healthy, READY_TIMEOUT, "the replica to acknowledge writes, as the Sentinels know", 0.05)
         except BaseException:
             self.stop()
             raise
@@ -476,10 +491,12 @@ class SentinelGroup:
                 return False
             finally:
                 client.close()
-            # Known and answering; what it says of its link the Sentinel learns by INFO, every 10 s
-            # (every second once the master is down, before it picks a replica to promote).
+            # Known, answering, and its INFO read since it was (re)connected: a Sentinel promotes
+            # no replica it has no INFO of ("NOGOODSLAVE").
             ours = [r for r in known if int(r.get("port", 0)) == replica.port]
             if len(ours) != 1 or ours[0].get("is_sdown") or ours[0].get("is_disconnected"):
+                return False
+            if ours[0].get("master-link-status") != "ok":
                 return False
         return True
 
@@ -501,7 +518,7 @@ class SentinelGroup:
             self.master, self.replica = self.replica, self.master
         replica = self.replica
         assert replica is not None
-        options = ("--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0")
+        options = ("--replicaof", "127.0.0.1", str(self.master.port), *_SYNC)
         if not self.master.alive():
             raise RuntimeError("the master the Sentinels name is not running")
         if not replica.alive():

@@ -45,10 +45,24 @@ from .backends import Backend, Outage
 from .inject import FaultStorage, Injector, Spec, outcome_of, retryable
 from .matrix import FAULTS, STEPS, cell_id
 
-__all__ = ["REFRESH_TIMEOUT", "Observation", "Scene", "check", "classify", "run_in_process", "typed"]
+__all__ = [
+    "REDIS_LEASE",
+    "REDIS_MARGIN",
+    "REFRESH_TIMEOUT",
+    "Observation",
+    "Scene",
+    "check",
+    "classify",
+    "run_in_process",
+    "typed",
+]
 
 #: The adapters' refresh_timeout: short, so that a give-up costs a second.
 REFRESH_TIMEOUT = 1.0
+#: A Redis lease (the adapter asks for refresh_timeout + 10 s) and lease_margin (its check then asks
+#: for 1.2 s), so that a lease no one could release runs out in under two seconds; the protocol is
+#: the same.
+REDIS_LEASE, REDIS_MARGIN = 1.75, 0.2
 #: Requests after the fault is lifted.
 RECOVERY_REQUESTS = 3
 #: Seconds the harness waits for anything (a step, a thread, an interrupt's delivery).
@@ -302,7 +316,7 @@ def fault_spec(
     if fault == "unreachable":
         return Spec(before=outage.start)
     if fault == "restarted_empty":
-        return Spec(before=backend.wipe)
+        return Spec(before=lambda: backend.wipe(wait=scene.step != "request_sent"))
     if fault == "keyboard_interrupt":
         return Spec(after=lambda: interrupts.deliver(signal.SIGINT))
     if fault == "system_exit":
@@ -349,8 +363,10 @@ def run_in_process(scene: Scene) -> Observation:
             if scene.step == "save_retried":
                 injector.specs["save attempted"] = first_save_fails(scene.backend)
             injector.specs[step_name] = fault_spec(scene, lambda: adapter_ref[0], interrupts, outage)
+            redis = scene.backend.kind.startswith("redis")
+            storage = scene.backend.storage(lease_margin=REDIS_MARGIN if redis else None)
             adapter = TokenRefreshAdapter(
-                FaultStorage(scene.backend.storage(), injector),
+                FaultStorage(storage, injector, lease_cap=REDIS_LEASE if redis else None),
                 token_url=srv.token_url,
                 refresh_timeout=REFRESH_TIMEOUT,
                 on_refresh=lambda token: injector.at("publish", lambda: None),
@@ -386,6 +402,7 @@ def run_in_process(scene: Scene) -> Observation:
             srv.canned.clear()
             srv.release_refresh(drop=True)  # nothing is held any more unless the cell failed
             outage.join()
+            scene.backend.settle()
             if not obs.stored_after:
                 obs.stored_after = read_state(scene.backend, srv)
             for _ in range(RECOVERY_REQUESTS):
@@ -407,6 +424,8 @@ def run_in_process(scene: Scene) -> Observation:
         srv.release_refresh(drop=True)
         with contextlib.suppress(Exception):
             outage.join()
+        with contextlib.suppress(Exception):
+            scene.backend.settle()
         session.close()
         if adapter is not None:
             adapter.close()

@@ -2,9 +2,9 @@
 
 The victim is ``worker.py`` (a real process with its own adapter over the shared storage); this
 process plays the others ("survivors"): another process on the same file or keyring entry, or
-another host on the same Redis. A Redis victim takes a 2.5-s lease (``--lease-cap``) and a
-0.2-s ``lease_margin`` (its check asks for 1.2 s), so that a cell waits 2.5 s for a dead holder's lease rather than
-``refresh_timeout`` + 10 s; a file-lock victim has ``refresh_timeout`` 3 s, so that its 1-s stall
+another host on the same Redis. A Redis victim takes a 1.75-s lease (``--lease-cap``) and a
+0.2-s ``lease_margin`` (its check asks for 1.2 s), so that a cell waits 1.75 s for a dead holder's lease rather
+than ``refresh_timeout`` + 10 s; a file-lock victim has ``refresh_timeout`` 3 s, so that its 1-s stall
 while the token endpoint answers does not run out its own deadline. The protocol is the same.
 
 Steps are found, not timed: the victim writes ``at`` when it reaches the step (after its call),
@@ -34,6 +34,8 @@ from requests_tokenrefresh.testing import AuthServer
 from .harness import (
     BOUND,
     RECOVERY_REQUESTS,
+    REDIS_LEASE,
+    REDIS_MARGIN,
     REFRESH_TIMEOUT,
     STEP_NAMES,
     HarnessError,
@@ -54,8 +56,6 @@ __all__ = ["Victim", "Zygote", "run_process_cell"]
 WORKER = Path(__file__).with_name("worker.py")
 #: Seconds a stopped file-lock holder stays stopped (the lock never runs out: the others wait).
 STALL = 1.0
-#: A Redis victim's lease and margin (see the module docstring).
-REDIS_LEASE, REDIS_MARGIN = 2.5, 0.2
 #: A file-lock victim's refresh_timeout.
 FILE_LOCK_TIMEOUT = 3.0
 
@@ -146,7 +146,7 @@ class Zygote:
 def start_victim(zygote: Zygote, scene: Scene, srv: AuthServer, state: Path) -> Victim:
     argv = [*scene.backend.describe(), "--token-url", srv.token_url, "--api", srv.url + "/api/data"]
     argv += ["--step", STEP_NAMES[scene.step], "--fault", scene.fault, "--state", str(state)]
-    if scene.backend.kind == "redis":
+    if scene.backend.kind.startswith("redis"):
         argv += ["--refresh-timeout", str(REFRESH_TIMEOUT), "--lease-cap", str(REDIS_LEASE)]
         argv += ["--lease-margin", str(REDIS_MARGIN)]
     else:
@@ -218,7 +218,7 @@ def run_process_cell(scene: Scene, directory: Path, zygote: Zygote) -> Observati
                     wait_until(lambda: is_stopped(process.pid), "the victim to stop")
                     (state / "go").touch()
                     srv.release_refresh()
-                    if scene.backend.kind == "redis":  # the others go on once its lease has run out
+                    if scene.backend.kind.startswith("redis"):  # the others go on once its lease has run out
                         obs.first = send()
                         victim.signal(signal.SIGCONT)
                     else:  # a file lock does not run out: the others wait for the holder

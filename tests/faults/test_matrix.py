@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ..redis_cluster_support import ClusterGroup, SentinelGroup, redis_cli_path
 from ..redis_support import INSTALL_HELP, RedisServer, redis_server_path
 from .backends import make_backend
 from .harness import Observation, Scene, check, record, run_in_process
@@ -38,6 +39,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
+    """Three masters with append-only files; a node may be down for seconds before the others
+    mark it failing (``cluster-node-timeout`` 5 s), as the outage of a cell is."""
+    if redis_server_path() is None or redis_cli_path() is None:
+        pytest.fail(INSTALL_HELP + " (and redis-cli, which comes with it)")
+    with ClusterGroup(tmp_path_factory.mktemp("cluster"), node_timeout=5000, appendonly=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A master, its replica and one Sentinel (quorum 1). The cells ask for their failovers
+    (``SENTINEL FAILOVER``, see backends.py); ``down-after-milliseconds`` is 5 s so that the
+    Sentinel starts none of its own meanwhile. Each cell starts with the group whole again (``heal``)."""
+    if redis_server_path() is None:
+        pytest.fail(INSTALL_HELP)
+    with SentinelGroup(tmp_path_factory.mktemp("sentinel"), sentinels=1, quorum=1, down_after=5000) as group:
+        yield group
+
+
+SERVERS = {"redis": "redis_server", "redis-cluster": "redis_cluster", "redis-sentinel": "redis_sentinel"}
+
+
+@pytest.fixture(scope="module")
 def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
     """Forks the process cells' workers (tests/faults/worker.py --serve)."""
     forker = Zygote(tmp_path_factory.mktemp("zygote"))
@@ -48,11 +73,14 @@ def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("step", "fault", "storage"), RUNNABLE, ids=[cell_id(*c) for c in RUNNABLE])
 def test_cell(step: str, fault: str, storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    server = request.getfixturevalue("redis_server") if storage == "redis" else None
+    server = request.getfixturevalue(SERVERS[storage]) if storage in SERVERS else None
+    if isinstance(server, SentinelGroup):
+        server.heal()  # after the previous cell's failover
     key = f"fault:{cell_id(step, fault, storage)}:{uuid.uuid4().hex[:8]}"
     declared = expected(step, fault, storage)
     shared = fault in PROCESS_FAULTS  # a keyring that processes share
-    scene = Scene(step, fault, make_backend(storage, tmp_path, server, key, shared=shared), declared)
+    backend = make_backend(storage, tmp_path, server, key, shared=shared, fault=fault)
+    scene = Scene(step, fault, backend, declared)
     if shared:
         observation = run_process_cell(scene, tmp_path, request.getfixturevalue("zygote"))
     else:

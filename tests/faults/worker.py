@@ -7,7 +7,9 @@
 
 One adapter over the storage (``file``: FileStorage; ``keyring``: KeyringStorage over the kit's
 FileKeyring at ``--path`` with its lock files in ``--lock-dir``; ``redis``: RedisStorage at
-``--url``/``--key``), wrapped by ``inject.FaultStorage`` so that the fault lands at ``--step``:
+``--url``/``--key``; ``redis-cluster``: over a RedisCluster that starts from the node at ``--url``;
+``redis-sentinel``: over the master client of the Sentinel at ``--url`` (``HOST:PORT``) for
+``--service``), wrapped by ``inject.FaultStorage`` so that the fault lands at ``--step``:
 
 ``sigkill``, ``sigstop``
     The request runs in the main thread. At the step (after its call) the process writes
@@ -75,7 +77,23 @@ def make_storage(args: argparse.Namespace) -> TokenStorage:
         return FileStorage(args.path)
     if args.storage == "keyring":
         return KeyringStorage(SERVICE, USER, backend=FileKeyring(args.path), lock_dir=args.lock_dir)
-    return RedisStorage(args.url, key=args.key, lease_margin=args.lease_margin)
+    if args.storage == "redis":
+        return RedisStorage(args.url, key=args.key, lease_margin=args.lease_margin)
+    import redis.backoff
+    import redis.retry
+
+    retry = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.5, base=0.05), retries=1)  # as backends.py
+    if args.storage == "redis-cluster":
+        import redis.cluster
+
+        client = redis.cluster.RedisCluster.from_url(args.url, socket_timeout=5, socket_connect_timeout=5, retry=retry)
+    else:
+        import redis.sentinel
+
+        host, _, port = args.url.rpartition(":")
+        sentinel = redis.sentinel.Sentinel([(host, int(port))], sentinel_kwargs={"socket_timeout": 1.0})
+        client = sentinel.master_for(args.service, socket_timeout=1.0, socket_connect_timeout=1.0, retry=retry)
+    return RedisStorage(client, key=args.key, lease_margin=args.lease_margin)
 
 
 class FirstSaveFails:
@@ -90,10 +108,13 @@ class FirstSaveFails:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--storage", choices=["file", "keyring", "redis"], required=True)
+    parser.add_argument(
+        "--storage", choices=["file", "keyring", "redis", "redis-cluster", "redis-sentinel"], required=True
+    )
     parser.add_argument("--path", default="")
     parser.add_argument("--lock-dir", default="")
-    parser.add_argument("--url", default="")
+    parser.add_argument("--url", default="", help="redis: its URL; redis-cluster: a node's; redis-sentinel: HOST:PORT")
+    parser.add_argument("--service", default="", help="redis-sentinel: the master's name")
     parser.add_argument("--key", default="")
     parser.add_argument("--token-url", required=True)
     parser.add_argument("--api", required=True)
@@ -168,7 +189,9 @@ def serve() -> None:
     import filelock  # noqa: F401  # everything a worker imports, imported once here
     import keyring.backends.fail  # noqa: F401
     import redis.backoff
-    import redis.retry  # noqa: F401
+    import redis.cluster
+    import redis.retry
+    import redis.sentinel  # noqa: F401
 
     children: dict[int, str] = {}  # pid -> its status file
 
