@@ -427,6 +427,7 @@ def run_in_process(scene: Scene) -> Observation:
         with contextlib.suppress(Exception):
             scene.backend.settle()
         session.close()
+        session.adapters.clear()  # closed once: a later close() would reach a storage closed below
         if adapter is not None:
             adapter.close()
         scene.backend.close()

@@ -251,6 +251,7 @@ def run_process_cell(scene: Scene, directory: Path, zygote: Zygote) -> Observati
             with contextlib.suppress(HarnessError):
                 victim.wait()
         session.close()
+        session.adapters.clear()  # closed once: a later close() would reach a storage closed below
         if survivor is not None:
             survivor.close()
         scene.backend.close()
