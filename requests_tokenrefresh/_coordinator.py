@@ -128,6 +128,9 @@ REFRESH_TOKEN_WARNING = 86400.0
 CLOSE_LEASE_TIMEOUT = 1.0
 #: Seconds at most between two checks for a signal while a caller waits for its flight (Rule 12).
 INTERRUPT_SLICE = 0.25
+# Seconds an interrupted caller waits for its flight's thread to begin (interrupted inside
+# Thread.start(), it cannot tell whether the thread was made; one that was begins at once).
+THREAD_START_WAIT = 2.0
 #: Seconds between two reads of the store while waiting for an interrupted holder's answer (Rule 9).
 INTERRUPTED_POLL_INTERVAL = 0.1
 
@@ -543,9 +546,10 @@ class Coordinator:
         """Run ``flight`` in a worker thread and wait for it (Rule 12); return what :meth:`_run` returns."""
         outcome: list[Token | None] = []
         failure: list[BaseException] = []
-        finished = threading.Event()
+        began, finished = threading.Event(), threading.Event()
 
         def work() -> None:
+            began.set()
             try:
                 outcome.append(self._run(flight, token))
             except BaseException as exc:  # handed to the caller below
@@ -556,15 +560,18 @@ class Coordinator:
         # Waited for on an Event, not with join(): an interrupted join() marks a live thread as
         # stopped on Python 3.11 (bpo-45274's fix), and interpreter exit then does not wait for it.
         worker = threading.Thread(target=work, name=f"token-{flight.kind.value}", daemon=False)  # even from a daemon
-        worker.start()
         try:
+            worker.start()  # inside: an interrupt while start() waits for the thread is one too
             _wait_in_slices(finished, self._wait_timeout)
         except BaseException:
             # Interrupted (Ctrl-C, SystemExit from a signal handler): the request may be on its
             # way; let the flight store the answer, then raise the interrupt. A second interrupt
             # ends this wait; the worker, not a daemon, still finishes before the interpreter exits.
             log.warning("interrupted during a token %s; letting it finish first", flight.kind.value)
-            _wait_in_slices(finished, self._wait_timeout)
+            # A flight interrupted before its thread was made never runs: nothing to wait for.
+            _wait_in_slices(began, THREAD_START_WAIT)
+            if began.is_set():
+                _wait_in_slices(finished, self._wait_timeout)
             raise
         if not finished.is_set():
             raise RefreshError(
