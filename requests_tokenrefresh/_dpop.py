@@ -53,7 +53,7 @@ class DPoPKey:
         key = DPoPKey.from_pem(Path("dpop-key.pem").read_bytes())
         adapter = TokenRefreshAdapter(storage, issuer="https://id.example.com", client_id="cli", dpop=key)
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     def __init__(

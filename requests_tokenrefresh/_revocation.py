@@ -61,7 +61,7 @@ def revoke_token(
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
         client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
 
     Raises:
         RevocationError: a token was not revoked (the message says which and why).

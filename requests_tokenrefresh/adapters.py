@@ -104,9 +104,8 @@ class TokenRefreshAdapter(HTTPAdapter):
             refused at the first refresh (``unsupported_client_auth``), before any secret is sent.
 
             .. versionchanged:: 0.2
-               :class:`PrivateKeyJWT` and :class:`ClientAssertion`.
-            .. versionchanged:: 0.3
-               Chosen from the issuer's metadata when not given.
+               :class:`PrivateKeyJWT` and :class:`ClientAssertion`; chosen from the issuer's
+               metadata when not given.
         client_cert: a client certificate for mutual TLS (RFC 8705): the path of a PEM holding
             the certificate and its key, or a ``(certificate, key)`` pair of paths, as requests'
             ``cert``. It is presented on every token request (``tls_client_auth`` with no
@@ -114,7 +113,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             through the adapter that names no ``cert`` of its own, so that certificate-bound
             access tokens go out on connections that present their certificate.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
         scope: a scope to ask for on refresh: a string, or strings (a list or tuple, sent in its
             order, or a set, sent sorted) joined with spaces; by default the granted scope is kept.
         leeway: seconds before expiry at which to refresh; never more than half the lifetime.
@@ -139,7 +138,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             with it, with no refresh). A token whose record holds a key is sent with proofs
             whatever this says.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
         allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token answered to a token
             request that carried a proof; by default that is refused (``dpop_downgrade``), as a
             server that ignores the proof issues tokens anyone who sees them can use.

@@ -76,7 +76,7 @@ class Token:
             ``"DPoP"``), when the library made it: it is kept in the record, so that every process
             sharing the record signs with it. None for a bearer token, or a key the user holds.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
 
     The repr shows fingerprints, never a secret.
 

@@ -94,14 +94,14 @@ def login_device(
             the token record; or a :class:`~requests_tokenrefresh.DPoPKey` you hold (not stored).
             Every token request then carries a proof.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
         allow_dpop_downgrade: with ``dpop``, accept a ``Bearer`` token (refused by default:
             ``dpop_downgrade``).
         client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``: the
             client authenticates with it (``tls_client_auth``) where it has no secret, and the
             server's ``mtls_endpoint_aliases`` are used.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
         sleep: waits between polls (tests pass a fake).
         clock: a monotonic clock in seconds, read with ``sleep``.
 

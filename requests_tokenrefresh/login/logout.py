@@ -59,7 +59,7 @@ def logout(
         allow_insecure_http: allow plain http to hosts that are not loopback (tests only).
         client_cert: a client certificate for mutual TLS (RFC 8705), as requests' ``cert``.
 
-            .. versionadded:: 0.3
+            .. versionadded:: 0.2
 
     Returns:
         True if the tokens were revoked at the server; False if there was nothing stored or no

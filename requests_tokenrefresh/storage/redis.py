@@ -275,8 +275,6 @@ class RedisStorage(TokenStorage):
             lie in several slots, which one script cannot touch.
 
     .. versionadded:: 0.2
-    .. versionchanged:: 0.3
-       ``min_replicas`` and ``replica_timeout``: a write counts once a replica has it.
     """
 
     _atomic_writes = True  # every write is one script: a reader never sees it half done

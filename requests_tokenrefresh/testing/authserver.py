@@ -395,7 +395,7 @@ class AuthServer:
             ``expires_in``, ``token_type``, ``scope``): give it to
             :meth:`Token.from_response <requests_tokenrefresh.Token.from_response>`.
 
-        .. versionchanged:: 0.3
+        .. versionchanged:: 0.2
            The ``cnf`` argument.
         """
         cnf = dict(cnf or {})
@@ -411,7 +411,7 @@ class AuthServer:
         Raises:
             RuntimeError: the server serves no TLS.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         if self._tls is None:
             raise RuntimeError("issue_client_cert needs AuthServer(tls=True)")
@@ -420,7 +420,7 @@ class AuthServer:
     def rotate_dpop_nonce(self) -> None:
         """Replace the DPoP nonces now: the next proof with an old one gets ``use_dpop_nonce``.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         self._dpop.rotate()
 
@@ -429,7 +429,7 @@ class AuthServer:
 
         None when :attr:`dpop_nonce` is off.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         return self._dpop.nonce(kind)
 
