@@ -251,8 +251,10 @@ class RedisStorage(TokenStorage):
             a ``redis.cluster.RedisCluster``, or a ``redis://``, ``rediss://`` or ``unix://`` URL
             for :meth:`redis.Redis.from_url` (connect and answer timeouts of
             ``DEFAULT_SOCKET_TIMEOUT`` seconds unless the URL sets others; one retry).
-        key: the Redis key of the record; the lease and counters use ``key + ":lease"`` etc. With
-            Redis Cluster, give it a hash tag (``"{example-api:alice}"``) so all are in one slot.
+        key: the Redis key of the record, one per API and user (there is no default: two programs
+            that shared one would sign each other out); the lease and counters use
+            ``key + ":lease"`` etc. With Redis Cluster, give it a hash tag
+            (``"{example-api:alice}"``) so all are in one slot.
         lease_margin: seconds a lease must have left beyond what the adapter asks for before a
             refresh request is sent.
         min_replicas: how many replicas must acknowledge each write of the record (``WAIT``)
@@ -282,7 +284,7 @@ class RedisStorage(TokenStorage):
     def __init__(
         self,
         client_or_url: str | redis.Redis,
-        key: str = "example-api:alice",
+        key: str,
         *,
         lease_margin: float = DEFAULT_LEASE_MARGIN,
         min_replicas: int | None = None,

@@ -381,7 +381,13 @@ def test_unreachable_redis_is_a_clear_storage_error(key: str) -> None:
 )
 def test_bad_arguments(target: Any, options: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        RedisStorage(target, **options)
+        RedisStorage(target, **{"key": "test-api:bad-arguments", **options})
+
+
+def test_the_key_has_no_default() -> None:
+    """Two programs that both left the key out would share one record and sign each other out."""
+    with pytest.raises(TypeError, match="key"):
+        RedisStorage("redis://127.0.0.1:6379/0")  # type: ignore[call-arg]
 
 
 def test_bad_lease_timeout(make: Callable[..., RedisStorage]) -> None:
@@ -394,7 +400,7 @@ def test_missing_redis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m == "redis" or m.startswith("redis.")]:
         monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
     with pytest.raises(ImportError, match=r"pip install requests-tokenrefresh\[redis\]"):
-        RedisStorage("redis://127.0.0.1:6379/0")
+        RedisStorage("redis://127.0.0.1:6379/0", key="test-api:no-redis")
     assert "requests-tokenrefresh[redis]" in INSTALL_HELP
 
 
