@@ -9,7 +9,6 @@ request still carrying it gets a 401. The server counts every refresh_token gran
 
 from __future__ import annotations
 
-import html.parser
 import io
 import json
 import logging
@@ -29,6 +28,7 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+from interop_support import FormBrowser, Forms, stop
 
 pytest.importorskip("django", reason="Django is not installed (pip install -r interop/requirements.txt)")
 pytest.importorskip(
@@ -136,12 +136,7 @@ def dot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.1)
         yield Server(url=url, **client)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def _session(dot: Server, token: Token | None, **options: Any) -> tuple[requests.Session, TokenRefreshAdapter]:
@@ -396,63 +391,20 @@ def test_stolen_refresh_token_reuse_ends_the_session(dot: Server) -> None:
 # -- logins through DOT's own pages -------------------------------------------------------------------
 
 
-class _Forms(html.parser.HTMLParser):
-    """The forms of a page: action, method and each input's name, type and value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, Any]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append({"action": a.get("action", ""), "method": a.get("method", "get").lower(), "inputs": []})
-        elif tag == "input" and self.forms:
-            self.forms[-1]["inputs"].append(a)
-
-
-class FormBrowser:
-    """A browser made of requests: follows redirects one by one and submits the forms it meets.
+class DotBrowser(FormBrowser):
+    """:class:`FormBrowser` on DOT's pages.
 
     On a login form it types the user's name and password; on DOT's consent form it presses
     "Authorize" (or "Cancel" with ``allow=False``). It stops at the login's loopback listener.
     """
 
     def __init__(self, dot: Server, allow: bool = True) -> None:
+        super().__init__(dot.url)
         self.dot = dot
         self.allow = allow
-        self.trail: list[str] = []
-        self.final: requests.Response | None = None
-        self.errors: list[BaseException] = []
-        self.thread: threading.Thread | None = None
-
-    def open(self, url: str, *args: Any, **kwargs: Any) -> bool:
-        self.thread = threading.Thread(target=self._run, args=(url,), daemon=True)
-        self.thread.start()
-        return True
-
-    def _run(self, url: str) -> None:
-        try:
-            with requests.Session() as s:
-                s.trust_env = False
-                response = s.get(url, allow_redirects=False, timeout=10)
-                for _ in range(10):
-                    self.trail.append(response.url.split("?")[0])
-                    if response.is_redirect:
-                        target = urljoin(response.url, response.headers["Location"])
-                        if not target.startswith(self.dot.url):  # the login's listener
-                            self.final = s.get(target, timeout=30)
-                            return
-                        response = s.get(target, allow_redirects=False, timeout=10)
-                        continue
-                    assert response.status_code == 200, response.text[:500]
-                    response = self._submit(s, response)
-                raise AssertionError(f"no redirect to the listener after {self.trail}")
-        except BaseException as exc:
-            self.errors.append(exc)
 
     def _submit(self, s: requests.Session, page: requests.Response) -> requests.Response:
-        parser = _Forms()
+        parser = Forms()
         parser.feed(page.text)
         assert parser.forms, f"no form on {page.url}: {page.text[:300]}"
         form = parser.forms[0]
@@ -469,13 +421,6 @@ class FormBrowser:
         action = urljoin(page.url, form["action"] or page.url)
         return s.post(action, data=data, allow_redirects=False, timeout=10, headers={"Referer": page.url})
 
-    def join(self) -> None:
-        assert self.thread is not None, "the login never opened the browser"
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
-        if self.errors:
-            raise self.errors[0]
-
 
 @pytest.mark.timeout(60)
 def test_browser_login_with_pkce_through_dot_pages_then_logout(
@@ -483,7 +428,7 @@ def test_browser_login_with_pkce_through_dot_pages_then_logout(
 ) -> None:
     """Discovery (RFC 8414), DOT's login and consent pages, PKCE S256, the stored token used and refreshed, revoked."""
     caplog.set_level(logging.DEBUG, logger="requests_tokenrefresh")
-    browser = FormBrowser(dot)
+    browser = DotBrowser(dot)
     monkeypatch.setattr(webbrowser, "open", browser.open)
     storage = MemoryStorage()
     out = io.StringIO()
@@ -529,7 +474,7 @@ def test_browser_login_with_pkce_through_dot_pages_then_logout(
 
 @pytest.mark.timeout(60)
 def test_browser_login_cancelled_on_dot_consent_page(dot: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    browser = FormBrowser(dot, allow=False)
+    browser = DotBrowser(dot, allow=False)
     monkeypatch.setattr(webbrowser, "open", browser.open)
     storage = MemoryStorage()
     with pytest.raises(LoginError, match="access_denied") as info:
@@ -599,8 +544,8 @@ class _Screen(io.StringIO):
         return match
 
 
-class _FormsAndButtons(_Forms):
-    """:class:`_Forms`, plus each form's buttons (DOT's device confirmation page has Accept and Deny buttons)."""
+class _FormsAndButtons(Forms):
+    """:class:`Forms`, plus each form's buttons (DOT's device confirmation page has Accept and Deny buttons)."""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         super().handle_starttag(tag, attrs)
@@ -658,7 +603,7 @@ class DeviceUser:
         page = self._get(address)
         if "password" in page.text:  # sent to the login form first
             page = self._post(page, {"username": self.dot.username, "password": self.dot.password})
-        parser = _Forms()
+        parser = Forms()
         parser.feed(page.text)
         shown = [f.get("value") for form in parser.forms for f in form["inputs"] if f.get("name") == "user_code"]
         assert shown == [user_code], f"the code form is not filled in with the device's code: {shown}"

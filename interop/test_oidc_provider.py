@@ -24,7 +24,6 @@ import argparse
 import base64
 import collections
 import hashlib
-import html.parser
 import io
 import itertools
 import json
@@ -46,6 +45,7 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+from interop_support import FormBrowser, Forms, stop
 
 from requests_tokenrefresh import (
     ClientAssertion,
@@ -218,12 +218,7 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
             time.sleep(0.05)
         yield Provider(ready["issuer"], ready["resource"], pem, kid, secret, log_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def _ready_line(log_path: Path) -> dict[str, str] | None:
@@ -462,63 +457,25 @@ def test_client_secret_basic_client_credentials_and_a_revoked_token(oidc: Provid
 # -- the public client: a login through the provider's pages, then rotation -----------------------
 
 
-class _Forms(html.parser.HTMLParser):
-    """The forms of a page: action and each input's attributes."""
+class DevBrowser(FormBrowser):
+    """:class:`FormBrowser` on oidc-provider's development pages (devInteractions).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, Any]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append({"action": a.get("action", ""), "inputs": []})
-        elif tag == "input" and self.forms:
-            self.forms[-1]["inputs"].append(a)
-
-
-class DevBrowser:
-    """A browser made of requests for oidc-provider's development pages (devInteractions).
-
-    Follows redirects one by one; on the sign-in form it types a login name and a password (any
-    will do), on the consent form it presses Continue. It stops at the login's loopback listener.
+    On the sign-in form it types a login name and a password (any will do), on the consent form
+    it presses Continue. It stops at the login's loopback listener.
     """
 
+    max_steps = 12
+
     def __init__(self, oidc: Provider, login: str = LOGIN) -> None:
-        self.oidc = oidc
+        super().__init__(oidc.issuer + "/")
         self.login = login
-        self.trail: list[str] = []  # the provider's paths seen, in order (/interaction/UID as /interaction)
-        self.final: requests.Response | None = None
-        self.errors: list[BaseException] = []
-        self.thread: threading.Thread | None = None
 
-    def open(self, url: str, *args: Any, **kwargs: Any) -> bool:
-        self.thread = threading.Thread(target=self._run, args=(url,), daemon=True)
-        self.thread.start()
-        return True
-
-    def _run(self, url: str) -> None:
-        try:
-            with requests.Session() as s:
-                s.trust_env = False
-                response = s.get(url, allow_redirects=False, timeout=10)
-                for _ in range(12):
-                    self.trail.append(re.sub(r"/[A-Za-z0-9_-]{10,}$", "", response.url.split("?")[0]))
-                    if not response.is_redirect:
-                        assert response.status_code == 200, response.text[:500]
-                        response = self._submit(s, response)
-                        continue
-                    target = urljoin(response.url, response.headers["Location"])
-                    if not target.startswith(self.oidc.issuer + "/"):  # the login's listener
-                        self.final = s.get(target, timeout=30)
-                        return
-                    response = s.get(target, allow_redirects=False, timeout=10)
-                raise AssertionError(f"no redirect to the listener after {self.trail}")
-        except BaseException as exc:
-            self.errors.append(exc)
+    def _page(self, url: str) -> str:
+        """The provider's path (/interaction/UID as /interaction)."""
+        return re.sub(r"/[A-Za-z0-9_-]{10,}$", "", super()._page(url))
 
     def _submit(self, s: requests.Session, page: requests.Response) -> requests.Response:
-        parser = _Forms()
+        parser = Forms()
         parser.feed(page.text)
         assert len(parser.forms) == 1, f"not one form on {page.url}: {page.text[:500]}"
         form = parser.forms[0]
@@ -526,13 +483,6 @@ class DevBrowser:
         if "login" in data:
             data.update(login=self.login, password="any")  # noqa: S106 (any password will do)
         return s.post(urljoin(page.url, form["action"]), data=data, allow_redirects=False, timeout=10)
-
-    def join(self) -> None:
-        assert self.thread is not None, "the login never opened the browser"
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
-        if self.errors:
-            raise self.errors[0]
 
 
 def _login(
