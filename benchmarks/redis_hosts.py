@@ -36,10 +36,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from requests_tokenrefresh import Token  # noqa: E402
-from requests_tokenrefresh.testing import AuthServer  # noqa: E402
+from requests_tokenrefresh import RedisStorage, Token  # noqa: E402
 from requests_tokenrefresh._redact import fingerprint  # noqa: E402
-from requests_tokenrefresh import RedisStorage  # noqa: E402
+from requests_tokenrefresh.testing import AuthServer  # noqa: E402
 from tests.redis_support import RedisServer, host_env, wait_for  # noqa: E402
 
 SUPPORT = ROOT / "tests" / "redis_support.py"

@@ -35,7 +35,7 @@ pytest.importorskip(
     "oauth2_provider", reason="django-oauth-toolkit is not installed (pip install -r interop/requirements.txt)"
 )
 
-from requests_tokenrefresh import MemoryStorage, SessionExpiredError, Token, TokenRefreshAdapter  # noqa: E402
+from requests_tokenrefresh import MemoryStorage, SessionExpiredError, Token, TokenRefreshAdapter
 from requests_tokenrefresh.login import LoginError, login_browser, login_device, logout
 
 HERE = Path(__file__).resolve().parent
@@ -221,15 +221,15 @@ def test_many_threads_across_expiries(dot: Server, leeway: float, client_auth: s
     failures = [r for r in results if r != 200]
     print(f"\n[{client_auth}, leeway={leeway}] requests={len(results)} stats={stats} on_refresh={len(refreshed)}")
     latencies.sort()
-    print(
-        f"latency p50={latencies[len(latencies) // 2]:.3f}s p99={latencies[len(latencies) * 99 // 100]:.3f}s max={latencies[-1]:.3f}s"
-    )
+    p50, p99 = latencies[len(latencies) // 2], latencies[len(latencies) * 99 // 100]
+    print(f"latency p50={p50:.3f}s p99={p99:.3f}s max={latencies[-1]:.3f}s")
     # Every failure seen is the documented "a 401 on the replay is returned, never looped": the
     # replay carried generation k+1 and a later rotation revoked it while the replay waited in
     # the server's queue (tail latency > rotation interval). Anything else is a bug.
     # (The rotation may still be on its way back to the client when the replay's 401 arrives.)
     odd = [d for d in details if not (d[2] and d[2][0] == 401 and d[1] is not None and d[1] < len(refreshed))]
-    assert len(failures) == len(details) and not odd, f"{len(failures)} failed requests: {details}"
+    assert len(failures) == len(details), f"{len(failures)} failed requests: {details}"
+    assert not odd, f"{len(failures)} failed requests: {details}"
     print(f"401 on replay (token rotated again while the replay was in flight): {len(details)}")
     assert stats["refresh_failed"] == 0, stats  # no rejected (reused) refresh token, the family is alive
     assert stats["refresh_calls"] == len(refreshed)  # one token-endpoint call per adapter refresh
@@ -340,7 +340,8 @@ def test_revoked_refresh_token_ends_the_session_once(dot: Server) -> None:
     # invalid_grant for the threads that waited on the refresh; no_token for a 401 that came back
     # after the session had ended and the store was cleared.
     errors = [o.error for o in outcomes if isinstance(o, SessionExpiredError)]
-    assert "invalid_grant" in errors and set(errors) <= {"invalid_grant", "no_token"}, errors
+    assert "invalid_grant" in errors, errors
+    assert set(errors) <= {"invalid_grant", "no_token"}, errors
     assert len(expired_calls) == 1
     assert adapter.storage.load() is None
     assert stats["refresh_calls"] == 1, stats  # one refresh attempt for all 8 threads
@@ -371,7 +372,8 @@ def test_stolen_refresh_token_reuse_ends_the_session(dot: Server) -> None:
     assert all(isinstance(o, SessionExpiredError) for o in outcomes), outcomes
     assert len(expired_calls) == 1
     assert adapter.storage.load() is None
-    assert stats["refresh_calls"] == 1 and stats["refresh_failed"] == 1, stats
+    assert stats["refresh_calls"] == 1, stats
+    assert stats["refresh_failed"] == 1, stats
     # Reuse protection revoked the whole family: the thief's tokens are dead too.
     thief = stolen.json()
     assert (
@@ -384,7 +386,8 @@ def test_stolen_refresh_token_reuse_ends_the_session(dot: Server) -> None:
         auth=(dot.client_id, dot.client_secret),
         timeout=10,
     )
-    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
     session.close()
 
 

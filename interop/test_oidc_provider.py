@@ -140,7 +140,7 @@ def _node_and_npm() -> tuple[str, str]:
         pytest.fail(f"{' and '.join(missing)} not found on PATH: {NODE_HELP}", pytrace=False)
     assert node is not None
     assert npm is not None
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
     found = re.match(r"v(\d+)\.(\d+)", version.stdout.strip())
     if found is None or (int(found[1]), int(found[2])) < NODE_MIN:
         pytest.fail(
@@ -160,7 +160,7 @@ def _install(npm: str) -> Path:
     stamp = target / "node_modules" / ".interop-installed"
     if stamp.exists() and stamp.read_text() == lock:
         return target
-    done = subprocess.run(  # noqa: S603
+    done = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
         cwd=target,
         stdin=subprocess.DEVNULL,
@@ -205,7 +205,7 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     config.write_text(json.dumps(settings))
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [node, "server.mjs", str(config)], cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
     try:
@@ -481,7 +481,7 @@ class DevBrowser(FormBrowser):
         form = parser.forms[0]
         data = {f["name"]: f.get("value", "") for f in form["inputs"] if f.get("name")}
         if "login" in data:
-            data.update(login=self.login, password="any")  # noqa: S106 (any password will do)
+            data.update(login=self.login, password="any")
         return s.post(urljoin(page.url, form["action"]), data=data, allow_redirects=False, timeout=10)
 
 
@@ -671,7 +671,7 @@ def test_public_client_rotation_across_processes_sharing_a_file(
     threads = 4
     args = [str(path), oidc.issuer, oidc.api, client_id, str(threads), str(go), "dpop" if dpop else "bearer"]
     procs = [
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             [sys.executable, __file__, "worker", *args],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
