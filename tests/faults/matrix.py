@@ -56,12 +56,7 @@ STEPS = (
 
 #: ``redis``: one server; ``redis-cluster``: three masters; ``redis-sentinel``: a master, its
 #: replica and a Sentinel.
-# redis-sentinel's cells (backends.RedisSentinelBackend) are not run: one failed in about one run
-# of the column in three (a read right after an interrupt saw the spent record, then the current
-# one), and a failover cell that cannot be trusted is worse than none until the harness's read of
-# "what the store holds" behind a Sentinel is fixed. Sentinel failovers are tested by
-# tests/storage/test_redis_sentinel.py and test_redis_failover.py.
-STORAGES = ("memory", "keyring", "file", "redis", "redis-cluster")
+STORAGES = ("memory", "keyring", "file", "redis", "redis-cluster", "redis-sentinel")
 
 FAULTS = (
     Fault(
@@ -78,8 +73,8 @@ FAULTS = (
         "directory is a plain file; Redis, the server is stopped, then started again with its "
         "append-only file; Cluster, the node that holds the key restarts with its append-only file and "
         "refuses its slots (``CLUSTERDOWN``) for the 2 s a master that starts again waits; Sentinel, a "
-        "failover: the master is SIGKILLed and the Sentinel promotes the replica (``SENTINEL "
-        "FAILOVER``); clients find no master for the 2 s it takes",
+        "failover: the master is SIGKILLed, and 1.5 s later the Sentinel is told to promote the "
+        "replica (``SENTINEL FAILOVER``); clients find no master until it has",
     ),
     Fault(
         "restarted_empty",
