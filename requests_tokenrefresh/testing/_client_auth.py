@@ -7,8 +7,9 @@ at the token, device authorization and revocation endpoints. A server without ``
 accepts any request. Otherwise the first method that applies decides, and nothing else is tried:
 
 1. ``tls_client_auth`` (RFC 8705 §2.1), for a client registered with neither secret nor key
-   under mutual TLS: a certificate of the kit's CA (the TLS layer checked it), no
-   ``Authorization`` header, and the ``client_id`` in the form.
+   under mutual TLS: a certificate of the kit's CA (the TLS layer checked it) whose subject is
+   ``CN=<client_id>`` (the client is registered with that ``tls_client_auth_subject_dn``, §2.1.2),
+   no ``Authorization`` header, and the ``client_id`` in the form.
 2. ``private_key_jwt`` (RFC 7523), for a client registered with a public key, or any request
    that carries ``client_assertion``: the assertion checked against the registered key, its
    ``jti`` never seen before, and no ``Authorization`` header.
@@ -24,6 +25,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
+
+from ._tls import common_name
 
 if TYPE_CHECKING:
     from .authserver import AuthServer
@@ -41,8 +44,14 @@ def client_ok(
         return True
     if server.client_cert_auth and server.client_secret is None and server.client_public_key is None:
         # tls_client_auth (RFC 8705 §2.1): the certificate (checked by the TLS layer against
-        # the kit's CA) authenticates the client, which names itself in the form.
-        return cert is not None and not authorization and form.get("client_id") == server.client_id
+        # the kit's CA) authenticates the client, which names itself in the form, if its subject
+        # is the one registered (§2.1.2): here CN=<client_id>.
+        return (
+            cert is not None
+            and not authorization
+            and form.get("client_id") == server.client_id
+            and common_name(cert) == server.client_id
+        )
     if server.client_public_key is not None or "client_assertion" in form:
         return not authorization and _assertion_ok(server, form, endpoint)
     if authorization and authorization.startswith("Basic "):

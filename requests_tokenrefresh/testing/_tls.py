@@ -28,7 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HANDSHAKE_TIMEOUT", "KitTLS", "TLSMixIn", "certificate_thumbprint", "peer_certificate"]
+__all__ = ["HANDSHAKE_TIMEOUT", "KitTLS", "TLSMixIn", "certificate_thumbprint", "common_name", "peer_certificate"]
 
 #: Seconds a client has to complete the TLS handshake.
 HANDSHAKE_TIMEOUT = 10.0
@@ -52,6 +52,15 @@ def peer_certificate(connection: Any) -> bytes | None:
     if not isinstance(connection, ssl.SSLSocket):
         return None
     return connection.getpeercert(binary_form=True)
+
+
+def common_name(der: bytes) -> str | None:
+    """The ``CN`` of a DER certificate's subject, or None."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 class KitTLS:
@@ -81,9 +90,12 @@ class KitTLS:
             self.ca.configure_trust(self.context)
 
     def issue_client_cert(self, name: str = "client") -> tuple[str, str]:
-        """A new client certificate for ``name``, signed by :attr:`ca`: the paths of its PEM and its key's."""
-        stem = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{next(self._numbers)}"
-        cert = self.ca.issue_cert(name, common_name=name)
+        """A new client certificate whose subject is ``CN=<name>``, signed by :attr:`ca`: the paths
+        of its PEM and its key's. (Its subjectAltName is a name under ``.invalid``: a client id
+        need not be a DNS name.)"""
+        number = next(self._numbers)
+        stem = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{number}"
+        cert = self.ca.issue_cert(f"client-{number}.invalid", common_name=name)
         cert_path, key_path = str(self._dir / f"{stem}.pem"), str(self._dir / f"{stem}.key")
         cert.cert_chain_pems[0].write_to_path(cert_path)
         cert.private_key_pem.write_to_path(key_path)

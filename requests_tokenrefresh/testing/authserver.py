@@ -168,8 +168,8 @@ class AuthServer:
             this server alone (:attr:`ca`, :attr:`ca_path`); needs ``trustme``.
         client_cert_auth: with ``tls``, mutual TLS (RFC 8705): the server asks for a client
             certificate of :attr:`ca` (see :meth:`issue_client_cert`); a client with
-            ``client_id`` and neither secret nor public key authenticates by presenting one
-            (``tls_client_auth``, with ``client_id`` in the form), else ``401``
+            ``client_id`` and neither secret nor public key authenticates by presenting one whose
+            subject is ``CN=<client_id>`` (``tls_client_auth``, with ``client_id`` in the form), else ``401``
             ``invalid_client``; tokens issued on a connection with a certificate are bound to it
             (``cnf`` ``{"x5t#S256": ...}``), and the API refuses them (``401``
             ``invalid_token``) on a connection without that certificate.
@@ -402,8 +402,10 @@ class AuthServer:
         with self.lock:
             return _tokens.new_family(self, cnf)
 
-    def issue_client_cert(self, name: str = "client") -> tuple[str, str]:
-        """Make a client certificate for ``name`` signed by :attr:`ca`; for ``cert=`` in requests.
+    def issue_client_cert(self, name: str | None = None) -> tuple[str, str]:
+        """Make a client certificate whose subject is ``CN=<name>``, signed by :attr:`ca`; for
+        ``cert=`` in requests. ``name`` is :attr:`client_id` unless given (``"client"`` without
+        one): with ``tls_client_auth`` only a certificate of the client's own name authenticates it.
 
         Returns:
             The paths of its PEM file and of its private key's, removed at :meth:`stop`.
@@ -415,7 +417,7 @@ class AuthServer:
         """
         if self._tls is None:
             raise RuntimeError("issue_client_cert needs AuthServer(tls=True)")
-        return self._tls.issue_client_cert(name)
+        return self._tls.issue_client_cert(name if name is not None else (self.client_id or "client"))
 
     def rotate_dpop_nonce(self) -> None:
         """Replace the DPoP nonces now: the next proof with an old one gets ``use_dpop_nonce``.

@@ -138,7 +138,10 @@ def test_a_client_certificate_authenticates_the_client_and_binds_its_token(
     assert claims_of(granted.json()["access_token"])["cnf"] == {"x5t#S256": thumbprint(cert[0])}
 
 
-@pytest.mark.parametrize("case", ["no certificate", "no client_id", "another client_id", "a Basic header too"])
+REFUSED = ["no certificate", "another client's certificate", "no client_id", "another client_id", "a Basic header too"]
+
+
+@pytest.mark.parametrize("case", REFUSED)
 def test_a_token_request_without_the_clients_certificate_is_refused(
     case: str, server: AuthServer, session: requests.Session
 ) -> None:
@@ -148,6 +151,8 @@ def test_a_token_request_without_the_clients_certificate_is_refused(
     sent_cert: tuple[str, str] | None = cert
     if case == "no certificate":
         sent_cert = None
+    elif case == "another client's certificate":
+        sent_cert = server.issue_client_cert("other")  # of the same CA, for CN=other
     elif case == "no client_id":
         del form["client_id"]
     elif case == "another client_id":
