@@ -155,6 +155,13 @@ class DPoPKey:
             raise ValueError(f"the DPoP key is not a valid {alg} private JWK") from None
         return cls(key, alg=alg)
 
+    def _as_held(self) -> DPoPKey:
+        """This key, as one the user holds: never written to a token record."""
+        held = object.__new__(DPoPKey)  # not copy.copy: a DPoPKey refuses __reduce__
+        held.__dict__.update(self.__dict__)
+        held._held = True
+        return held
+
     @property
     def storable(self) -> bool:
         """Whether a token record keeps the key: not a :meth:`from_signer` key, nor one given as ``dpop=``.
@@ -267,7 +274,11 @@ def thumbprint(public_jwk: Mapping[str, Any]) -> str:
 
 def _origin(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port or ''}"
+    scheme = parts.scheme.lower()
+    return f"{scheme}://{(parts.hostname or '').lower()}:{parts.port or _DEFAULT_PORTS.get(scheme, '')}"
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _jwk(key: Any) -> dict[str, Any]:
@@ -305,9 +316,9 @@ class DPoPPolicy:
     """
 
     def __init__(self, key: DPoPKey | None = None, *, allow_downgrade: bool = False) -> None:
-        if key is not None:
-            key._held = True
-        self.key = key
+        # A copy marked as the user's: the tokens bound to it keep only its thumbprint in their
+        # record. The user's own object is left as it is (a token that holds it still stores it).
+        self.key = key._as_held() if key is not None else None
         self.allow_downgrade = allow_downgrade
         self.nonces = Nonces()
 
@@ -318,11 +329,14 @@ class DPoPPolicy:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.allow_downgrade = state["allow_downgrade"]
 
-    def key_for(self, bound: DPoPKey | None) -> DPoPKey:
-        """The key to sign with: the user's, else the one the token is ``bound`` to, else a new one."""
+    def key_for(self, bound: DPoPKey | None, elsewhere: bool = False) -> DPoPKey | None:
+        """The key to sign with: the user's, else the one the token is ``bound`` to, else a new
+        one, unless the token is bound to a key that is not here (``elsewhere``): then None."""
         if self.key is not None:
             return self.key
-        return bound if bound is not None else DPoPKey.generate()
+        if bound is not None:
+            return bound
+        return None if elsewhere else DPoPKey.generate()
 
 
 def policy(dpop: object, allow_downgrade: bool = False) -> DPoPPolicy | None:

@@ -117,9 +117,11 @@ class EndpointClient:
             self.client_auth = choose_client_auth(
                 self.client_auth, self.client_secret, self.client_cert, metadata.document
             )
-        if "token_endpoint" in found:
+        if given.get("token_endpoint") is not None:
             self.token_endpoint = found["token_endpoint"]
-        elif metadata is not None and self.token_endpoint is None:
+        elif metadata is not None and ("token_endpoint" in given or self.token_endpoint is None):
+            # The metadata's token endpoint, not its mTLS alias (the audience is the same whichever
+            # URL the requests go to, and the adapter's refreshes use it too).
             url = metadata.document.get("token_endpoint")
             self.token_endpoint = url if isinstance(url, str) and url else None
         if metadata is not None and "authorization_endpoint" in given:
@@ -164,7 +166,9 @@ class EndpointClient:
                     error="network_error",
                     retryable=True,
                 ) from without_request(exc)
-            if key is None or attempt == 2 or not asks_nonce(response, nonce, self.nonces, url):
+            if key is not None:
+                self.nonces.learn(url, response)  # any answer's nonce, the retry's too (RFC 9449 §8.2)
+            if key is None or attempt == 2 or not asks_nonce(response, nonce):
                 break
         try:
             body: Any = response.json()

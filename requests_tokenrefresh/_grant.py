@@ -95,6 +95,9 @@ class OAuthRefreshGrant:
     ) -> None:
         check_client_auth(client_auth, client_id, client_secret)
         self.token_url = token_url  # None: the issuer's, found by discovery at the first request
+        # A private_key_jwt assertion's aud: the token endpoint the metadata names, also where
+        # token requests go to its mTLS alias (as revocation and the logins have it).
+        self._audience: str | None = None
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
@@ -141,6 +144,7 @@ class OAuthRefreshGrant:
             if isinstance(alias, str) and alias:
                 # RFC 8705 §5: where a client that presents a certificate sends its token requests.
                 self.token_url = check_endpoint("token_endpoint", alias, self.allow_insecure_http)
+                self._audience = metadata.endpoint("token_endpoint", allow_insecure_http=self.allow_insecure_http)
             else:
                 self.token_url = metadata.endpoint("token_endpoint", allow_insecure_http=self.allow_insecure_http)
         except LoginError as exc:
@@ -186,7 +190,22 @@ class OAuthRefreshGrant:
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
         bound = token.dpop_key if token is not None else None
-        key = self.dpop.key_for(bound) if self.dpop is not None else bound
+        # The key the refresh token may be bound to (a public client's is, RFC 9449 §5): a DPoP
+        # token's, or a downgrade's (dpop_jkt). A grant that mints a token from nothing has none.
+        jkt = token.dpop_jkt if token is not None and not self.mints else None
+        elsewhere = (
+            token is not None and not self.mints and bound is None and (jkt is not None or token.token_type == "DPoP")
+        )
+        key = self.dpop.key_for(bound, elsewhere) if self.dpop is not None else bound
+        if (elsewhere and key is None) or (jkt is not None and key is not None and key.thumbprint != jkt):
+            # Sent without its key, the refresh token would be refused (invalid_grant) and the
+            # record deleted for every process that has the key: refuse here, and keep it.
+            raise RefreshError(
+                f"dpop_key_missing: the stored token is bound to the DPoP key {jkt or '(not named)'}, and this "
+                + ("adapter has no key" if key is None else f"adapter's key is another ({key.thumbprint})")
+                + ": pass dpop=<the DPoPKey it was issued to>, or log in again",
+                error="dpop_key_missing",
+            )
         log.debug(
             "%s grant to %s with refresh token %s",
             data["grant_type"],
@@ -198,7 +217,8 @@ class OAuthRefreshGrant:
             headers = {"Accept": "application/json"}
             nonce = self.nonces.get(url)
             if key is not None:
-                headers["DPoP"] = key.proof("POST", url, nonce=nonce, now=self.clock.time())
+                # Dated by the wall clock, not the injected one: the server checks it against its own.
+                headers["DPoP"] = key.proof("POST", url, nonce=nonce)
             sent_at = self.clock.time()
             try:
                 response = request_before(session, "POST", url, deadline, data=data, auth=auth, headers=headers)
@@ -206,7 +226,9 @@ class OAuthRefreshGrant:
                 # requests' error carries the token request (refresh token in the body, client
                 # secret in the header): re-raise the same kind of error without it.
                 raise without_request(exc) from None
-            if key is None or attempt == 2 or not asks_nonce(response, nonce, self.nonces, url):
+            if key is not None:
+                self.nonces.learn(url, response)  # any answer's nonce, the retry's too (RFC 9449 §8.2)
+            if key is None or attempt == 2 or not asks_nonce(response, nonce):
                 break
             log.debug("the token endpoint asked for a DPoP nonce: sending the request again with it")
         # At most one of the two is set; an assertion echoed in an error is scrubbed as a secret is.
@@ -242,8 +264,8 @@ class OAuthRefreshGrant:
                 client_id=self.client_id,
                 client_secret=self.client_secret,
                 client_auth=self.client_auth,
-                audience=url,
-                now=self.clock.time(),
+                audience=self._audience or url,
+                now=time.time(),  # the wall clock's, not the injected one: the server checks it against its own
             )
         except Exception as exc:
             if not isinstance(self.client_auth, ClientAssertion):
@@ -363,9 +385,8 @@ def read_before(response: requests.Response, deadline: float) -> None:
         )
 
 
-def asks_nonce(response: requests.Response, sent: str | None, nonces: Nonces, url: str) -> bool:
-    """Learn the token endpoint's nonce; whether it answered ``use_dpop_nonce`` with another than ``sent``."""
-    nonces.learn(url, response)
+def asks_nonce(response: requests.Response, sent: str | None) -> bool:
+    """Whether the token endpoint answered ``use_dpop_nonce`` with another nonce than ``sent``."""
     if response.status_code not in (400, 401) or response.headers.get("DPoP-Nonce") in (None, sent):
         return False
     try:

@@ -144,7 +144,9 @@ class TokenRefreshAdapter(HTTPAdapter):
             server that ignores the proof issues tokens anyone who sees them can use.
         clock: the source of time, for tests: a :class:`~requests_tokenrefresh.testing.FakeClock`
             (wall time, monotonic time and sleep: expiries, retry pauses and deadlines move only
-            with it), or a callable returning epoch seconds (expiries only).
+            with it), or a callable returning epoch seconds (expiries only). What a server checks
+            against its own clock, a DPoP proof's and a client assertion's ``iat``, is always
+            the wall clock's.
         **kwargs: passed to :class:`~requests.adapters.HTTPAdapter` (``pool_maxsize``,
             ``max_retries`` ...). A ``urllib3.Retry`` whose ``status_forcelist`` names a status
             of ``refresh_status_codes`` is given without it: that status must reach the adapter,
@@ -323,7 +325,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         dpop = token.token_type == "DPoP"
         if dpop:
             nonce = self._sign(request, token)
-        elif token.dpop_key is not None and not self._allow_downgrade:
+        elif token.dpop_jkt is not None and not self._allow_downgrade:
             raise RefreshError(
                 f"dpop_downgrade: the token endpoint answered a {token.token_type!r} token to a request with a "
                 "DPoP proof; it is stored, not sent: pass allow_dpop_downgrade=True to send it, or log in again",
@@ -344,7 +346,9 @@ class TokenRefreshAdapter(HTTPAdapter):
             if coordinator.doubting:  # rarely: a new token was rejected on its replay
                 coordinator.note_success(token)
             return response
-        if status in self._refresh_codes:
+        if status in self._refresh_codes and not (dpop and nonce_challenge(response)):
+            # (A use_dpop_nonce answer to the nonce's retry wants yet another nonce, not a new
+            # token: a refresh would not help, and would rotate the refresh token for nothing.)
             options = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
             response = self._replay(request, response, token, options)
             status = response.status_code
@@ -490,16 +494,25 @@ class TokenRefreshAdapter(HTTPAdapter):
         """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header; the nonce it holds."""
         dpop = self._settings.dpop
         key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
-        if key is None:
+        if key is None or (token.dpop_jkt is not None and key.thumbprint != token.dpop_jkt):
             raise RefreshError(
-                "dpop_key_missing: the token is DPoP-bound, but its record holds no key and this adapter "
-                "was given none: pass dpop=<the DPoPKey it was issued to>",
+                "dpop_key_missing: the token is bound to the DPoP key "
+                + (f"{token.dpop_jkt}, " if token.dpop_jkt else "")
+                + (
+                    "which its record does not hold and this adapter was not given"
+                    if key is None
+                    else f"and this adapter's key is another ({key.thumbprint})"
+                )
+                + ": pass dpop=<the DPoPKey it was issued to>",
                 error="dpop_key_missing",
             )
         url = request.url or ""
         nonce = self._nonces.get(url)
         request.headers["DPoP"] = key.proof(
-            request.method or "GET", url, nonce=nonce, access_token=token.access_token, now=self._clock()
+            request.method or "GET",
+            url,
+            nonce=nonce,
+            access_token=token.access_token,  # iat: the wall clock's
         )
         return nonce
 

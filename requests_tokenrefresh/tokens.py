@@ -13,6 +13,7 @@ import enum
 import functools
 import logging
 import math
+import re
 import time
 import types
 from collections.abc import Mapping
@@ -38,8 +39,20 @@ _REFRESH_LIFETIMES = ("refresh_token_expires_in", "refresh_expires_in")
 
 # Fields of a token response / record that Token models; everything else is extra data.
 _KNOWN = frozenset(
-    {"access_token", "refresh_token", "token_type", "expires_in", "expires_at", "obtained_at", "scope", "dpop_key"}
+    {
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "expires_in",
+        "expires_at",
+        "obtained_at",
+        "scope",
+        "dpop_key",
+        "dpop_jkt",
+    }
 )
+# A JWK SHA-256 thumbprint: base64url of 32 bytes, without padding.
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 # Authorization schemes as their RFCs spell them, by their lower case.
 _SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 
@@ -73,8 +86,14 @@ class Token:
         extra: every other field of the token response or stored record (user data, an
             ``id_token`` ...), read-only.
         dpop_key: the :class:`~requests_tokenrefresh.DPoPKey` the token is bound to (``token_type``
-            ``"DPoP"``), when the library made it: it is kept in the record, so that every process
-            sharing the record signs with it. None for a bearer token, or a key the user holds.
+            ``"DPoP"``, or a ``Bearer`` answer to a proof: a downgrade). A key the library made is
+            kept in the record, so that every process sharing the record signs with it; a key the
+            user holds is not (a token loaded from a record then has None here, and ``dpop_jkt``).
+
+            .. versionadded:: 0.2
+        dpop_jkt: the thumbprint (RFC 7638) of that key, set from ``dpop_key`` when it is given,
+            and kept in the record (no secret) where the key is not: a token with a ``dpop_jkt``
+            is sent, and refreshed, only with a proof of that key.
 
             .. versionadded:: 0.2
 
@@ -91,6 +110,7 @@ class Token:
     obtained_at: float | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dpop_key: DPoPKey | None = None
+    dpop_jkt: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.access_token, str) or not self.access_token:
@@ -126,6 +146,12 @@ class Token:
             raise ValueError("extra must be a mapping")
         if self.dpop_key is not None and not isinstance(self.dpop_key, DPoPKey):
             raise ValueError("dpop_key must be a DPoPKey or None")
+        if self.dpop_jkt is not None and (not isinstance(self.dpop_jkt, str) or not _JKT.fullmatch(self.dpop_jkt)):
+            raise ValueError("dpop_jkt must be a JWK SHA-256 thumbprint (43 base64url characters) or None")
+        if self.dpop_key is not None:
+            if self.dpop_jkt is not None and self.dpop_jkt != self.dpop_key.thumbprint:
+                raise ValueError("dpop_jkt is not the thumbprint of dpop_key")
+            object.__setattr__(self, "dpop_jkt", self.dpop_key.thumbprint)
         object.__setattr__(self, "extra", types.MappingProxyType(dict(self.extra)))
 
     @classmethod
@@ -227,6 +253,7 @@ class Token:
             scope=record.get("scope"),
             extra=extra,
             dpop_key=key,
+            dpop_jkt=record.get("dpop_jkt"),
             **times,
         )
 
@@ -242,6 +269,8 @@ class Token:
             "scope": self.scope,
             "extra": dict(self.extra),
         }
+        if self.dpop_jkt is not None:
+            record["dpop_jkt"] = self.dpop_jkt
         if self.dpop_key is not None and self.dpop_key.storable:
             record["dpop_key"] = self.dpop_key.to_jwk()
         return record
@@ -286,7 +315,7 @@ class Token:
             f"Token(token_type={self.token_type!r}, access_token=<{fingerprint(self.access_token)}>, "
             f"refresh_token=<{fingerprint(self.refresh_token)}>, expires_at={self.expires_at!r}, "
             f"scope={self.scope!r}, extra_keys={sorted(self.extra)!r}"
-            + (f", dpop_jkt={self.dpop_key.thumbprint!r})" if self.dpop_key is not None else ")")
+            + (f", dpop_jkt={self.dpop_jkt!r})" if self.dpop_jkt is not None else ")")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -388,3 +388,117 @@ def test_every_generated_key_has_full_length_coordinates() -> None:
         jwk = DPoPKey.generate().public_jwk
         for member in ("x", "y"):
             assert len(base64.urlsafe_b64decode(jwk[member] + "==")) == 32
+
+
+# -- a key that is not here ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dpop", [True, False], ids=["dpop=True", "dpop=False"])
+@responses.activate
+def test_an_expired_token_bound_to_a_key_held_elsewhere_is_not_refreshed_and_stays(dpop: bool, tmp_path: Path) -> None:
+    # The record of a token bound to a key its user holds names the key (dpop_jkt) but holds none.
+    # A process without that key must not refresh: a proof of a new key (or none) gets invalid_grant
+    # for a public client, and the record would be deleted for every process that has the key.
+    held = DPoPKey.generate()
+    storage = FileStorage(tmp_path / "token.json")
+    storage.save(Token("at-1", "rt-1", token_type="DPoP", expires_at=1.0, dpop_key=held._as_held()))
+    record = json.loads((tmp_path / "token.json").read_text())
+    assert record["dpop_jkt"] == held.thumbprint
+    assert "dpop_key" not in record
+    responses.post(TOKEN_URL, json={"error": "invalid_grant"}, status=400)  # must not be called
+    adapter = TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=dpop)
+    with pytest.raises(RefreshError, match="dpop_key_missing") as caught:
+        adapter.refresh()
+    assert caught.value.error == "dpop_key_missing"
+    assert not caught.value.retryable
+    assert held.thumbprint in str(caught.value)
+    assert len(responses.calls) == 0
+    assert json.loads((tmp_path / "token.json").read_text()) == record  # kept as it was
+
+
+@responses.activate
+def test_a_refresh_with_another_key_than_the_tokens_is_refused() -> None:
+    bound, other = DPoPKey.generate(), DPoPKey.generate()
+    storage = MemoryStorage(Token("at-1", "rt-1", token_type="DPoP", expires_at=1.0, dpop_key=bound._as_held()))
+    adapter = TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=other)
+    with pytest.raises(RefreshError, match=f"dpop_key_missing.*{bound.thumbprint}.*another \\({other.thumbprint}\\)"):
+        adapter.refresh()
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_a_key_given_as_dpop_is_left_as_it_was(tmp_path: Path) -> None:
+    # A login's token holds a generated key, stored with the record; giving that key to an adapter
+    # as dpop= must not make the token (or the caller's key object) stop storing it.
+    responses.post(TOKEN_URL, json=answer("at-2"))
+    key = DPoPKey.generate()
+    token = Token("at-1", "rt-1", token_type="DPoP", expires_at=1.0, dpop_key=key)
+    storage = FileStorage(tmp_path / "token.json")
+    storage.save(token)
+    TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=key).refresh()
+    assert key.storable
+    assert "dpop_key" in token.to_record()
+    # The adapter's refresh binds to the key as the user's (not stored), and names it.
+    record = json.loads((tmp_path / "token.json").read_text())
+    assert record["dpop_jkt"] == key.thumbprint
+    assert "dpop_key" not in record
+
+
+@responses.activate
+def test_a_downgrade_with_a_held_key_is_refused_after_a_restart_too(tmp_path: Path) -> None:
+    responses.post(TOKEN_URL, json=answer("at-2", token_type="Bearer"))
+    responses.get(API + "a", json={})
+    key = DPoPKey.generate()
+    storage = FileStorage(tmp_path / "token.json")
+    storage.save(Token("at-1", "rt-1", expires_at=1.0))
+    TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=key).refresh()
+    stored = storage.load()
+    assert stored is not None
+    assert stored.token_type == "Bearer"
+    assert stored.dpop_jkt == key.thumbprint  # the mark survives the record
+    restarted = requests.Session()
+    restarted.mount(API, TokenRefreshAdapter(FileStorage(tmp_path / "token.json"), token_url=TOKEN_URL, dpop=key))
+    with pytest.raises(RefreshError, match="dpop_downgrade"):
+        restarted.get(API + "a")
+    assert [c.request.url for c in responses.calls] == [TOKEN_URL]  # the bearer token never went out
+
+
+@responses.activate
+def test_a_nonce_challenge_that_persists_after_its_retry_is_returned_without_a_refresh() -> None:
+    key = DPoPKey.generate()
+    for n in range(2):
+        challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": f"api-{n}"}
+        responses.get(API + "a", status=401, headers=challenge)
+    responses.post(TOKEN_URL, json=answer("at-2"))  # must not be called
+    session = requests.Session()
+    storage = MemoryStorage(Token("at-1", "rt-1", token_type="DPoP", dpop_key=key))
+    session.mount(API, TokenRefreshAdapter(storage, token_url=TOKEN_URL))
+    response = session.get(API + "a")
+    assert response.status_code == 401
+    assert [c.request.url for c in responses.calls] == [API + "a", API + "a"]  # one retry, no refresh
+    stored = storage.load()
+    assert stored is not None
+    assert stored.refresh_token == "rt-1"
+
+
+@responses.activate
+def test_the_nonce_of_the_answer_to_a_nonce_retry_is_kept() -> None:
+    responses.post(TOKEN_URL, json={"error": "use_dpop_nonce"}, status=400, headers={"DPoP-Nonce": "n-1"})
+    responses.post(TOKEN_URL, json=answer("at-2", refresh="rt-2"), headers={"DPoP-Nonce": "n-2"})
+    responses.post(TOKEN_URL, json=answer("at-3", refresh="rt-3"))
+    adapter = TokenRefreshAdapter(MemoryStorage(Token("at-1", "rt-1")), token_url=TOKEN_URL, dpop=True)
+    adapter.refresh()
+    adapter.refresh()
+    assert len(responses.calls) == 3  # the second refresh needed no nonce round
+    assert proof_of(responses.calls[2])["nonce"] == "n-2"
+
+
+def test_a_token_says_which_key_it_is_bound_to_and_refuses_a_wrong_thumbprint() -> None:
+    key = DPoPKey.generate()
+    assert Token("at", token_type="DPoP", dpop_key=key).dpop_jkt == key.thumbprint
+    assert Token.from_record(Token("at", token_type="DPoP", dpop_key=key).to_record()).dpop_jkt == key.thumbprint
+    with pytest.raises(ValueError, match="dpop_jkt is not the thumbprint"):
+        Token("at", dpop_key=key, dpop_jkt=DPoPKey.generate().thumbprint)
+    with pytest.raises(ValueError, match="dpop_jkt must be"):
+        Token("at", dpop_jkt="not a thumbprint")
+    assert key.thumbprint in repr(Token("at", dpop_jkt=key.thumbprint))

@@ -157,3 +157,22 @@ def test_a_refresh_signed_by_another_key_is_refused_by_the_kit(server: AuthServe
         thief.refresh()
     thief.close()
     assert not server.revoked  # a proof from another key is refused, not taken for a reuse
+
+
+def test_a_fake_clock_moves_expiries_but_proofs_are_dated_by_the_wall_clock() -> None:
+    # The documented pattern: a FakeClock advanced past the expiry makes the adapter refresh. The
+    # kit checks a proof's iat against its own (the wall) clock, as any server does.
+    from requests_tokenrefresh import DPoPKey
+    from requests_tokenrefresh.testing import FakeClock
+
+    clock = FakeClock()
+    key = DPoPKey.generate()
+    with AuthServer(dpop=True) as server, requests.Session() as session:
+        token = Token.from_response(server.issue(cnf={"jkt": key.thumbprint}), now=clock())
+        adapter = TokenRefreshAdapter(MemoryStorage(token), token_url=server.token_url, clock=clock, dpop=key)
+        session.mount(server.url + "/", adapter)
+        assert session.get(server.url + "/items", timeout=10).status_code == 200
+        clock.advance(3600)
+        assert session.get(server.url + "/items", timeout=10).status_code == 200
+        assert server.refresh_calls == 1
+        assert server.dpop_rejections == []

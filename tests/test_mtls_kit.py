@@ -96,3 +96,43 @@ def test_logout_revokes_with_the_certificate(server: AuthServer) -> None:
     token = Token.from_response(server.issue())
     assert logout(MemoryStorage(token), issuer=server.issuer, client_id="svc", client_cert=cert)
     assert [e["token"] for e in server.revocation_log][:1] == [token.refresh_token or token.access_token]
+
+
+def test_private_key_jwt_over_the_mtls_alias_names_the_token_endpoint_as_audience(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With mtls_endpoint_aliases the token requests go to the alias; the assertion's aud is the
+    # metadata's token_endpoint, as revocation's and the logins' are.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from requests_tokenrefresh import PrivateKeyJWT
+    from requests_tokenrefresh.login import revoke_token
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with AuthServer(tls=True, client_cert_auth=True, client_id="svc", client_public_key=public) as server:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+        server.mtls_aliases = True
+        cert = server.issue_client_cert()
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(), issuer=server.issuer, grant_type="client_credentials", client_id="svc",
+            client_auth=PrivateKeyJWT(pem, alg="ES256"), client_cert=cert,
+        )  # fmt: skip
+        try:
+            token = adapter.refresh()
+        finally:
+            adapter.close()
+        client_auth = PrivateKeyJWT(pem, alg="ES256")
+        revoke_token(token, issuer=server.issuer, client_id="svc", client_auth=client_auth, client_cert=cert)
+        with server.lock:
+            audiences = {(entry["endpoint"], entry["aud"]) for entry in server.assertion_log}
+            rejections = list(server.assertion_rejections)
+    assert rejections == []
+    # (The kit logs the alias's requests as /token's: it serves both alike.)
+    assert audiences == {("/token", server.token_url), ("/revoke", server.token_url)}
