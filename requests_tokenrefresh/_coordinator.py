@@ -103,6 +103,7 @@ from ._redact import fingerprint
 from ._retry import refresh_with_retries
 from .exceptions import LeaseLostError, RefreshError, SessionExpiredError, TokenStorageError
 from .storage import RefreshLease, TokenStorage
+from .storage.base import read_token
 from .tokens import Token, TokenState
 
 __all__ = ["Coordinator"]
@@ -418,7 +419,7 @@ class Coordinator:
             return
         try:
             with lease:
-                lease.load()
+                read_token(lease)
                 if lease.lost:
                     self._restore(lease, token)
         except TokenStorageError as exc:
@@ -613,7 +614,7 @@ class Coordinator:
             mints = self._mints and not self._signed_out
         failed = False
         try:
-            stored = self._storage.load()
+            stored = read_token(self._storage)
         except TokenStorageError:
             stored, failed = None, True
         if stored is None and (mints or failed or not getattr(self._storage, "_atomic_writes", False)):
@@ -624,7 +625,7 @@ class Coordinator:
             # that found nothing: after a sign-out each request then costs one read, not a lease.
             try:
                 with self._storage.refresh_lease(self._lease_timeout) as lease:
-                    stored = lease.load()
+                    stored = read_token(lease)
                     if stored is None and mints:  # client credentials: make the first token
                         self._refresh_in_lease(flight, None, lease)
                         return
@@ -653,7 +654,7 @@ class Coordinator:
         except LeaseLostError as exc:
             # The record was written since that refresh read it: a newer token, or a sign-out.
             try:
-                newer = self._storage.load()
+                newer = read_token(self._storage)
             except TokenStorageError:
                 self._publish(flight, None, None, save_after=SAVE_RETRY_DELAY)
                 return
@@ -684,7 +685,7 @@ class Coordinator:
 
     def _refresh_in_lease(self, flight: _Flight, old: Token | None, lease: RefreshLease) -> Token | None:
         """Refresh ``old`` (None: mint a first token) inside ``lease``; see Rules 7-9."""
-        stored = None if flight.unsaved else lease.load()  # an unsaved token is the newest
+        stored = None if flight.unsaved else read_token(lease)  # an unsaved token is the newest
         if lease.lost and old is not None:
             stored = self._restore(lease, old)
         if lease.interrupted and not flight.unsaved:
@@ -757,7 +758,7 @@ class Coordinator:
         while lease.interrupted and self._monotonic() + INTERRUPTED_POLL_INTERVAL < deadline:
             self._sleep(INTERRUPTED_POLL_INTERVAL)
             with contextlib.suppress(TokenStorageError):  # a storage blip: read again next time
-                stored = lease.load()
+                stored = read_token(lease)
         if lease.interrupted:
             log.warning("the interrupted refresh stored no answer within %.0fs; refreshing", self._refresh_timeout)
         try:
@@ -807,7 +808,7 @@ class Coordinator:
                     log.warning("refreshed token %s not saved: %s", fingerprint(new.access_token), exc)
                     error: TokenStorageError = exc
                     try:
-                        newer = self._storage.load()
+                        newer = read_token(self._storage)
                     except TokenStorageError as load_error:
                         error = load_error
                     else:
@@ -848,7 +849,7 @@ class Coordinator:
         self, flight: _Flight, lease: RefreshLease, old: Token | None, exc: SessionExpiredError
     ) -> Token | None:
         try:
-            stored = lease.load()
+            stored = read_token(lease)
         except TokenStorageError as load_error:
             # What is stored cannot be read: it may be a newer login. Keep it; end this session.
             log.warning("session expired (%s); the stored record is left as it is: %s", exc.error, load_error)

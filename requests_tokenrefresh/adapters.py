@@ -38,9 +38,9 @@ from .exceptions import (
     RefreshError,
     RevocationError,
     SessionExpiredError,
-    TokenStorageError,
 )
 from .storage import TokenStorage
+from .storage.base import read_token
 from .tokens import Token
 
 __all__ = [
@@ -415,16 +415,17 @@ class TokenRefreshAdapter(HTTPAdapter):
             RevocationError: a token could not be revoked; ``deleted`` is True: the local
                 record is gone all the same.
             TokenStorageError: the storage failed; the token is no longer used here, but may still
-                be stored (nothing was revoked).
+                be stored (nothing was revoked). With no token in memory, a record that could not
+                be read (a storage that is down, an encrypted record without its key) is neither
+                deleted nor revoked, and nothing changes here.
 
         .. versionadded:: 0.2
         """
         token = self._coordinator.current()
         if token is None:
-            try:
-                token = self._settings.storage.load()
-            except TokenStorageError:
-                token = None  # the reset below reports the storage's trouble
+            # A record that cannot be read (the storage is down, a key is missing) is neither
+            # revoked nor deleted: the error says so, and the record stays as it is.
+            token = read_token(self._settings.storage)
         self._coordinator.reset(None)
         s = self._settings
         if not revoke or token is None or (s.revocation_url is None and s.issuer is None):

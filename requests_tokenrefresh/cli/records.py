@@ -11,6 +11,7 @@ from typing import Any
 from .._redact import fingerprint
 from ..login import refresh_token_expires_at
 from ..storage import FileStorage, KeyringStorage, RedisStorage, TokenStorage
+from ..storage.base import ENCRYPTED_MARKER
 from ..tokens import Token, parse_number
 from .format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
 from .store import _inner, _keeping_encryption, _load, _load_token, _replacing, _storage, _where
@@ -199,6 +200,11 @@ def _import(args: argparse.Namespace) -> int:
         token = Token.from_response(response)  # expires_in counts from now; else the JWT exp claim
     except ValueError as exc:
         raise _CommandError(f"{source}: {exc}") from exc
+    if token.access_token == ENCRYPTED_MARKER:
+        raise _CommandError(
+            f"{source} is an encrypted record's stand-in (EncryptedStorage's), not a token response: "
+            "copy the record itself, or import a token response"
+        )
     if not args.force:
         _replacing(storage, "import", force=False)  # a value that is not a token stays
     else:

@@ -14,9 +14,9 @@ from ..exceptions import (
     LoginError,
     RevocationError,
     TokenRefreshError,
-    TokenStorageError,
 )
 from ..storage import TokenStorage
+from ..storage.base import read_token
 
 __all__ = ["logout"]
 
@@ -68,7 +68,9 @@ def logout(
     Raises:
         RevocationError: the revocation failed (or the record could not be read to revoke it);
             the local record was deleted all the same (``deleted`` is True).
-        TokenStorageError: the record could not be deleted.
+        TokenStorageError: the record could not be read (then nothing is revoked or deleted: a
+            storage that is down, an encrypted record without its key; ``storage.delete()``
+            removes it unread), or could not be deleted.
         ValueError: a :class:`~requests_tokenrefresh.PrivateKeyJWT` without an audience: neither
             ``token_url`` nor ``issuer`` is given; nothing is deleted.
 
@@ -76,10 +78,10 @@ def logout(
     """
     failure: TokenRefreshError | None = None
     revoked = False
-    try:
-        token = storage.load()
-    except TokenStorageError as exc:
-        token, failure = None, RevocationError(f"the stored token could not be read to revoke it: {exc}")
+    # A record that cannot be read (a storage that is down, an encrypted record without its key)
+    # is neither revoked nor deleted: TokenStorageError, and it stays as it is (storage.delete()
+    # removes it unread).
+    token = read_token(storage)
     if token is not None:
         try:
             if revocation_url is not None or issuer is not None:

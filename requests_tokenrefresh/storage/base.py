@@ -11,9 +11,22 @@ import abc
 import json
 from typing import Any
 
+from ..exceptions import TokenStorageError
 from ..tokens import RECORD_VERSION, Token
 
-__all__ = ["NEWER_RECORD_ADVICE", "RefreshLease", "TokenStorage", "describe", "record_kind"]
+__all__ = [
+    "ENCRYPTED_MARKER",
+    "NEWER_RECORD_ADVICE",
+    "RefreshLease",
+    "TokenStorage",
+    "describe",
+    "read_token",
+    "record_kind",
+]
+
+#: The ``access_token`` of the stand-in token that an :class:`EncryptedStorage` stores in the
+#: storage it wraps (its ``extra`` holds the ciphertext).
+ENCRYPTED_MARKER = "requests-tokenrefresh-encrypted"
 
 
 class TokenStorage(abc.ABC):
@@ -155,3 +168,23 @@ def describe(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
     return str(exc)
+
+
+def read_token(source: TokenStorage | RefreshLease) -> Token | None:
+    """What ``source`` holds (its :meth:`~TokenStorage.load`), for a holder that uses the token.
+
+    An :class:`~requests_tokenrefresh.EncryptedStorage`'s stand-in, read through a storage that
+    is not wrapped in one (a host deployed without it), is a
+    :class:`~requests_tokenrefresh.TokenStorageError`: used, its marker would be sent as an
+    access token and, with no refresh token, taken for a sign-out that deletes the record.
+
+    Raises:
+        TokenStorageError: the storage failed, or holds an encrypted record.
+    """
+    token = source.load()
+    if token is not None and token.access_token == ENCRYPTED_MARKER:
+        raise TokenStorageError(
+            f"{source!r} holds an encrypted record (written by an EncryptedStorage): read it through "
+            "EncryptedStorage with its keys; it is left as it is"
+        )
+    return token

@@ -48,7 +48,7 @@ from typing import Any
 
 from ..exceptions import TokenStorageError
 from ..tokens import Token
-from .base import NEWER_RECORD_ADVICE, RefreshLease, TokenStorage, describe
+from .base import ENCRYPTED_MARKER, NEWER_RECORD_ADVICE, RefreshLease, TokenStorage, describe
 from .file import FileStorage
 from .keyring import KeyringStorage
 from .redis import RedisStorage
@@ -57,8 +57,6 @@ __all__ = ["ENCRYPTED_MARKER", "INSTALL_HELP", "EncryptedStorage", "EncryptionKe
 
 log: logging.Logger = logging.getLogger(__name__)
 
-#: The ``access_token`` of the stand-in token that the inner storage stores.
-ENCRYPTED_MARKER = "requests-tokenrefresh-encrypted"
 INSTALL_HELP = "EncryptedStorage needs cryptography: pip install requests-tokenrefresh[crypto]"
 #: Seconds the one-time encryption of a plaintext record (``migrate=True``) holds the refresh lease.
 MIGRATE_LEASE_TIMEOUT = 2.0

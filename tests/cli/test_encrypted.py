@@ -150,6 +150,19 @@ def test_import_stores_no_byte_of_the_tokens_and_status_reads_them(
     assert (stored.access_token, stored.refresh_token) == secrets
 
 
+def test_import_refuses_an_encrypted_records_stand_in(cli: CommandLine, store: Store, auth_server: AuthServer) -> None:
+    # The stand-in an EncryptedStorage writes is a record whose access token is a marker: imported
+    # as a token response, the marker would be sent as a token, with no refresh token behind it.
+    import_encrypted(cli, store, login_response(auth_server))
+    raw = store.raw()
+    assert raw is not None
+
+    result = cli("import", "--file", "copy.json", stdin=raw.decode() if isinstance(raw, bytes) else raw)
+
+    assert_error(result, "stand-in", "not a token response")
+    assert not Path("copy.json").exists()
+
+
 def test_status_reads_what_an_application_stored(cli: CommandLine, store: Store) -> None:
     keys(store, ROTATED).save(Token("at-secret-access", "rt-secret-refresh", expires_at=4_000_000_000.0))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import json
 import os
 import pickle
@@ -35,6 +36,7 @@ from requests_tokenrefresh import (
     TokenRefreshAdapter,
     TokenStorage,
     TokenStorageError,
+    logout,
 )
 from requests_tokenrefresh.storage.encrypted import ENCRYPTED_MARKER, INSTALL_HELP
 from requests_tokenrefresh.testing import AuthServer, MemoryKeyring
@@ -571,6 +573,48 @@ def test_the_adapter_does_not_sign_out_over_a_record_it_cannot_decrypt(tmp_path:
                 assert not isinstance(info.value, SessionExpiredError)
 
         assert srv.refresh_calls == 0
+        assert (tmp_path / "token.json").read_bytes() == before
+
+
+def test_an_adapter_without_the_wrapper_does_not_use_or_delete_an_encrypted_record(
+    tmp_path: Path, expired: Any
+) -> None:
+    # A host deployed without EncryptedStorage (a rollout, a forgotten service) reads the stand-in:
+    # its marker must not go out as an access token, and its missing refresh token must not be
+    # taken for a sign-out that deletes the record every other host reads.
+    with AuthServer(ttl=3600, rotation="reuse-detection") as srv:
+        plain = FileStorage(tmp_path / "token.json")
+        EncryptedStorage(plain, keys={"k1": K1}).save(expired(srv.issue()))
+        before = (tmp_path / "token.json").read_bytes()
+        adapter = TokenRefreshAdapter(FileStorage(tmp_path / "token.json"), token_url=srv.token_url)
+        with requests.Session() as session:
+            session.mount(srv.url + "/", adapter)
+            for _ in range(2):
+                with pytest.raises(TokenStorageError, match="encrypted record") as info:
+                    session.get(srv.url + "/api/data", timeout=30)
+                assert not isinstance(info.value, SessionExpiredError)
+        with pytest.raises(TokenStorageError, match="encrypted record"):
+            adapter.logout()
+        with pytest.raises(TokenStorageError, match="encrypted record"):
+            logout(FileStorage(tmp_path / "token.json"), revocation_url=srv.url + "/revoke")
+        assert (srv.refresh_calls, srv.api_calls) == (0, 0)
+        assert (tmp_path / "token.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["adapter.logout", "logout"])
+def test_a_logout_leaves_a_record_it_cannot_decrypt_and_revokes_nothing(how: str, tmp_path: Path) -> None:
+    with AuthServer(ttl=3600) as srv:
+        plain = FileStorage(tmp_path / "token.json")
+        EncryptedStorage(plain, keys={"k2": K2}).save(Token.from_response(srv.issue()))
+        before = (tmp_path / "token.json").read_bytes()
+        storage = EncryptedStorage(plain, keys={"k1": K1})
+        if how == "logout":
+            sign_out = functools.partial(logout, storage, revocation_url=srv.url + "/revoke")
+        else:
+            sign_out = TokenRefreshAdapter(storage, token_url=srv.token_url, revocation_url=srv.url + "/revoke").logout
+        with pytest.raises(TokenStorageError, match="key id 'k2'"):
+            sign_out()
+        assert srv.revocation_log == []
         assert (tmp_path / "token.json").read_bytes() == before
 
 
