@@ -64,6 +64,8 @@ MIGRATE_LEASE_TIMEOUT = 2.0
 #: (``refresh_timeout`` 30 s + 10 s), so that it waits out a refresh another holder is making.
 REKEY_LEASE_TIMEOUT = 40.0
 
+#: Key ids at least this long are not quoted in errors: a 32-byte key in base64 is 43 or 44 characters.
+_SHOWN_ID_LENGTH = 40
 _FIELD = "encrypted"
 _VERSION = 1
 _KEY_BYTES = 32
@@ -124,15 +126,18 @@ class EncryptionKeys:
             raise ValueError(f"environment variable {name} is not set: it should hold key_id:base64-key entries")
         keys: dict[str, bytes] = {}
         for position, entry in enumerate(value.split(","), 1):
-            kid, colon, encoded = entry.strip().partition(":")
+            kid, colon, encoded = entry.strip().rpartition(":")  # base64 has no ':'; a key id may not either
             where = f"entry {position} of {name}"
             if not colon or not kid:
                 raise ValueError(f"{where} is not key_id:base64-key")
             if not _KEY_ID.fullmatch(kid):
                 raise ValueError(f"{where} has a bad key id: use 1-64 letters, digits, '.', '_' or '-'")
+            # An entry written key first ("KEY:k1") has the key where the id should be: an id as
+            # long as a key is not quoted.
+            shown = f"key id {kid!r}" if len(kid) < _SHOWN_ID_LENGTH else "a key id as long as a key (not shown)"
             if kid in keys:
-                raise ValueError(f"{where}: key id {kid!r} is given twice")
-            keys[kid] = _decode_key(encoded.strip(), f"{where} (key id {kid!r})")
+                raise ValueError(f"{where}: {shown} is given twice")
+            keys[kid] = _decode_key(encoded.strip(), f"{where} ({shown})")
         return cls(keys)
 
     @property
@@ -463,7 +468,10 @@ def _identity(inner: TokenStorage) -> str:
     if isinstance(inner, KeyringStorage):
         return f"keyring\0{inner.service}\0{inner.username}"
     if isinstance(inner, FileStorage):
-        return f"file\0{inner.path}"
+        # The file's directory as the system resolves it: the same file named through a symlinked
+        # directory (or macOS's /tmp, /private/tmp) is the same entry.
+        directory, name = os.path.split(inner.path)
+        return f"file\0{os.path.join(os.path.realpath(directory), name)}"
     if isinstance(inner, RedisStorage):
         return f"redis\0{inner.key}"
     return f"class\0{type(inner).__qualname__}"

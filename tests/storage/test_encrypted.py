@@ -51,6 +51,7 @@ K1 = bytes(range(32))
 K2 = bytes(range(100, 132))
 K1_TEXT = base64.b64encode(K1).decode()
 K2_TEXT = base64.b64encode(K2).decode()
+K2_URLSAFE = base64.urlsafe_b64encode(K2).rstrip(b"=").decode()  # a valid key id too: a key written first
 SECRETS = (ACCESS, REFRESH, "u-4411")
 
 
@@ -300,8 +301,23 @@ def test_bad_keys_are_a_clear_value_error(keys: Any, match: str) -> None:
         (f"k1:{base64.b64encode(K1[:31]).decode()}", "the key is 31 bytes long"),
         (f"k1:{K1_TEXT},k1:{K2_TEXT}", "key id 'k1' is given twice"),
         (f"k 1:{K1_TEXT}", "bad key id"),
+        (f"k:1:{K1_TEXT}", "bad key id"),
+        (f"{K2_URLSAFE}:k1", "a key id as long as a key \\(not shown\\)"),
+        (f"{K2_URLSAFE}:{K1_TEXT},{K2_URLSAFE}:{K1_TEXT}", "a key id as long as a key \\(not shown\\) is given twice"),
     ],
-    ids=["unset", "blank", "no-id", "empty-id", "bad-base64", "short", "duplicate", "bad-id"],
+    ids=[
+        "unset",
+        "blank",
+        "no-id",
+        "empty-id",
+        "bad-base64",
+        "short",
+        "duplicate",
+        "bad-id",
+        "colon-in-id",
+        "key-first",
+        "key-first-twice",
+    ],
 )
 def test_bad_environment_variable_is_a_clear_value_error(value: str | None, match: str) -> None:
     environ = {} if value is None else {"KEYS": value}
@@ -313,6 +329,7 @@ def test_bad_environment_variable_is_a_clear_value_error(value: str | None, matc
     assert info.value.__context__ is None or info.value.__suppress_context__
     assert_no_secret(str(info.value))
     assert K1_TEXT[:-4] not in str(info.value)
+    assert K2_URLSAFE not in str(info.value)
 
 
 def test_keys_are_immutable_and_not_pickled() -> None:
@@ -351,6 +368,14 @@ def test_a_record_copied_to_another_entry_does_not_decrypt(
 
     assert_no_secret(str(info.value))
     assert bob.load() is not None  # left as it is
+
+
+def test_the_same_file_through_a_symlinked_directory_decrypts(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+    EncryptedStorage(FileStorage(tmp_path / "link" / "token.json"), keys={"k1": K1}).save(TOKEN)
+
+    assert EncryptedStorage(FileStorage(tmp_path / "data" / "token.json"), keys={"k1": K1}).load() == TOKEN
 
 
 def test_context_binds_the_record_of_a_storage_of_unknown_identity() -> None:
