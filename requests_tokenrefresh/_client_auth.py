@@ -38,6 +38,7 @@ __all__ = [
     "PrivateKeyJWT",
     "add_client_auth",
     "check_client_auth",
+    "check_client_cert",
     "choose_client_auth",
     "method_name",
 ]
@@ -183,6 +184,35 @@ class ClientAssertion:
 ClientAuth = str | PrivateKeyJWT | ClientAssertion
 #: ``client_cert=``: a certificate file with its key in it, or the files of both (requests' ``cert``).
 ClientCert = str | tuple[str, str]
+
+
+def check_client_cert(cert: object) -> None:
+    """Refuse a ``client_cert=`` requests could not use, now rather than at the first request.
+
+    Raises:
+        ValueError: not a path or a pair of paths, a file that is not there, or a key with a
+            password (requests, through urllib3, cannot ask for it).
+    """
+    paths = cert if isinstance(cert, tuple) else (cert,)
+    if (isinstance(cert, tuple) and len(cert) != 2) or not all(isinstance(p, str) and p for p in paths):
+        raise ValueError("client_cert must be a file path (certificate and key) or a (certificate, key) pair of paths")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"client_cert: no file at {path!r}")
+    try:
+        with open(paths[-1], "rb") as file:  # the key: the second path, or the one file with both
+            encrypted = b"ENCRYPTED" in file.read(_PEM_HEAD_LIMIT)
+    except OSError as exc:
+        raise ValueError(f"client_cert: cannot read {paths[-1]!r} ({exc.strerror})") from None
+    if encrypted:
+        raise ValueError(
+            f"client_cert: the key in {paths[-1]!r} has a password, which requests cannot ask for: "
+            "give it a copy without one (openssl pkey -in key.pem -out key-plain.pem), kept as a secret"
+        )
+
+
+#: Bytes of a key file read to see whether the key has a password (a PEM header says it).
+_PEM_HEAD_LIMIT = 1 << 16
 # RFC 8705 §2: the two ways a client's certificate authenticates it.
 _MTLS_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
 

@@ -133,6 +133,8 @@ class DPoPKey:
             )
         if not callable(sign):
             raise ValueError("sign must be a callable that signs bytes")
+        if alg in DPOP_ALGORITHMS:  # else __init__ says which algorithms there are
+            _check_key_type(public_jwk, alg, "public_jwk")
         return cls(None, alg=alg, _signer=sign, _public_jwk=public_jwk)
 
     @classmethod
@@ -149,6 +151,7 @@ class DPoPKey:
         from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
         alg = str(jwk.get("alg", "ES256"))
+        _check_key_type(jwk, alg, "the DPoP key")
         try:
             key = (ECAlgorithm if alg == "ES256" else RSAAlgorithm).from_jwk(json.dumps(dict(jwk)))
         except Exception:  # PyJWT raises InvalidKeyError, ValueError, KeyError ... by member
@@ -264,6 +267,15 @@ def htu(url: str) -> str:
     scheme = parts.scheme.lower()
     default = parts.port is None or (scheme, parts.port) in (("https", 443), ("http", 80))
     return urlunsplit((scheme, host if default else f"{host}:{parts.port}", parts.path or "/", "", ""))
+
+
+def _check_key_type(jwk: Mapping[str, Any], alg: str, what: str) -> None:
+    """Refuse a JWK that ``alg`` cannot sign with: ES256 is EC P-256, PS256 and RS256 are RSA."""
+    wanted = ("EC", "P-256") if alg == "ES256" else ("RSA", None)
+    if (jwk.get("kty"), jwk.get("crv")) != wanted:
+        shown = "/".join(str(v) for v in (jwk.get("kty"), jwk.get("crv")) if v is not None)
+        needed = "/".join(w for w in wanted if w)
+        raise ValueError(f"{what} is a {shown or 'JWK without kty'} key: {alg} signs with {needed} keys")
 
 
 def thumbprint(public_jwk: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from ._client_auth import (
     PrivateKeyJWT,
     add_client_auth,
     check_client_auth,
+    check_client_cert,
     choose_client_auth,
 )
 from ._discovery import check_endpoint, discover
@@ -61,6 +62,8 @@ class EndpointClient:
         self.client_id = client_id
         self.client_secret = client_secret
         self.client_auth = client_auth  # None: the server's metadata chooses, else "basic"
+        if client_cert is not None:
+            check_client_cert(client_cert)
         self.client_cert = client_cert  # mTLS (RFC 8705): presented on every request to the server
         self.own_session = session is None
         self.session = requests.Session() if session is None else session

@@ -16,7 +16,7 @@ from typing import Any
 
 from urllib3.util.retry import Retry
 
-from ._client_auth import ClientAuth, ClientCert, check_client_auth
+from ._client_auth import ClientAuth, ClientCert, check_client_auth, check_client_cert
 from ._clock import Clock
 from ._dpop import DPoPPolicy
 from ._urls import check_url
@@ -100,10 +100,8 @@ class Settings:
             if text is not None and (not isinstance(text, str) or not text):
                 raise ValueError(f"{name} must be a non-empty string or None")
         check_client_auth(self.client_auth, self.client_id, self.client_secret)
-        if self.client_cert is not None and not _is_cert(self.client_cert):
-            raise ValueError(
-                "client_cert must be a file path (certificate and key) or a (certificate, key) pair of paths"
-            )
+        if self.client_cert is not None:
+            check_client_cert(self.client_cert)
         if self.dpop is not None and self.refresher is not None:
             raise ValueError("dpop needs token_url= or issuer=: a refresher= makes its own token requests")
         for name in ("leeway", "refresh_timeout"):
@@ -114,12 +112,6 @@ class Settings:
         for name in ("refresher", "on_refresh", "on_session_expired", "on_refresh_token_expiring", "clock"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ValueError(f"{name} must be callable")
-
-
-def _is_cert(cert: object) -> bool:
-    if isinstance(cert, tuple):
-        return len(cert) == 2 and all(isinstance(p, str) and p for p in cert)
-    return isinstance(cert, str) and bool(cert)
 
 
 def status_codes(codes: Iterable[int]) -> frozenset[int]:

@@ -637,3 +637,39 @@ def test_a_client_certificate_uses_the_mtls_alias_and_needs_no_secret(tmp_path: 
 def test_a_bad_client_cert_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="client_cert must be"):
         TokenRefreshAdapter(MemoryStorage(), token_url="https://a.example/token", client_cert=("only-one",))  # type: ignore[arg-type]
+
+
+def _encrypted_key(path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"a password"),
+        )
+    )
+
+
+@pytest.mark.parametrize("problem", ["no certificate file", "no key file", "a key with a password"])
+def test_a_client_cert_requests_cannot_use_is_refused_at_construction(problem: str, tmp_path: Path) -> None:
+    # Before: a missing file was an OSError from deep inside the first request, and a key with a
+    # password a RefreshError (SSLError) after a second of retries.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    if problem == "no certificate file":
+        cert.unlink()
+        key.write_text("-----BEGIN PRIVATE KEY-----\n")
+        match = "no file at"
+    elif problem == "no key file":
+        match = "no file at"
+    else:
+        _encrypted_key(key)
+        match = "the key in .* has a password"
+    pair = (str(cert), str(key))
+    with pytest.raises(ValueError, match=f"client_cert: {match}"):
+        TokenRefreshAdapter(MemoryStorage(), token_url="https://a.example/token", client_cert=pair)
+    with pytest.raises(ValueError, match=f"client_cert: {match}"):
+        login_device(
+            storage=MemoryStorage(), device_authorization_url="https://a.example/device",
+            token_url="https://a.example/token", client_id="cli", client_cert=pair,
+        )  # fmt: skip

@@ -88,6 +88,9 @@ def test_a_key_round_trips_through_its_record_jwk_and_pem() -> None:
     assert DPoPKey.from_jwk(rsa_key.to_jwk()) == rsa_key
 
 
+EC_PUBLIC = {"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -97,6 +100,12 @@ def test_a_key_round_trips_through_its_record_jwk_and_pem() -> None:
         (lambda: DPoPKey.from_signer({"kty": "EC"}, lambda b: b), "missing"),
         (lambda: DPoPKey.from_signer({"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}, bytes), "private"),
         (lambda: DPoPKey.generate().proof and DPoPKey.from_pem(b"", alg="HS256"), "alg must be one of"),
+        # A key its alg cannot sign with: refused here, not by the server at the first request.
+        (lambda: DPoPKey.from_signer(EC_PUBLIC, bytes, alg="RS256"), "RS256 signs with RSA"),
+        (lambda: DPoPKey.from_signer({"kty": "OKP", "crv": "Ed25519", "x": "a"}, bytes), "OKP/Ed25519 key: ES256"),
+        (lambda: DPoPKey.from_signer({**EC_PUBLIC, "crv": "P-384"}, bytes), "EC/P-384 key"),
+        (lambda: DPoPKey.from_jwk({**EC_PUBLIC, "crv": "P-384", "d": "c"}), "EC/P-384 key"),
+        (lambda: DPoPKey.from_jwk({"kty": "RSA", "n": "a", "e": "AQAB", "d": "c"}), "RSA key: ES256"),
     ],
 )
 def test_bad_keys_are_clear_errors(make: Any, message: str) -> None:
