@@ -14,7 +14,7 @@ from ..storage import FileStorage, KeyringStorage, RedisStorage, TokenStorage
 from ..storage.base import ENCRYPTED_MARKER
 from ..tokens import Token, parse_number
 from .format import _LATEST_EPOCH, _CommandError, _duration, _file_error, _printable, _when
-from .store import _inner, _keeping_encryption, _load, _load_token, _replacing, _storage, _where
+from .store import _inner, _keeping_encryption, _load, _load_token, _plain_storage, _replacing, _storage, _where
 
 __all__ = ["describe"]
 
@@ -216,7 +216,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    storage = _inner(_storage(args))  # an encrypted record is deleted whatever its key: no key is needed
+    storage = _plain_storage(args)  # an encrypted record is deleted whatever its key: no key is read
     try:
         stored = _load(storage) is not None
     except _CommandError:

@@ -195,13 +195,16 @@ def _command_storage(
 
 def _storage(args: argparse.Namespace) -> TokenStorage:
     """The store the options name: in an EncryptedStorage with ``--encrypted``."""
+    return _wrap(args, _plain_storage(args))
+
+
+def _plain_storage(args: argparse.Namespace) -> TokenStorage:
+    """The store the options name, never wrapped (no key is read)."""
     if args.key is not None:
-        inner: TokenStorage = _redis_storage(args)
-    elif args.token_file is not None:
-        inner = FileStorage(args.token_file)
-    else:
-        inner = KeyringStorage(args.service, args.username)
-    return _wrap(args, inner)
+        return _redis_storage(args)
+    if args.token_file is not None:
+        return FileStorage(args.token_file)
+    return KeyringStorage(args.service, args.username)
 
 
 def _wrap(args: argparse.Namespace, inner: TokenStorage) -> TokenStorage:

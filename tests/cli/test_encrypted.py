@@ -292,10 +292,13 @@ def test_without_encrypted_an_encrypted_record_is_named_and_left_alone(
     assert store.raw() == before  # no token in clear over it, not deleted unrevoked
 
 
-def test_clear_deletes_an_encrypted_record_without_its_key(cli: CommandLine, store: Store) -> None:
+@pytest.mark.parametrize("encrypted", [[], ["--encrypted"]], ids=["plain", "--encrypted"])
+def test_clear_deletes_an_encrypted_record_without_its_key(
+    cli: CommandLine, store: Store, encrypted: list[str]
+) -> None:
     keys(store).save(Token("at-secret-access", "rt-secret-refresh"))
 
-    result = cli("clear", *store.args)
+    result = cli("clear", *store.args, *encrypted)  # no keys in the (cleaned) environment
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("deleted the token in ")
