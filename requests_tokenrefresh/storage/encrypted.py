@@ -410,14 +410,16 @@ class EncryptedStorage(TokenStorage):
         try:
             with self.inner.refresh_lease(MIGRATE_LEASE_TIMEOUT) as lease:
                 stored = lease.load()
-                if stored is None or stored.access_token == ENCRYPTED_MARKER:
-                    return self._open(stored)
-                if lease.interrupted or lease.lost:
-                    return stored  # the refresh that follows saves it (encrypted)
-                lease.save(self._seal(stored))
+                encrypted_meanwhile = stored is None or stored.access_token == ENCRYPTED_MARKER
+                if stored is not None and not encrypted_meanwhile:
+                    if lease.interrupted or lease.lost:
+                        return stored  # the refresh that follows saves it (encrypted)
+                    lease.save(self._seal(stored))
         except TokenStorageError as exc:  # LeaseLostError too: the next load tries again
             log.warning("could not encrypt the plaintext record of %r yet: %s", self.inner, exc)
             return plain
+        if encrypted_meanwhile:  # another host did it (or deleted it): read that, its errors too
+            return self._open(stored)
         log.info("encrypted the plaintext token record of %r with key id %s", self.inner, self.keys.ids[0])
         return stored
 

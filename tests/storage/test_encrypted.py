@@ -469,6 +469,24 @@ def test_migrate_encrypts_a_plaintext_record_once_on_load(
     assert EncryptedStorage(plain, keys={"k1": K1}).load().to_record() == TOKEN.to_record()  # type: ignore[union-attr]
 
 
+def test_migrate_does_not_hide_a_record_encrypted_meanwhile_under_a_key_it_lacks() -> None:
+    # The first read finds the record in clear; by the time the lease is taken, another host has
+    # encrypted it under a key this one does not have: that is the error, not the stale token.
+    encrypted = MemoryStorage()
+    EncryptedStorage(encrypted, keys={"k2": K2}).save(TOKEN)
+
+    class EncryptedMeanwhile(MemoryStorage):
+        reads = 0
+
+        def load(self) -> Token | None:
+            self.reads += 1
+            return TOKEN if self.reads == 1 else super().load()
+
+    storage = EncryptedStorage(EncryptedMeanwhile(encrypted.load()), keys={"k1": K1}, migrate=True)
+    with pytest.raises(TokenStorageError, match="key id 'k2'"):
+        storage.load()
+
+
 def test_migrate_inside_a_lease_reads_the_plaintext_and_the_holder_saves_it_encrypted() -> None:
     memory = MemoryStorage(TOKEN)
     storage = EncryptedStorage(memory, keys={"k1": K1}, migrate=True)
