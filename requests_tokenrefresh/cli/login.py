@@ -204,7 +204,7 @@ def _login(args: argparse.Namespace) -> int:
         where += " (replacing the token stored there)"
     elif replaced is not None:
         where += " (replacing the value stored there, which was not a token)"
-    bound = f", bound to DPoP key {token.dpop_key.thumbprint}" if token.dpop_key is not None else ""
+    bound = f", bound to DPoP key {token.dpop_jkt}" if token.dpop_jkt is not None else ""
     print(f"logged in: token {fingerprint(token.access_token)}{bound} stored in {where}; {_expiry(token, time.time())}")
     return 0
 

@@ -30,6 +30,10 @@ _EXPIRED = {
 }
 
 
+def _kept(info: dict[str, Any]) -> str:
+    return "kept with the record" if info["dpop_key_in_record"] else "held by its user: not in the record"
+
+
 def describe(token: Token, *, show_secrets: bool = False, now: float | None = None) -> dict[str, Any]:
     """Return what ``status --json`` prints for ``token``: no secret unless ``show_secrets``."""
     now = time.time() if now is None else now
@@ -46,8 +50,10 @@ def describe(token: Token, *, show_secrets: bool = False, now: float | None = No
         "access_token_fingerprint": fingerprint(token.access_token),
         "refresh_token_fingerprint": fingerprint(token.refresh_token) if token.refresh_token else None,
         "extra_keys": sorted(token.extra),
-        # The thumbprint of the DPoP key kept with the record (RFC 7638): never the key itself.
-        "dpop_jkt": token.dpop_key.thumbprint if token.dpop_key is not None else None,
+        # The thumbprint of the DPoP key the token is bound to (RFC 7638), whether the record
+        # keeps the key or its user holds it: never the key itself.
+        "dpop_jkt": token.dpop_jkt,
+        "dpop_key_in_record": token.dpop_key is not None,
     }
     renewable = token.refresh_token is not None
     refresh_expires_at = refresh_token_expires_at(token) if renewable else None
@@ -104,7 +110,7 @@ def _print_status(storage: TokenStorage, info: dict[str, Any]) -> None:
         ("expires", expires),
         ("refresh token", refresh),
         ("fingerprints", fingerprints),
-        *([("DPoP key", f"thumbprint {info['dpop_jkt']} (kept with the record)")] if info["dpop_jkt"] else []),
+        *([("DPoP key", f"thumbprint {info['dpop_jkt']} ({_kept(info)})")] if info["dpop_jkt"] else []),
         ("extra fields", ", ".join(info["extra_keys"]) or "-"),
         ("usable", usable),
     ]

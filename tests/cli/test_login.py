@@ -436,6 +436,24 @@ def test_status_says_when_the_refresh_token_expires(
     assert "refresh-secret" not in result.stdout
 
 
+def test_status_names_a_key_its_user_holds(cli: CommandLine, tmp_path: Path) -> None:
+    from requests_tokenrefresh import DPoPKey, FileStorage, Token, TokenRefreshAdapter
+
+    key = DPoPKey.generate()
+    token_file = tmp_path / "token.json"
+    with AuthServer(ttl=3600, dpop=True) as auth:
+        FileStorage(token_file).save(Token.from_response(auth.issue()))
+        # A refresh by an adapter given the key: bound to it, and the record names it only.
+        TokenRefreshAdapter(FileStorage(token_file), token_url=auth.token_url, dpop=key).refresh()
+    status = cli("status", "--file", str(token_file), "--json")
+    text = cli("status", "--file", str(token_file))
+
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert (info["dpop_jkt"], info["dpop_key_in_record"]) == (key.thumbprint, False)
+    assert f"thumbprint {key.thumbprint} (held by its user: not in the record)" in text.stdout
+
+
 def test_login_with_dpop_keeps_the_key_with_the_record_and_status_shows_its_thumbprint(
     cli: CommandLine, start: Any, tmp_path: Path
 ) -> None:
