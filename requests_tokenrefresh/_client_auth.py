@@ -201,7 +201,9 @@ def check_client_cert(cert: object) -> None:
             raise ValueError(f"client_cert: no file at {path!r}")
     try:
         with open(paths[-1], "rb") as file:  # the key: the second path, or the one file with both
-            encrypted = b"ENCRYPTED" in file.read(_PEM_HEAD_LIMIT)
+            head = file.read(_PEM_HEAD_LIMIT)
+        # PKCS#8's encrypted key, or a traditional PEM key with a Proc-Type header.
+        encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in head or b"Proc-Type: 4,ENCRYPTED" in head
     except OSError as exc:
         raise ValueError(f"client_cert: cannot read {paths[-1]!r} ({exc.strerror})") from None
     if encrypted:

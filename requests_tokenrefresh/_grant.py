@@ -156,6 +156,12 @@ class OAuthRefreshGrant:
             ) from None
         return self.token_url
 
+    @property
+    def audience(self) -> str | None:
+        """A private_key_jwt assertion's ``aud``: the token endpoint the metadata names (not its
+        mTLS alias), once known."""
+        return self._audience or self.token_url
+
     def _check_route(self, session: requests.Session, url: str) -> None:
         """Refuse to send secrets over plain http through a proxy that is not on this machine."""
         if self.allow_insecure_http or url.startswith("https://"):
@@ -190,12 +196,12 @@ class OAuthRefreshGrant:
         url = self._endpoint(session, timeout)
         self._check_route(session, url)
         bound = token.dpop_key if token is not None else None
-        # The key the refresh token may be bound to (a public client's is, RFC 9449 §5): a DPoP
-        # token's, or a downgrade's (dpop_jkt). A grant that mints a token from nothing has none.
-        jkt = token.dpop_jkt if token is not None and not self.mints else None
-        elsewhere = (
-            token is not None and not self.mints and bound is None and (jkt is not None or token.token_type == "DPoP")
-        )
+        # The key a DPoP token's refresh token may be bound to (a public client's is, RFC 9449
+        # §5). A downgrade's (a Bearer answer to a proof) is not: the server ignored the proof. A
+        # grant that mints a token from nothing presents no refresh token.
+        bound_token = token is not None and not self.mints and token.token_type == "DPoP"
+        jkt = token.dpop_jkt if bound_token and token is not None else None
+        elsewhere = bound_token and bound is None
         key = self.dpop.key_for(bound, elsewhere) if self.dpop is not None else bound
         if (elsewhere and key is None) or (jkt is not None and key is not None and key.thumbprint != jkt):
             # Sent without its key, the refresh token would be refused (invalid_grant) and the

@@ -252,6 +252,7 @@ class TokenRefreshAdapter(HTTPAdapter):
             )
         else:
             self._grant = CallableGrant(s.refresher, clock=clock)
+        self._mints = self._grant.mints  # client credentials: a token of another key is replaced
         # The resource servers' DPoP nonces, one per origin; the grant keeps the token endpoint's
         # apart (RFC 9449 §8, §9: an authorization server and an API on one origin have their own).
         self._nonces = Nonces()
@@ -323,6 +324,14 @@ class TokenRefreshAdapter(HTTPAdapter):
             token = coordinator.token_for_request()
             request.headers["Authorization"] = token.authorization
         dpop = token.token_type == "DPoP"
+        if dpop and self._mints and self._signing_key(token) is None:
+            # Client credentials: a token minted with another key (another worker's, or before a
+            # key change) is not ours to sign; mint one as a 401 would have made us, and send that.
+            replacement = coordinator.token_after_rejection(token)
+            if replacement is not None:
+                token = replacement
+                request.headers["Authorization"] = token.authorization
+                dpop = token.token_type == "DPoP"
         if dpop:
             nonce = self._sign(request, token)
         elif token.dpop_jkt is not None and not self._allow_downgrade:
@@ -422,7 +431,7 @@ class TokenRefreshAdapter(HTTPAdapter):
         .. versionadded:: 0.2
         """
         token = self._coordinator.current()
-        if token is None:
+        if token is None and revoke:
             # A record that cannot be read (the storage is down, a key is missing) is neither
             # revoked nor deleted: the error says so, and the record stays as it is.
             token = read_token(self._settings.storage)
@@ -437,7 +446,8 @@ class TokenRefreshAdapter(HTTPAdapter):
                 token,
                 revocation_url=s.revocation_url,
                 issuer=s.issuer,
-                token_url=self._grant.token_url if isinstance(self._grant, OAuthRefreshGrant) else None,
+                # The assertion's audience (the metadata's token_endpoint, also behind an mTLS alias).
+                token_url=self._grant.audience if isinstance(self._grant, OAuthRefreshGrant) else None,
                 client_id=s.client_id,
                 client_secret=s.client_secret,
                 client_auth=getattr(self._grant, "client_auth", s.client_auth),  # as the metadata chose
@@ -491,11 +501,22 @@ class TokenRefreshAdapter(HTTPAdapter):
         response.history.extend(history)
         return response
 
-    def _sign(self, request: requests.PreparedRequest, token: Token) -> str | None:
-        """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header; the nonce it holds."""
+    def _signing_key(self, token: Token) -> DPoPKey | None:
+        """The key that signs proofs for ``token``: this adapter's, else the record's; None if
+        there is none, or if the token is bound to another."""
         dpop = self._settings.dpop
         key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
         if key is None or (token.dpop_jkt is not None and key.thumbprint != token.dpop_jkt):
+            return None
+        return key
+
+    def _sign(self, request: requests.PreparedRequest, token: Token, nonce: str | None = None) -> str | None:
+        """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header; the nonce it holds
+        (``nonce``, else the one last learned for its origin)."""
+        key = self._signing_key(token)
+        if key is None:
+            dpop = self._settings.dpop
+            key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
             raise RefreshError(
                 "dpop_key_missing: the token is bound to the DPoP key "
                 + (f"{token.dpop_jkt}, " if token.dpop_jkt else "")
@@ -508,7 +529,8 @@ class TokenRefreshAdapter(HTTPAdapter):
                 error="dpop_key_missing",
             )
         url = request.url or ""
-        nonce = self._nonces.get(url)
+        if nonce is None:
+            nonce = self._nonces.get(url)
         request.headers["DPoP"] = key.proof(
             request.method or "GET",
             url,
@@ -533,7 +555,8 @@ class TokenRefreshAdapter(HTTPAdapter):
         log.debug("HTTP 401 use_dpop_nonce from %s: sending again with its nonce", origin(url))
         retry = _rewound_copy(request, response)
         _released(response)
-        self._sign(retry, token)
+        # The challenge's own nonce: another thread's answer may have put an older one in the cache.
+        self._sign(retry, token, response.headers["DPoP-Nonce"])
         answer = self._transport.send(self, retry, **options)
         self._nonces.learn(url, answer)
         response.request = response.request.copy()

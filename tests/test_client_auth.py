@@ -650,6 +650,18 @@ def _encrypted_key(path: Path) -> None:
     )
 
 
+def test_a_certificate_file_that_names_encrypted_in_its_text_is_not_taken_for_a_password(tmp_path: Path) -> None:
+    # As `openssl pkcs12 -nodes` writes a certificate with its key: attribute lines before each block.
+    import trustme
+
+    issued = trustme.CA().issue_cert("client.invalid", common_name="backup-ENCRYPTED-volumes")
+    path = tmp_path / "client.pem"
+    attributes = b"Bag Attributes\n    friendlyName: backup-ENCRYPTED-volumes\n"
+    path.write_bytes(attributes + issued.cert_chain_pems[0].bytes() + attributes + issued.private_key_pem.bytes())
+    adapter = TokenRefreshAdapter(MemoryStorage(), token_url="https://a.example/token", client_cert=str(path))
+    assert adapter._settings.client_cert == str(path)
+
+
 @pytest.mark.parametrize("problem", ["no certificate file", "no key file", "a key with a password"])
 def test_a_client_cert_requests_cannot_use_is_refused_at_construction(problem: str, tmp_path: Path) -> None:
     # Before: a missing file was an OSError from deep inside the first request, and a key with a

@@ -511,3 +511,18 @@ def test_a_token_says_which_key_it_is_bound_to_and_refuses_a_wrong_thumbprint() 
     with pytest.raises(ValueError, match="dpop_jkt must be"):
         Token("at", dpop_jkt="not a thumbprint")
     assert key.thumbprint in repr(Token("at", dpop_jkt=key.thumbprint))
+
+
+@pytest.mark.parametrize("dpop", [True, False], ids=["dpop=True", "dpop=False"])
+@responses.activate
+def test_a_downgrades_refresh_token_is_refreshed_without_its_key(dpop: bool) -> None:
+    # A Bearer answer to a proof: the server ignored the proof, so its refresh token is not bound
+    # to the key. A process without the key may refresh it (its mark only stops sending it).
+    held = DPoPKey.generate()
+    responses.post(TOKEN_URL, json=answer("at-2", token_type="Bearer"))
+    # As read from its record: the mark, and no key.
+    storage = MemoryStorage(Token("at-1", "rt-1", expires_at=1.0, dpop_jkt=held.thumbprint))
+    adapter = TokenRefreshAdapter(storage, token_url=TOKEN_URL, dpop=dpop, allow_dpop_downgrade=True)
+    token = adapter.refresh()
+    assert token.access_token == "at-2"
+    assert len(responses.calls) == 1

@@ -176,3 +176,57 @@ def test_a_fake_clock_moves_expiries_but_proofs_are_dated_by_the_wall_clock() ->
         assert session.get(server.url + "/items", timeout=10).status_code == 200
         assert server.refresh_calls == 1
         assert server.dpop_rejections == []
+
+
+def test_client_credentials_replace_a_token_minted_with_another_key() -> None:
+    # Two workers share a record, each with a key it holds (a rolling change of key, say): a
+    # token the other minted is not signed with the wrong key, nor refused; a new one is minted.
+    from requests_tokenrefresh import DPoPKey
+
+    storage = MemoryStorage()
+    with AuthServer(dpop=True, ttl=3600) as server:
+        server.client_id, server.client_secret = "svc", "s3cret"
+        statuses = []
+        for key in (DPoPKey.generate(), DPoPKey.generate()):
+            adapter = TokenRefreshAdapter(
+                storage, token_url=server.token_url, grant_type="client_credentials", client_id="svc",
+                client_secret="s3cret", dpop=key,
+            )  # fmt: skip
+            with requests.Session() as session:
+                session.mount(server.url + "/", adapter)
+                statuses += [session.get(server.url + "/items", timeout=10).status_code for _ in range(2)]
+        assert statuses == [200, 200, 200, 200]
+        assert server.refresh_calls == 2  # one mint per key
+        assert server.dpop_rejections == []
+
+
+def test_a_nonce_retry_carries_the_challenges_nonce_whatever_another_thread_learned() -> None:
+    # Between a use_dpop_nonce challenge and its retry, another thread's late answer may put the
+    # previous nonce in the adapter's cache: the retry is signed with the challenge's own.
+    with AuthServer(dpop=True, ttl=3600) as server, requests.Session() as session:
+        server.dpop_nonce = True
+        server.client_id, server.client_secret = "svc", "s3cret"
+        adapter = TokenRefreshAdapter(
+            MemoryStorage(), token_url=server.token_url, grant_type="client_credentials", client_id="svc",
+            client_secret="s3cret", dpop=True,
+        )  # fmt: skip
+        session.mount(server.url + "/", adapter)
+        assert session.get(server.url + "/items", timeout=10).status_code == 200
+        calls = server.refresh_calls  # the mint, and its nonce's retry
+        previous = server.current_dpop_nonce("api")
+        server.rotate_dpop_nonce()
+        nonces = adapter._nonces
+        learn = nonces.learn
+
+        def late_answer_after_the_challenge(url: str, response: requests.Response) -> None:
+            learn(url, response)
+            if response.status_code == 401:
+                stale = requests.Response()
+                stale.headers["DPoP-Nonce"] = str(previous)
+                learn(url, stale)  # another thread's answer, sent before the rotation
+
+        nonces.learn = late_answer_after_the_challenge  # type: ignore[method-assign]
+        response = session.get(server.url + "/items", timeout=10)
+        assert response.status_code == 200
+        assert [r.status_code for r in response.history] == [401]
+        assert server.refresh_calls == calls  # no token request for an API's nonce

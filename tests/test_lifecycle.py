@@ -129,3 +129,20 @@ def test_logout_stops_a_client_credentials_adapter_until_a_token_is_saved(sessio
         assert storage.load() is None
         adapter.save_token(Token.from_response(srv.issue()))
         assert session.get(f"{srv.url}/api").status_code == 200
+
+
+def test_a_logout_without_revocation_reads_nothing(session_for: Any) -> None:
+    # Nothing to revoke, so nothing to read: a store that cannot be read at that moment (a blip)
+    # does not stop the sign-out, which deletes the record.
+    from requests_tokenrefresh import TokenStorageError
+
+    class Unreadable(MemoryStorage):
+        def load(self) -> Token | None:
+            raise TokenStorageError("the store cannot be read right now")
+
+    with AuthServer(ttl=3600) as srv:
+        storage = Unreadable(Token.from_response(srv.issue()))
+        _, adapter = session_for(srv, None, storage=storage)
+        adapter.logout(revoke=False)
+        assert MemoryStorage.load(storage) is None  # deleted
+        assert srv.refresh_calls == 0

@@ -126,13 +126,16 @@ def test_private_key_jwt_over_the_mtls_alias_names_the_token_endpoint_as_audienc
         )  # fmt: skip
         try:
             token = adapter.refresh()
+            adapter.logout()  # revokes with an assertion of its own
         finally:
             adapter.close()
         client_auth = PrivateKeyJWT(pem, alg="ES256")
         revoke_token(token, issuer=server.issuer, client_id="svc", client_auth=client_auth, client_cert=cert)
         with server.lock:
             audiences = {(entry["endpoint"], entry["aud"]) for entry in server.assertion_log}
+            revocations = [entry for entry in server.assertion_log if entry["endpoint"] == "/revoke"]
             rejections = list(server.assertion_rejections)
     assert rejections == []
     # (The kit logs the alias's requests as /token's: it serves both alike.)
     assert audiences == {("/token", server.token_url), ("/revoke", server.token_url)}
+    assert len(revocations) >= 2  # adapter.logout()'s and revoke_token's

@@ -66,8 +66,8 @@ def logout(
         revocation endpoint.
 
     Raises:
-        RevocationError: the revocation failed (or the record could not be read to revoke it);
-            the local record was deleted all the same (``deleted`` is True).
+        RevocationError: the revocation failed; the local record was deleted all the same
+            (``deleted`` is True).
         TokenStorageError: the record could not be read (then nothing is revoked or deleted: a
             storage that is down, an encrypted record without its key; ``storage.delete()``
             removes it unread), or could not be deleted.

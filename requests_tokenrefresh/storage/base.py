@@ -184,7 +184,8 @@ def read_token(source: TokenStorage | RefreshLease) -> Token | None:
     token = source.load()
     if token is not None and token.access_token == ENCRYPTED_MARKER:
         raise TokenStorageError(
-            f"{source!r} holds an encrypted record (written by an EncryptedStorage): read it through "
+            f"{getattr(source, 'storage', source)!r} holds an encrypted record (written by an EncryptedStorage): "
+            "read it through "
             "EncryptedStorage with its keys; it is left as it is"
         )
     return token

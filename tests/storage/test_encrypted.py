@@ -633,7 +633,7 @@ def test_an_adapter_without_the_wrapper_does_not_use_or_delete_an_encrypted_reco
         with requests.Session() as session:
             session.mount(srv.url + "/", adapter)
             for _ in range(2):
-                with pytest.raises(TokenStorageError, match="encrypted record") as info:
+                with pytest.raises(TokenStorageError, match=r"^FileStorage\('.*'\) holds an encrypted record") as info:
                     session.get(srv.url + "/api/data", timeout=30)
                 assert not isinstance(info.value, SessionExpiredError)
         with pytest.raises(TokenStorageError, match="encrypted record"):
