@@ -33,6 +33,8 @@ __all__ = ["DPOP_ALGORITHMS", "DPoPKey", "DPoPPolicy", "Nonces", "htu", "nonce_c
 DPOP_ALGORITHMS = ("ES256", "PS256", "RS256")
 # The members of a public JWK that its RFC 7638 thumbprint hashes, by key type.
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+#: The smallest RSA key a proof may be signed with (as for client assertions).
+_RSA_MIN_BITS = 2048
 # Members of a JWK that are private (RFC 7518 §6.2.2, §6.3.2): never in a proof's header.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
@@ -156,6 +158,8 @@ class DPoPKey:
             key = (ECAlgorithm if alg == "ES256" else RSAAlgorithm).from_jwk(json.dumps(dict(jwk)))
         except Exception:  # PyJWT raises InvalidKeyError, ValueError, KeyError ... by member
             raise ValueError(f"the DPoP key is not a valid {alg} private JWK") from None
+        if alg != "ES256" and key.key_size < _RSA_MIN_BITS:  # as from_pem
+            raise ValueError(f"alg={alg!r} needs an RSA key of {_RSA_MIN_BITS} bits or more, not {key.key_size}")
         return cls(key, alg=alg)
 
     def _as_held(self) -> DPoPKey:
@@ -276,6 +280,10 @@ def _check_key_type(jwk: Mapping[str, Any], alg: str, what: str) -> None:
         shown = "/".join(str(v) for v in (jwk.get("kty"), jwk.get("crv")) if v is not None)
         needed = "/".join(w for w in wanted if w)
         raise ValueError(f"{what} is a {shown or 'JWK without kty'} key: {alg} signs with {needed} keys")
+    if wanted[0] == "RSA" and isinstance(jwk.get("n"), str):
+        bits = len(base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4)).lstrip(b"\0")) * 8
+        if bits < _RSA_MIN_BITS:
+            raise ValueError(f"alg={alg!r} needs an RSA key of {_RSA_MIN_BITS} bits or more, not about {bits}")
 
 
 def thumbprint(public_jwk: Mapping[str, Any]) -> str:

@@ -526,3 +526,19 @@ def test_a_downgrades_refresh_token_is_refreshed_without_its_key(dpop: bool) -> 
     token = adapter.refresh()
     assert token.access_token == "at-2"
     assert len(responses.calls) == 1
+
+
+def test_an_rsa_key_under_2048_bits_is_refused_however_it_comes() -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(small))
+    public = {k: jwk[k] for k in ("kty", "n", "e")}
+    pem = small.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for make in (
+        lambda: DPoPKey.from_pem(pem, alg="PS256"),
+        lambda: DPoPKey.from_jwk({**jwk, "alg": "PS256"}),
+        lambda: DPoPKey.from_signer(public, bytes, alg="PS256"),
+    ):
+        with pytest.raises(ValueError, match="2048 bits or more"):
+            make()
