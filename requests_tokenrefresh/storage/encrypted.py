@@ -122,8 +122,9 @@ class EncryptionKeys:
                 names the variable and the entry's position (and its key id), never its key.
         """
         value = (os.environ if environ is None else environ).get(name)
-        if not value or not value.strip():
-            raise ValueError(f"environment variable {name} is not set: it should hold key_id:base64-key entries")
+        if value is None or not value.strip():
+            state = "is not set" if value is None else "is empty"
+            raise ValueError(f"environment variable {name} {state}: it should hold key_id:base64-key entries")
         keys: dict[str, bytes] = {}
         for position, entry in enumerate(value.split(","), 1):
             kid, colon, encoded = entry.strip().rpartition(":")  # base64 has no ':'; a key id may not either

@@ -309,7 +309,7 @@ def test_clear_deletes_an_encrypted_record_without_its_key(
     ("args", "env", "fragments"),
     [
         ([], {}, [f"environment variable {KEYS_ENV} is not set"]),
-        ([], {KEYS_ENV: " "}, [f"environment variable {KEYS_ENV} is not set"]),
+        ([], {KEYS_ENV: " "}, [f"environment variable {KEYS_ENV} is empty"]),
         (["--keys-env", "APP_TOKEN_KEYS"], OLD, ["environment variable APP_TOKEN_KEYS is not set"]),
         ([], {KEYS_ENV: f"k1:{K1_TEXT[:-8]}"}, [f"entry 1 of {KEYS_ENV} (key id 'k1')", "bytes long"]),
     ],

@@ -294,7 +294,7 @@ def test_bad_keys_are_a_clear_value_error(keys: Any, match: str) -> None:
     ("value", "match"),
     [
         (None, "KEYS is not set"),
-        ("  ", "KEYS is not set"),
+        ("  ", "KEYS is empty"),
         (K1_TEXT, "entry 1 of KEYS is not key_id:base64-key"),
         (f"k1:{K1_TEXT},:{K2_TEXT}", "entry 2 of KEYS is not key_id:base64-key"),
         (f"k1:{K1_TEXT[:-4]}!!!=", r"entry 1 of KEYS \(key id 'k1'\): the key is not valid base64"),
