@@ -501,22 +501,22 @@ class TokenRefreshAdapter(HTTPAdapter):
         response.history.extend(history)
         return response
 
-    def _signing_key(self, token: Token) -> DPoPKey | None:
-        """The key that signs proofs for ``token``: this adapter's, else the record's; None if
-        there is none, or if the token is bound to another."""
+    def _key_for(self, token: Token) -> DPoPKey | None:
+        """The key to sign ``token``'s proofs with: this adapter's, else the record's."""
         dpop = self._settings.dpop
-        key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
-        if key is None or (token.dpop_jkt is not None and key.thumbprint != token.dpop_jkt):
-            return None
-        return key
+        return dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
+
+    def _signing_key(self, token: Token) -> DPoPKey | None:
+        """:meth:`_key_for`, unless there is none or the token is bound to another: then None."""
+        key = self._key_for(token)
+        return None if key is None or token.dpop_jkt not in (None, key.thumbprint) else key
 
     def _sign(self, request: requests.PreparedRequest, token: Token, nonce: str | None = None) -> str | None:
         """Put a new DPoP proof for ``request`` and ``token`` in its ``DPoP`` header; the nonce it holds
         (``nonce``, else the one last learned for its origin)."""
         key = self._signing_key(token)
         if key is None:
-            dpop = self._settings.dpop
-            key = dpop.key if dpop is not None and dpop.key is not None else token.dpop_key
+            key = self._key_for(token)  # for the message: none, or another
             raise RefreshError(
                 "dpop_key_missing: the token is bound to the DPoP key "
                 + (f"{token.dpop_jkt}, " if token.dpop_jkt else "")

@@ -185,7 +185,6 @@ def read_token(source: TokenStorage | RefreshLease) -> Token | None:
     if token is not None and token.access_token == ENCRYPTED_MARKER:
         raise TokenStorageError(
             f"{getattr(source, 'storage', source)!r} holds an encrypted record (written by an EncryptedStorage): "
-            "read it through "
-            "EncryptedStorage with its keys; it is left as it is"
+            "read it through EncryptedStorage with its keys; it is left as it is"
         )
     return token
